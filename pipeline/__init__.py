@@ -1,0 +1,10 @@
+"""bertflow's Luigi DAG: ``luigi --module pipeline <Task> ...``.
+
+Every task here is a thin wrapper: its ``run()`` calls one plain function in prep/, train/,
+eval/ or profiling/, and its output lives under a content-addressed path (pipeline.artifacts).
+"""
+
+from pipeline.artifacts import bertflow
+from pipeline.prep_tasks import GapFeatures, SquadFeatures
+
+__all__ = ["bertflow", "GapFeatures", "SquadFeatures"]

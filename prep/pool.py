@@ -1,0 +1,292 @@
+"""The multiprocessing engine shared by every prep stage.
+
+Design (after the seed write-up 002): a ``multiprocess`` pool whose initializer gives each
+worker a stable id (pulled from a queue) and loads the large objects (the tokenizer) once per
+worker; tasks carry only a chunk of raw examples. A shared counter (a ``Value`` used under its
+own lock) hands out globally unique, dense feature ids. Ids are reserved in chunk order, so the
+same input gives the same ids whatever the mode, the number of processes or the scheduling.
+
+Two sinks, same worker code:
+- ``merge``: workers send Arrow record batches back; the main process writes one file.
+- ``shards``: each worker appends to its own Arrow shard; the main process lists the shards.
+
+Workers are started with ``spawn``: a fork of a process whose Rust tokenizer already started its
+thread pool can deadlock, and spawn behaves the same on every OS. Tokenizer threads are switched
+off inside workers so ``nproc`` is the real degree of parallelism. A worker that raises fails
+the run with its error; a worker that dies (SIGKILL, OOM) is noticed by the main process, which
+stops the pool and raises instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import queue
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import multiprocess
+import numpy as np
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+MODES = ("shards", "merge")
+_POLL_S = 0.2
+_TURN_TIMEOUT_S = 600.0
+
+
+class WorkerDied(RuntimeError):
+    """A pool worker exited without reporting an error (killed, out of memory, crashed)."""
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cap_nproc(requested: int, reserve_cpus: int = 1) -> int:
+    """Limit ``requested`` to the CPUs this process may use minus ``reserve_cpus`` (at least 1).
+
+    Leaving a core free keeps the machine responsive (the seed's advice); benchmarks that
+    measure up to the CPU count pass ``reserve_cpus=0``.
+    """
+    if requested < 1:
+        raise ValueError(f"nproc must be >= 1, got {requested}")
+    if reserve_cpus < 0:
+        raise ValueError(f"reserve_cpus must be >= 0, got {reserve_cpus}")
+    cap = max(1, available_cpus() - reserve_cpus)
+    if requested > cap:
+        log.warning("nproc %d capped to %d (%d CPUs, %d kept free)", requested, cap, available_cpus(), reserve_cpus)
+    return min(requested, cap)
+
+
+@dataclass
+class PoolResult:
+    files: list[dict]  # [{"path": name relative to out_dir, "rows": n}]
+    num_features: int
+    stats: dict = field(default_factory=dict)
+    nproc: int = 1
+    seconds: float = 0.0
+
+
+def _ref(fn: Callable) -> tuple[str, str]:
+    """An importable (module, name) for ``fn``, even when its module runs as ``python -m``."""
+    module = fn.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        if spec is None:
+            raise ValueError(f"{fn.__qualname__} is defined in a script; workers need an importable module")
+        module = spec.name
+    return module, fn.__qualname__
+
+
+def _resolve(ref: tuple[str, str]) -> Callable:
+    module, name = ref
+    return getattr(importlib.import_module(module), name)
+
+
+# --- worker side -------------------------------------------------------------------------
+# One namespace per worker process, filled by the pool initializer.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(id_queue, counter, turn, turn_cond, barrier, setup_ref, setup_arg, convert_ref,
+                 schema, out_dir, mode, file_stem):
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        worker_id = id_queue.get_nowait()
+    except queue.Empty:
+        # Only a replacement for a worker that died asks twice; the main process is stopping.
+        raise RuntimeError("no worker id left: a previous worker died") from None
+    _WORKER.update(
+        worker_id=worker_id,
+        counter=counter,
+        turn=turn,
+        turn_cond=turn_cond,
+        barrier=barrier,
+        state=_resolve(setup_ref)(setup_arg),
+        convert=_resolve(convert_ref),
+        schema=schema,
+        out_dir=Path(out_dir),
+        mode=mode,
+        file_stem=file_stem,
+        writer=None,
+        shard_name=None,
+        shard_rows=0,
+    )
+
+
+def _reserve_ids(chunk_index: int, count: int) -> int:
+    """Take ``count`` ids from the shared counter once every earlier chunk has taken its own."""
+    cond, turn, counter = _WORKER["turn_cond"], _WORKER["turn"], _WORKER["counter"]
+    with cond:  # the counter's own lock
+        if not cond.wait_for(lambda: turn.value == chunk_index, timeout=_TURN_TIMEOUT_S):
+            raise RuntimeError(f"chunk {chunk_index}: waited {_TURN_TIMEOUT_S:.0f}s for chunk {turn.value}")
+        base = counter.value
+        counter.value = base + count
+        turn.value = chunk_index + 1
+        cond.notify_all()
+    return base
+
+
+def _convert_task(task):
+    chunk_index, payload = task
+    columns, stats = _WORKER["convert"](_WORKER["state"], payload)
+    schema: pa.Schema = _WORKER["schema"]
+    count = len(next(iter(columns.values()))) if columns else 0
+    base = _reserve_ids(chunk_index, count)
+    if count == 0:
+        return 0, None, stats
+    ids = pa.array(np.arange(base, base + count, dtype=np.int64))
+    batch = pa.RecordBatch.from_arrays(
+        [ids] + [pa.array(columns[f.name], type=f.type) if not isinstance(columns[f.name], pa.Array)
+                 else columns[f.name] for f in schema if f.name != "feature_id"],
+        schema=schema,
+    )
+    if _WORKER["mode"] == "merge":
+        return count, batch, stats
+    if _WORKER["writer"] is None:
+        name = f"{_WORKER['file_stem']}-w{_WORKER['worker_id']:03d}.arrow"
+        _WORKER["shard_name"] = name
+        _WORKER["writer"] = pa.ipc.new_file(str(_WORKER["out_dir"] / name), schema)
+    _WORKER["writer"].write_batch(batch)
+    _WORKER["shard_rows"] += count
+    return count, None, stats
+
+
+def _close_task(_):
+    writer = _WORKER["writer"]
+    if writer is not None:
+        writer.close()
+        _WORKER["writer"] = None
+    result = (_WORKER["worker_id"], _WORKER["shard_name"], _WORKER["shard_rows"])
+    # Every worker blocks here until all have arrived, so no worker can take two close tasks.
+    _WORKER["barrier"].wait(timeout=_TURN_TIMEOUT_S)
+    return result
+
+
+# --- main side ---------------------------------------------------------------------------
+def merge_stats(total: dict, chunk: dict) -> None:
+    """Add a chunk's stats into ``total``: numbers are summed, lists concatenated."""
+    for key, value in chunk.items():
+        if isinstance(value, list):
+            total.setdefault(key, []).extend(value)
+        else:
+            total[key] = total.get(key, 0) + value
+
+
+def _check_alive(workers) -> None:
+    for proc in workers:
+        code = proc.exitcode
+        if code is not None:
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            raise WorkerDied(
+                f"prep worker pid {proc.pid} died ({how}; SIGKILL or the OOM killer, or a crash "
+                "in its start-up: see its traceback above); nothing was written"
+            )
+
+
+def _wait(async_result, workers):
+    while True:
+        try:
+            return async_result.get(timeout=_POLL_S)
+        except multiprocess.TimeoutError:
+            _check_alive(workers)
+
+
+def run_pool(
+    chunks: Iterable[Any],
+    *,
+    setup: Callable[[Any], Any],
+    setup_arg: Any,
+    convert: Callable[[Any, Any], tuple[dict, dict]],
+    schema: pa.Schema,
+    out_dir: Path,
+    nproc: int,
+    mode: str,
+    file_stem: str = "features",
+    progress: Callable[[int, int], None] | None = None,
+) -> PoolResult:
+    """Convert ``chunks`` (in order) on ``nproc`` workers and write Arrow files into ``out_dir``.
+
+    ``setup(setup_arg)`` runs once per worker and returns its state (e.g. the tokenizer);
+    ``convert(state, chunk)`` returns ``(columns, stats)``: a dict of column name -> values for
+    every schema field but ``feature_id``, and a dict of counts that are summed over chunks.
+    Both must be module-level functions. ``progress(chunks_done, features_done)`` is called from
+    the main process as results arrive.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if schema.field(0).name != "feature_id":
+        raise ValueError("schema must start with the feature_id column")
+    started = time.perf_counter()
+    ctx = multiprocess.get_context("spawn")
+    id_queue = ctx.Queue()
+    for worker_id in range(nproc):
+        id_queue.put(worker_id)
+    counter = ctx.Value("q", 0)
+    turn = ctx.Value("q", 0, lock=False)
+    turn_cond = ctx.Condition(counter.get_lock())
+    barrier = ctx.Barrier(nproc)
+    before = {p.pid for p in ctx.active_children()}
+    pool = ctx.Pool(
+        nproc,
+        initializer=_init_worker,
+        initargs=(id_queue, counter, turn, turn_cond, barrier, _ref(setup), setup_arg, _ref(convert),
+                  schema, str(out_dir), mode, file_stem),
+    )
+    workers = [p for p in ctx.active_children() if p.pid not in before]
+    stats: dict = {}
+    files: list[dict] = []
+    written = 0
+    try:
+        merged_writer = None
+        if mode == "merge":
+            merged_name = f"{file_stem}.arrow"
+            merged_writer = pa.ipc.new_file(str(out_dir / merged_name), schema)
+        results = pool.imap(_convert_task, enumerate(chunks), chunksize=1)
+        done = 0
+        while True:
+            try:
+                count, batch, chunk_stats = results.next(timeout=_POLL_S)
+            except StopIteration:
+                break
+            except multiprocess.TimeoutError:
+                _check_alive(workers)
+                continue
+            merge_stats(stats, chunk_stats)
+            if batch is not None:
+                merged_writer.write_batch(batch)
+            written += count
+            done += 1
+            if progress is not None:
+                progress(done, written)
+        if merged_writer is not None:
+            merged_writer.close()
+            files.append({"path": merged_name, "rows": written})
+        else:
+            closed = _wait(pool.map_async(_close_task, range(nproc), chunksize=1), workers)
+            for worker_id, name, rows in sorted(closed):
+                if name is not None:
+                    files.append({"path": name, "rows": rows, "worker": worker_id})
+            if not files:  # no rows at all: still publish the schema, as merge mode does
+                empty_name = f"{file_stem}-empty.arrow"
+                pa.ipc.new_file(str(out_dir / empty_name), schema).close()
+                files.append({"path": empty_name, "rows": 0})
+        pool.close()
+        pool.join()
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        raise
+    if counter.value != written or sum(f["rows"] for f in files) != written:
+        raise RuntimeError(f"feature count mismatch: counter {counter.value}, rows written {written}, files {files}")
+    return PoolResult(files=files, num_features=written, stats=stats, nproc=nproc,
+                      seconds=time.perf_counter() - started)

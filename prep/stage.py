@@ -1,0 +1,133 @@
+"""One prep stage end to end: pool run into an atomic folder, count checks, manifest."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pyarrow as pa
+
+from prep import pool
+from prep.artifact import MANIFEST, SCHEMA_VERSION, atomic_output_dir, sha256_file, write_json_atomic
+from prep.tokenizer import describe_tokenizer, export_tokenizer
+
+
+@dataclass
+class ReadResult:
+    """What a reader hands the pool: chunks of clean examples, and what it skipped and why."""
+
+    chunks: list[Any]
+    examples_in: int
+    skipped: list[dict] = field(default_factory=list)  # {"example_id", "reason", "where"}
+    info: dict = field(default_factory=dict)  # extra facts for the manifest (format version...)
+
+
+def skip(example_id: str | None, reason: str, where: str) -> dict:
+    return {"example_id": example_id, "reason": reason, "where": where}
+
+
+def run_stage(
+    *,
+    dataset: str,
+    split: str,
+    input_path: Path,
+    out_dir: Path,
+    config: dict,
+    tokenizer_dir: Path,
+    read: Callable[[Path], ReadResult],
+    setup: Callable,
+    convert: Callable,
+    schema: pa.Schema,
+    nproc: int,
+    mode: str,
+    reserve_cpus: int = 1,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> dict:
+    """Read ``input_path``, convert it on a pool, and publish ``out_dir`` with its manifest.
+
+    ``setup(export)`` runs once per worker with a :class:`prep.tokenizer.TokenizerExport`
+    (``prep.tokenizer.load_backend(export)`` rebuilds the tokenizer from it).
+    ``progress(chunks_done, chunks_total, features_done)`` is called from the main process.
+    Returns the manifest. Workers must report ``examples_converted`` (and may report a
+    ``skipped`` list) in their stats; the run fails if examples are not conserved.
+    """
+    started = time.perf_counter()
+    input_path = Path(input_path)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"input file not found: {input_path}")
+    tokenizer = describe_tokenizer(tokenizer_dir)
+    input_sha = sha256_file(input_path)
+    result = read(input_path)
+    nproc = pool.cap_nproc(nproc, reserve_cpus)
+    total_chunks = len(result.chunks)
+    with atomic_output_dir(out_dir) as tmp:
+        export = export_tokenizer(tokenizer_dir, tmp / ".tokenizer.json")
+        pooled = pool.run_pool(
+            result.chunks,
+            setup=setup,
+            setup_arg=export,
+            convert=convert,
+            schema=schema,
+            out_dir=tmp,
+            nproc=nproc,
+            mode=mode,
+            file_stem=f"{dataset}-{split}",
+            progress=(lambda done, feats: progress(done, total_chunks, feats)) if progress else None,
+        )
+        Path(export.backend_file).unlink()
+        stats = dict(pooled.stats)
+        skipped = result.skipped + stats.pop("skipped", [])
+        converted = stats.pop("examples_converted", 0)
+        if converted + len(skipped) != result.examples_in:
+            raise RuntimeError(
+                f"examples not conserved: {result.examples_in} in, {converted} converted, "
+                f"{len(skipped)} skipped"
+            )
+        seconds = time.perf_counter() - started
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "dataset": dataset,
+            "split": split,
+            "input": {"path": str(input_path.resolve()), "sha256": input_sha,
+                      "bytes": input_path.stat().st_size, **result.info},
+            "config": config,
+            "tokenizer": tokenizer,
+            "mode": mode,
+            "nproc": pooled.nproc,
+            "columns": schema.names,
+            "files": pooled.files,
+            "counts": {
+                "examples_in": result.examples_in,
+                "examples_converted": converted,
+                "examples_skipped": len(skipped),
+                "features_out": pooled.num_features,
+                **stats,
+            },
+            "skip_reasons": dict(Counter(s["reason"] for s in skipped)),
+            "skipped": skipped,
+            "seconds": round(seconds, 3),
+            "features_per_second": round(pooled.num_features / seconds, 1) if seconds > 0 else None,
+        }
+        write_json_atomic(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def tqdm_progress(disable: bool):
+    """A ``progress(done, total, features)`` callback drawing a tqdm bar (for the CLIs)."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int, features: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="chunk", disable=disable, dynamic_ncols=True)
+        bar.set_postfix(features=features, refresh=False)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return update

@@ -1,0 +1,34 @@
+"""Shared test fixtures: the packaged tokenizer and the real data under ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Real data lives outside the repo; BERTFLOW_DATA points elsewhere if needed.
+DATA_DIR = Path(os.environ.get("BERTFLOW_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_data(relative: str) -> Path:
+    """Path of a real data file, or skip the test saying where it was looked for."""
+    path = DATA_DIR / relative
+    if not path.is_file():
+        pytest.skip(f"real data not found: {path} (set BERTFLOW_DATA to the folder holding gap/ and squad/)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir() -> Path:
+    from prep.tokenizer import default_model_dir
+
+    return default_model_dir()
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer(tokenizer_dir):
+    from prep.tokenizer import load_fast_tokenizer
+
+    return load_fast_tokenizer(tokenizer_dir)

@@ -1,0 +1,117 @@
+"""The pool engine: deterministic dense ids, both sinks, failures that fail instead of hanging."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from prep.artifact import MANIFEST, atomic_output_dir, is_complete, write_json_atomic
+from prep.pool import WorkerDied, cap_nproc, run_pool
+
+SCHEMA = pa.schema([("feature_id", pa.int64()), ("chunk", pa.int64()), ("item", pa.int64()),
+                    ("worker_pid", pa.int64())])
+
+
+# Module-level so spawned workers can import them.
+def setup_state(arg):
+    return arg
+
+
+def convert_items(state, chunk):
+    """Chunk k yields k % 4 rows, after a random pause that shuffles completion order."""
+    time.sleep(random.random() * 0.02)
+    if state == "raise" and chunk == 5:
+        raise ValueError("chunk 5 is bad")
+    if state == "die" and chunk == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    count = chunk % 4
+    return ({"chunk": [chunk] * count, "item": list(range(count)), "worker_pid": [os.getpid()] * count},
+            {"examples_converted": 1, "rows": count, "skipped": [chunk] if count == 0 else []})
+
+
+@pytest.fixture
+def alarm():
+    """Fail (rather than hang) a test that takes over 60 s."""
+    def on_alarm(*_):
+        raise TimeoutError("pool test hung")
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def read_all(out_dir, files):
+    tables = [pa.ipc.open_file(str(out_dir / f["path"])).read_all() for f in files]
+    return pa.concat_tables(tables).sort_by("feature_id")
+
+
+@pytest.mark.parametrize("mode", ["shards", "merge"])
+def test_ids_are_dense_and_follow_chunk_order(tmp_path, alarm, mode):
+    result = run_pool(range(30), setup=setup_state, setup_arg="ok", convert=convert_items, schema=SCHEMA,
+                      out_dir=tmp_path, nproc=2, mode=mode)
+    table = read_all(tmp_path, result.files)
+    expected = [(k, i) for k in range(30) for i in range(k % 4)]
+    assert list(zip(table["chunk"].to_pylist(), table["item"].to_pylist())) == expected
+    np.testing.assert_array_equal(table["feature_id"].to_numpy(), np.arange(len(expected)))
+    assert result.num_features == len(expected)
+    assert result.stats["examples_converted"] == 30 and result.stats["rows"] == len(expected)
+    assert result.stats["skipped"] == [0, 4, 8, 12, 16, 20, 24, 28]  # lists concatenate in chunk order
+    if mode == "shards":
+        assert len(result.files) == 2 and sorted(f["worker"] for f in result.files) == [0, 1]
+        # each shard was written by one worker process
+        for f in result.files:
+            pids = pa.ipc.open_file(str(tmp_path / f["path"])).read_all()["worker_pid"].unique()
+            assert len(pids) == 1
+    else:
+        assert [f["path"] for f in result.files] == ["features.arrow"]
+
+
+def test_worker_exception_fails_the_run_with_its_error(tmp_path, alarm):
+    with pytest.raises(ValueError, match="chunk 5 is bad"):
+        run_pool(range(30), setup=setup_state, setup_arg="raise", convert=convert_items, schema=SCHEMA,
+                 out_dir=tmp_path, nproc=2, mode="shards")
+
+
+def test_killed_worker_fails_the_run_instead_of_hanging(tmp_path, alarm):
+    started = time.monotonic()
+    with pytest.raises(WorkerDied, match="killed by signal 9"):
+        run_pool(range(30), setup=setup_state, setup_arg="die", convert=convert_items, schema=SCHEMA,
+                 out_dir=tmp_path, nproc=2, mode="merge")
+    assert time.monotonic() - started < 30
+
+
+def test_failed_run_leaves_no_output(tmp_path, alarm):
+    out = tmp_path / "features"
+    with pytest.raises(WorkerDied):
+        with atomic_output_dir(out) as tmp:
+            run_pool(range(30), setup=setup_state, setup_arg="die", convert=convert_items, schema=SCHEMA,
+                     out_dir=tmp, nproc=2, mode="shards")
+            write_json_atomic(tmp / MANIFEST, {})
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir_replaces_previous_output_and_cleans_stale_temps(tmp_path):
+    out = tmp_path / "features"
+    stale = tmp_path / ".features.tmp-999999999-abcd1234"  # a pid that cannot exist
+    stale.mkdir()
+    for value in (1, 2):
+        with atomic_output_dir(out) as tmp:
+            write_json_atomic(tmp / MANIFEST, {"value": value})
+    assert is_complete(out) and (out / MANIFEST).read_text().count('"value": 2') == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]
+
+
+def test_cap_nproc_leaves_headroom():
+    cpus = len(os.sched_getaffinity(0))
+    assert cap_nproc(10_000) == max(1, cpus - 1)
+    assert cap_nproc(10_000, reserve_cpus=0) == cpus
+    assert cap_nproc(1) == 1
+    with pytest.raises(ValueError):
+        cap_nproc(0)
