@@ -108,6 +108,18 @@ def test_atomic_dir_replaces_previous_output_and_cleans_stale_temps(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]
 
 
+def test_program_from_stdin_is_refused_up_front():
+    import subprocess
+    import sys
+
+    script = ("from prep.pool import run_pool\n"
+              "from tests.test_prep_pool import SCHEMA, setup_state, convert_items\n"
+              "run_pool(range(3), setup=setup_state, setup_arg='ok', convert=convert_items, schema=SCHEMA,"
+              " out_dir='.', nproc=1, mode='merge')\n")
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "not a file that spawned prep workers can re-import" in done.stderr
+
+
 def test_cap_nproc_leaves_headroom():
     cpus = len(os.sched_getaffinity(0))
     assert cap_nproc(10_000) == max(1, cpus - 1)
