@@ -5,6 +5,7 @@ eval/ or profiling/, and its output lives under a content-addressed path (pipeli
 """
 
 from pipeline.artifacts import bertflow
+from pipeline.data import DataFile, inputs
 from pipeline.prep_tasks import GapFeatures, SquadFeatures
 
-__all__ = ["bertflow", "GapFeatures", "SquadFeatures"]
+__all__ = ["bertflow", "inputs", "DataFile", "GapFeatures", "SquadFeatures"]

@@ -1,7 +1,11 @@
 """Feature artifacts: thin Luigi wrappers over :mod:`prep.squad` and :mod:`prep.gap`.
 
     luigi --module pipeline SquadFeatures --input dev-v1.1.json --split eval --nproc 4 --local-scheduler
-    luigi --module pipeline GapFeatures --input gap-development.tsv --local-scheduler
+    luigi --module pipeline SquadFeatures --data squad-dev-v1.1 --split eval --local-scheduler
+    luigi --module pipeline GapFeatures --data gap-development --local-scheduler
+
+``--input`` takes a file; ``--data`` names an official file that the DataFile task fetches (or
+finds where luigi.cfg's [inputs] section says).
 """
 
 from __future__ import annotations
@@ -11,19 +15,35 @@ from pathlib import Path
 import luigi
 
 from pipeline.artifacts import SchedulerProgress, artifact_dir, content_hash, significant_params
+from pipeline.data import OFFICIAL, DataFile
 from prep.artifact import MANIFEST, SCHEMA_VERSION
 from prep.pool import MODES, available_cpus
 from prep.tokenizer import default_model_dir, tokenizer_fingerprint
 
 
 class _FeaturesTask(luigi.Task):
-    input = luigi.Parameter(description="raw data file")
+    input = luigi.OptionalParameter(default=None, description="raw data file")
+    data = luigi.OptionalChoiceParameter(choices=tuple(OFFICIAL), default=None,
+                                         description="an official file by name, fetched by DataFile")
     tokenizer = luigi.OptionalParameter(default=None, description="model/tokenizer folder (default: packaged MiniLM)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     mode = luigi.ChoiceParameter(choices=MODES, default="shards", significant=False)
     reserve_cpus = luigi.IntParameter(default=1, significant=False)
 
     dataset = ""  # set by subclasses
+
+    def requires(self):
+        return [DataFile(name=self.data)] if self.data else []
+
+    @property
+    def input_path(self) -> Path:
+        if (self.input is None) == (self.data is None):
+            raise ValueError(f"{self.task_family}: give exactly one of --input FILE or --data NAME")
+        return Path(self.input) if self.input else DataFile(name=self.data).path
+
+    def complete(self):
+        # Before the input exists (DataFile not run yet) there is no content hash, hence no output path.
+        return self.input_path.is_file() and super().complete()
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -35,7 +55,7 @@ class _FeaturesTask(luigi.Task):
         # edited input or tokenizer gives a new artifact.
         payload = {
             **significant_params(self),
-            "input": content_hash(self.input),
+            "input_sha256": content_hash(self.input_path),
             "tokenizer": tokenizer_fingerprint(self.tokenizer_dir),
             "schema_version": SCHEMA_VERSION,
         }
@@ -62,7 +82,7 @@ class SquadFeatures(_FeaturesTask):
         from prep.squad import SquadPrepConfig, prepare_squad
 
         config = SquadPrepConfig(self.max_seq_length, self.doc_stride, self.max_query_length, self.split)
-        prepare_squad(self.input, self.out_dir, self.tokenizer_dir, config, self.nproc, self.mode,
+        prepare_squad(self.input_path, self.out_dir, self.tokenizer_dir, config, self.nproc, self.mode,
                       self.contexts_per_chunk, self.reserve_cpus, SchedulerProgress(self, "SQuAD prep"))
 
 
@@ -73,11 +93,11 @@ class GapFeatures(_FeaturesTask):
 
     @property
     def split_name(self) -> str:
-        return Path(self.input).stem.replace("gap-", "")
+        return self.input_path.stem.replace("gap-", "")
 
     def run(self):
         from prep.gap import GapPrepConfig, prepare_gap
 
-        prepare_gap(self.input, self.out_dir, self.tokenizer_dir, GapPrepConfig(self.max_seq_length),
+        prepare_gap(self.input_path, self.out_dir, self.tokenizer_dir, GapPrepConfig(self.max_seq_length),
                     nproc=self.nproc, mode=self.mode, reserve_cpus=self.reserve_cpus,
                     progress=SchedulerProgress(self, "GAP prep"))
