@@ -74,6 +74,7 @@ class SquadFeatures(_FeaturesTask):
     max_seq_length = luigi.IntParameter(default=384)
     doc_stride = luigi.IntParameter(default=128)
     max_query_length = luigi.IntParameter(default=64)
+    max_articles = luigi.OptionalIntParameter(default=None, description="only the first N articles")
     contexts_per_chunk = luigi.IntParameter(default=32, significant=False)
 
     dataset = "squad"
@@ -81,7 +82,8 @@ class SquadFeatures(_FeaturesTask):
     def run(self):
         from prep.squad import SquadPrepConfig, prepare_squad
 
-        config = SquadPrepConfig(self.max_seq_length, self.doc_stride, self.max_query_length, self.split)
+        config = SquadPrepConfig(self.max_seq_length, self.doc_stride, self.max_query_length, self.split,
+                                 self.max_articles)
         prepare_squad(self.input_path, self.out_dir, self.tokenizer_dir, config, self.nproc, self.mode,
                       self.contexts_per_chunk, self.reserve_cpus, SchedulerProgress(self, "SQuAD prep"))
 

@@ -54,10 +54,13 @@ class SquadPrepConfig:
     doc_stride: int = 128
     max_query_length: int = 64
     split: str = "train"
+    max_articles: int | None = None  # use only the first N articles (a quick subset)
 
     def __post_init__(self):
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.max_articles is not None and self.max_articles < 1:
+            raise ValueError(f"max_articles must be >= 1 or None, got {self.max_articles}")
         if min(self.max_seq_length, self.max_query_length) < 1 or self.doc_stride < 0:
             raise ValueError(f"lengths must be positive and doc_stride >= 0: {self}")
         if self.min_context_room <= self.doc_stride:
@@ -218,7 +221,7 @@ def prepare_squad(
         raise ValueError(f"contexts_per_chunk must be >= 1, got {contexts_per_chunk}")
 
     def read(path: Path) -> ReadResult:
-        result = read_squad(path, config.split, contexts_per_chunk)
+        result = read_squad(path, config.split, contexts_per_chunk, config.max_articles)
         result.chunks = [(config, chunk) for chunk in result.chunks]
         return result
 
@@ -242,12 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc-stride", type=int, default=128, help="overlap in tokens between windows")
     parser.add_argument("--max-query-length", type=int, default=64)
     parser.add_argument("--split", choices=SPLITS, default="train")
+    parser.add_argument("--max-articles", type=int, default=None, help="use only the first N articles")
     parser.add_argument("--contexts-per-chunk", type=int, default=32)
     parser.add_argument("--reserve-cpus", type=int, default=1, help="CPUs kept free when capping --nproc")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
-    config = SquadPrepConfig(args.max_seq_length, args.doc_stride, args.max_query_length, args.split)
+    config = SquadPrepConfig(args.max_seq_length, args.doc_stride, args.max_query_length, args.split,
+                             args.max_articles)
     manifest = prepare_squad(args.input, args.out_dir, args.tokenizer, config, args.nproc, args.mode,
                              args.contexts_per_chunk, args.reserve_cpus, tqdm_progress(args.quiet))
     counts = manifest["counts"]

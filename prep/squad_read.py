@@ -41,16 +41,18 @@ def _field(obj, name: str, kind, path: Path, where: str):
     return value
 
 
-def read_squad(path: Path, split: str, contexts_per_chunk: int) -> ReadResult:
+def read_squad(path: Path, split: str, contexts_per_chunk: int, max_articles: int | None = None) -> ReadResult:
     """Parse and validate a SQuAD file into chunks for :func:`prep.squad.convert_chunk`.
 
     A chunk is a list of ``(context, questions)``; a question is the tuple
     ``(example_index, id, question, answer_start, answer_text, is_impossible)`` where the answer
     is the one the features are labelled with (the first answer; for the eval split the first
-    whose offset matches, or None, labelled [CLS]).
+    whose offset matches, or None, labelled [CLS]). ``max_articles`` keeps the first N articles.
     """
     payload = load_json(path)
     articles = _field(payload, "data", list, path, "top level")
+    articles_in_file = len(articles)
+    articles = articles[:max_articles] if max_articles else articles
     chunks, chunk, skipped, seen = [], [], [], set()
     examples_in = unlabelled = impossible = 0
     has_impossible_field = False
@@ -116,6 +118,8 @@ def read_squad(path: Path, split: str, contexts_per_chunk: int) -> ReadResult:
     version = payload.get("version") if isinstance(payload, dict) else None
     info = {
         "squad_version": version,
+        "articles_in_file": articles_in_file,
+        "articles_used": len(articles),
         "version_2_with_negative": has_impossible_field or (str(version).startswith("v2")),
         "impossible_questions": impossible,
         "eval_questions_without_span_label": unlabelled,

@@ -147,6 +147,17 @@ def test_question_truncation_and_windows(tmp_path, tokenizer_dir):
         assert types[:7] == [0] * 7 and types[7] == 1  # [CLS] + 5 question tokens + [SEP]
 
 
+def test_max_articles_keeps_the_first_articles(tmp_path, tokenizer_dir):
+    payload = {"data": [{"paragraphs": [{"context": f"Article {i} text.", "qas": [
+        {"id": f"q{i}", "question": "Which?", "answers": [{"text": f"Article {i}", "answer_start": 0}]}]}]}
+        for i in range(5)]}
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps(payload))
+    manifest = prepare_squad(src, tmp_path / "out", tokenizer_dir, SquadPrepConfig(max_articles=2), nproc=1)
+    assert manifest["input"]["articles_used"] == 2 and manifest["input"]["articles_in_file"] == 5
+    assert open_features(tmp_path / "out")["example_id"].to_pylist() == ["q0", "q1"]
+
+
 def test_window_spans_overlap_by_stride():
     assert window_spans(10, 20, 4) == [(0, 10)]
     spans = window_spans(50, 20, 4)

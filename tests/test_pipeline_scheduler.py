@@ -1,0 +1,90 @@
+"""Running the DAG against a real central scheduler (luigid), checked through its HTTP API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, shared_data
+
+LUIGID = Path(sys.executable).with_name("luigid")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def api(port: int, method: str, **data) -> dict:
+    query = urllib.parse.urlencode({"data": json.dumps(data)})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/{method}?{query}", timeout=5) as response:
+        return json.loads(response.read())["response"]
+
+
+@pytest.fixture
+def luigid(tmp_path):
+    """A luigid on a free loopback port with its state under tmp_path; yields the port."""
+    port = free_port()
+    state = tmp_path / "luigid"
+    state.mkdir()
+    proc = subprocess.Popen(
+        [str(LUIGID), "--address", "127.0.0.1", "--port", str(port), "--state-path", str(state / "state.pickle"),
+         "--logdir", str(state)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            api(port, "task_list", status="", upstream_status="", search="")
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("luigid did not start")
+            time.sleep(0.2)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def run_luigi(args: list[str], cwd: Path, config: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(config)}
+    return subprocess.run([str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def write_config(tmp_path: Path, port: int, body: str = "") -> Path:
+    config = tmp_path / "luigi.test.cfg"
+    config.write_text(f"[core]\nscheduler_host = 127.0.0.1\nscheduler_port = {port}\nautoload_range = false\n"
+                      f"[bertflow]\nruns_dir = {tmp_path / 'runs'}\n{body}")
+    return config
+
+
+def test_tasks_run_against_luigid_are_done_in_its_api(tmp_path, luigid):
+    validation = shared_data("gap/gap-validation.tsv")
+    config = write_config(tmp_path, luigid, f"[inputs]\ngap_validation = {validation}\n")
+    done = run_luigi(["GapFeatures", "--data", "gap-validation", "--nproc", "1"], cwd=REPO, config=config)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tasks = api(luigid, "task_list", status="DONE", upstream_status="", search="")
+    families = sorted(task["name"] for task in tasks.values())
+    assert families == ["DataFile", "GapFeatures"]
+    assert not api(luigid, "task_list", status="FAILED", upstream_status="", search="")
+
+
+def test_failed_task_exits_non_zero(tmp_path, luigid):
+    config = write_config(tmp_path, luigid, f"[inputs]\ngap_validation = {tmp_path / 'missing.tsv'}\n")
+    done = run_luigi(["GapFeatures", "--data", "gap-validation"], cwd=REPO, config=config)
+    assert done.returncode == 30  # [retcode] task_failed in luigi.cfg
+    failed = api(luigid, "task_list", status="FAILED", upstream_status="", search="")
+    assert [t["name"] for t in failed.values()] == ["DataFile"]
