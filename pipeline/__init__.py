@@ -6,6 +6,10 @@ eval/ or profiling/, and its output lives under a content-addressed path (pipeli
 
 from pipeline.artifacts import bertflow
 from pipeline.data import DataFile, inputs
+from pipeline.evaluate import Evaluation
+from pipeline.finetune import FineTuned
+from pipeline.fullrun import FullRun, GapFineTuned, SquadFineTuned
 from pipeline.prep_tasks import GapFeatures, SquadFeatures
 
-__all__ = ["bertflow", "inputs", "DataFile", "GapFeatures", "SquadFeatures"]
+__all__ = ["bertflow", "inputs", "DataFile", "GapFeatures", "SquadFeatures", "FineTuned", "GapFineTuned",
+           "SquadFineTuned", "Evaluation", "FullRun"]

@@ -79,15 +79,19 @@ def atomic_output_dir(out_dir: str | Path, overwrite: bool = True):
         raise
 
 
-def write_json_atomic(path: str | Path, payload: dict) -> None:
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False)
-        handle.write("\n")
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, payload: dict) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def read_manifest(out_dir: str | Path) -> dict:

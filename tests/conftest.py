@@ -32,3 +32,16 @@ def hf_tokenizer(tokenizer_dir):
     from prep.tokenizer import load_fast_tokenizer
 
     return load_fast_tokenizer(tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Tiny models gain nothing from intra-op threads, and OpenMP threads that spin while another
+    process holds a core make a shared CI machine many times slower; subprocesses get
+    OMP_NUM_THREADS=1 likewise."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,247 @@
+"""Training throughput: our loop vs the Hugging Face Trainer (CPU), and fp16/bf16 MFU (CUDA).
+
+    python -m bench.train_throughput                      # CPU: packaged MiniLM, SQuAD seq 384 + GAP
+    python -m bench.train_throughput --steps 4 --global-batch-size 8   # a quick look
+    python -m bench.train_throughput --json docs/benchmarks/train_throughput-h100.json  # on a GPU box
+
+CPU part: the same model (encoder + our head), the same prep features and the same batch size,
+trained for ``--steps`` optimizer steps by
+- ``ours``: :func:`train.loop.train` (dynamic padding + length bucketing);
+- ``trainer/max_length``: ``transformers.Trainer`` fed batches padded to ``max_seq_length``
+  (the padding of HF's ``run_qa.py`` example by default, ``pad_to_max_length=True``);
+- ``trainer/dynamic``: ``transformers.Trainer`` fed batches padded to their longest row
+  (what ``DataCollatorWithPadding`` does).
+Sequences/s and tokens/s (real, non-pad tokens) leave out each run's first step; the whole
+comparison runs ``--passes`` times (default 2) and the last pass is reported, so no runner is
+charged the CPU kernels' one-off set-up for each new padded width.
+
+CUDA part (only when a GPU is visible): a BERT-base-sized random config at seq 384 (every row
+full length), fp16 and bf16, our loop; model FLOPs utilisation against the bf16 matmul peak
+measured on the same GPU. Training FLOPs per sequence are ``6 * N * T + 12 * L * H * T^2``
+(N: non-embedding parameters, L layers, H hidden, T tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from train.config import TrainConfig
+from train.data import FeatureSet, make_collate
+from train.dist import DistEnv, single_process
+from train.loop import train
+from train.model import build_model, compute_loss
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def prepare_features(work: Path, squad_json: Path, gap_tsv: Path) -> dict[str, Path]:
+    """SQuAD (seq 384) features from the first article of ``squad_json``; GAP features from ``gap_tsv``."""
+    from prep.gap import GapPrepConfig, prepare_gap
+    from prep.squad import SquadPrepConfig, prepare_squad
+
+    data = json.loads(squad_json.read_text())
+    data["data"] = data["data"][:1]
+    small = work / "squad-first-article.json"
+    small.write_text(json.dumps(data))
+    squad = work / "squad-train"
+    prepare_squad(small, squad, None, SquadPrepConfig(max_seq_length=384, split="train"), nproc=1)
+    gap = work / "gap-train"
+    prepare_gap(gap_tsv, gap, None, GapPrepConfig(max_seq_length=256), nproc=1)
+    return {"squad": squad, "gap": gap}
+
+
+class _LossModule(torch.nn.Module):
+    """Our model behind the Trainer's interface (returns {"loss"}); counts real tokens in training."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.real_tokens = 0
+
+    def forward(self, **batch):
+        batch.pop("num_items_in_batch", None)
+        if self.training:
+            self.real_tokens += int(batch["attention_mask"].sum())
+        return {"loss": compute_loss(self.model(**batch), batch)}
+
+
+def run_trainer(task: str, features: Path, model_dir: Path, batch_size: int, steps: int, padding: str,
+                precision: str, work: Path) -> dict:
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    dataset = FeatureSet(features, task)
+    pad_to = dataset.max_seq_length if padding == "max_length" else 1
+    collate = make_collate(task, 0, pad_to)
+    torch.manual_seed(0)
+    module = _LossModule(build_model(task, TrainConfig.default_head(task), model_dir))
+    marks: list[tuple[float, int]] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            marks.append((time.perf_counter(), module.real_tokens))
+
+    args = TrainingArguments(
+        output_dir=str(work / f"trainer-{task}-{padding}"), per_device_train_batch_size=batch_size,
+        max_steps=steps, learning_rate=3e-5, lr_scheduler_type="linear", weight_decay=0.01, max_grad_norm=1.0,
+        save_strategy="no", logging_strategy="no", report_to=[], disable_tqdm=True, remove_unused_columns=False,
+        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), seed=0,
+        bf16=precision == "bf16", fp16=precision == "fp16",
+    )
+    trainer = Trainer(model=module, args=args, train_dataset=dataset, data_collator=collate, callbacks=[Clock()])
+    trainer.train()
+    (t0, tok0), (t1, tok1) = marks[0], marks[-1]
+    measured = len(marks) - 1
+    return {"runner": f"trainer/{padding}", "steps_measured": measured,
+            "sequences_per_second": measured * batch_size / (t1 - t0), "tokens_per_second": (tok1 - tok0) / (t1 - t0)}
+
+
+def run_ours(task: str, features: Path, model_dir: Path, batch_size: int, steps: int, precision: str,
+             work: Path, env: DistEnv, bucketing: bool = True, per_device: int | None = None) -> dict:
+    out = work / f"ours-{task}-{precision}-{'bucket' if bucketing else 'plain'}"
+    shutil.rmtree(out, ignore_errors=True)
+    config = TrainConfig(task=task, features_dir=str(features), out_dir=str(out), model_dir=str(model_dir),
+                         head=TrainConfig.default_head(task), precision=precision, global_batch_size=batch_size,
+                         per_device_batch_size=per_device, max_steps=steps, epochs=100, lr=3e-5,
+                         length_bucketing=bucketing, log_every_n_steps=max(steps, 1), save_every_n_steps=None,
+                         progress_bar=False, device=env.device.type)
+    metrics = train(config, env)
+    throughput = metrics["throughput"]
+    return {"runner": "ours" + ("" if bucketing else "/no-bucketing"), "steps_measured": throughput["steps"],
+            "sequences_per_second": throughput["sequences_per_second"],
+            "tokens_per_second": throughput["tokens_per_second"],
+            "padding_fraction": throughput["padding_fraction"]}
+
+
+def measure_bf16_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 20) -> float:
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def bert_base_dir(work: Path, tokenizer_dir: Path) -> Path:
+    from train.testing import make_tiny_model_dir
+
+    return make_tiny_model_dir(work / "bert-base-random", tokenizer_dir, hidden_size=768, num_hidden_layers=12,
+                               num_attention_heads=12, intermediate_size=3072)
+
+
+def training_flops_per_sequence(config, seq_len: int) -> float:
+    hidden, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    per_layer = 4 * hidden * hidden + 2 * hidden * inter  # attention projections + MLP weights
+    params = layers * per_layer + 2 * hidden  # + the span head
+    return 6 * params * seq_len + 12 * layers * hidden * seq_len**2
+
+
+def cuda_section(work: Path, tokenizer_dir: Path, steps: int, batch_size: int) -> dict:
+    from transformers import BertConfig
+
+    from train.testing import synthetic_squad_table, write_feature_dir
+
+    device = torch.device("cuda", 0)
+    env = single_process(device)
+    torch.cuda.set_device(device)
+    model_dir = bert_base_dir(work, tokenizer_dir)
+    rows = batch_size * (steps + 2)
+    full = write_feature_dir(work / "squad-full-384", synthetic_squad_table(rows, min_len=384, max_len=384),
+                             "squad", "train", 384)
+    peak = measure_bf16_peak_tflops(device)
+    flops = training_flops_per_sequence(BertConfig.from_pretrained(str(model_dir)), 384)
+    results = []
+    for precision in ("fp16", "bf16"):
+        record = run_ours("squad", full, model_dir, batch_size, steps, precision, work, env)
+        record.update(precision=precision, model="bert-base (random init)", seq_len=384, batch=batch_size,
+                      mfu=record["sequences_per_second"] * flops / (peak * 1e12))
+        results.append(record)
+    return {"device": torch.cuda.get_device_name(device), "bf16_peak_tflops_measured": peak,
+            "train_flops_per_sequence": flops, "runs": results}
+
+
+def print_table(rows: list[dict]) -> None:
+    header = f"{'task':6} {'runner':22} {'prec':5} {'batch':>5} {'steps':>5} {'seq/s':>9} {'tok/s':>10} {'vs trainer/max_length':>22}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        speedup = row.get("speedup_vs_trainer_max_length")
+        print(f"{row['task']:6} {row['runner']:22} {row['precision']:5} {row['batch']:>5} {row['steps_measured']:>5} "
+              f"{row['sequences_per_second']:>9.2f} {row['tokens_per_second']:>10.0f} "
+              f"{(f'{speedup:.2f}x' if speedup else ''):>22}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from prep.tokenizer import default_model_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model folder for the CPU comparison (default: packaged MiniLM)")
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run (the first is not timed)")
+    parser.add_argument("--global-batch-size", type=int, default=16)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="CPU runs' precision")
+    parser.add_argument("--tasks", default="squad,gap")
+    parser.add_argument("--squad-json", default=str(SHARED_DATA / "squad" / "dev-v1.1.json"))
+    parser.add_argument("--gap-tsv", default=str(SHARED_DATA / "gap" / "gap-development.tsv"))
+    parser.add_argument("--passes", type=int, default=2, help="CPU comparison passes; the last one is reported")
+    parser.add_argument("--cuda-steps", type=int, default=30)
+    parser.add_argument("--cuda-batch-size", type=int, default=64)
+    parser.add_argument("--skip-cpu", action="store_true")
+    parser.add_argument("--json", default=None, help="where to write results (default runs/bench/train_throughput-<device>.json)")
+    args = parser.parse_args(argv)
+
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    results: dict = {"host": platform.node(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+                     "model": str(model_dir), "cpu": [], "cuda": None}
+    try:
+        if not args.skip_cpu:
+            cpu = single_process("cpu")
+            features = prepare_features(work, Path(args.squad_json), Path(args.gap_tsv))
+            # Every new padded width costs CPU kernels a one-off set-up; the first pass pays it for
+            # all runners alike (runs are seeded, so the second pass sees the same shapes).
+            for repeat in range(args.passes):
+                results["cpu"] = []
+                for task in args.tasks.split(","):
+                    common = dict(task=task, precision=args.precision, batch=args.global_batch_size)
+                    runs = [run_ours(task, features[task], model_dir, args.global_batch_size, args.steps,
+                                     args.precision, work, cpu)]
+                    for padding in ("max_length", "dynamic"):
+                        runs.append(run_trainer(task, features[task], model_dir, args.global_batch_size, args.steps,
+                                                padding, args.precision, work))
+                    baseline = next(r for r in runs if r["runner"] == "trainer/max_length")["sequences_per_second"]
+                    for run in runs:
+                        run.update(common, speedup_vs_trainer_max_length=run["sequences_per_second"] / baseline)
+                        results["cpu"].append(run)
+                print(f"pass {repeat + 1}/{args.passes} done", file=sys.stderr)
+            results["cpu_passes"] = args.passes
+            print_table(results["cpu"])
+        if torch.cuda.is_available():
+            results["cuda"] = cuda_section(work, model_dir, args.cuda_steps, args.cuda_batch_size)
+            print(f"\n{results['cuda']['device']}: measured bf16 matmul peak {results['cuda']['bf16_peak_tflops_measured']:.0f} TFLOP/s")
+            for run in results["cuda"]["runs"]:
+                print(f"  {run['precision']}: {run['sequences_per_second']:.0f} seq/s, "
+                      f"{run['tokens_per_second']:.0f} tok/s, MFU {100 * run['mfu']:.1f}%")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    device = results["cuda"]["device"].replace(" ", "-") if results["cuda"] else "cpu"
+    out = Path(args.json or f"runs/bench/train_throughput-{device}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""report.md + PNG plots for one evaluation: what a person reads instead of logs.
+
+Sections: headline metrics next to published anchors, the run's configuration and artifact
+hashes, training curves (every scalar in the training run's TensorBoard logs under ``tb/``),
+throughput (training metrics.json and this evaluation), and per task: the GAP scorer's card by
+gender and the A/B/NEITHER confusion matrix; SQuAD EM/F1 by question type and, for v2, the
+null-odds distributions with the threshold search.
+
+Plots are in :mod:`eval.plots`.
+:func:`parse_metrics_table` reads the metrics table back (tests, scripts).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from eval.plots import (
+    plot_confusion,
+    plot_gap_gender,
+    plot_null_odds,
+    plot_question_types,
+    plot_training_curves,
+)
+
+REPORT_FILE = "report.md"
+CURVES_PNG = "training_curves.png"
+CONFUSION_PNG = "confusion_matrix.png"
+GENDER_PNG = "gap_f1_by_gender.png"
+QTYPE_PNG = "squad_by_question_type.png"
+NULL_ODDS_PNG = "null_odds.png"
+
+# Published reference points (dev / test sets as named).
+ANCHORS = {
+    "squad_v1": {
+        "EM": (80.8, "BERT-base, SQuAD 1.1 dev (Devlin et al., 2019, Table 2)"),
+        "F1": (88.5, "BERT-base, SQuAD 1.1 dev (Devlin et al., 2019, Table 2)"),
+    },
+    "gap": {
+        "F1 overall": (66.9, "GAP paper baseline (Webster et al., 2018)"),
+        "Bias (F/M)": (0.93, "GAP paper baseline (Webster et al., 2018)"),
+    },
+}
+# What the training run's metrics.json says about speed (train.loop writes these keys, the
+# measured ones under "throughput").
+TRAIN_THROUGHPUT_KEYS = (
+    "sequences_per_second", "tokens_per_second", "padded_tokens_per_second", "padding_fraction", "train_seconds",
+    "wall_seconds", "steps", "epochs_completed", "world_size", "device", "precision", "global_batch_size",
+    "micro_batch_size", "accumulation_steps", "note",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics table
+# ---------------------------------------------------------------------------------------------
+
+
+def metric_rows(summary: dict) -> list[tuple[str, float | None, str, float | None, str]]:
+    """(name, value, formatted, anchor, anchor source) for the report's metrics table."""
+    metrics = summary["metrics"]
+    rows = []
+
+    def add(name, value, fmt, anchors=None):
+        anchor, source = (anchors or {}).get(name, (None, ""))
+        text = "n/a" if value is None else format(value, fmt)
+        rows.append((name, value, text, anchor, source))
+
+    if summary["task"] == "squad":
+        if "exact_match" in metrics:  # v1.1
+            anchors = ANCHORS["squad_v1"]
+            add("EM", metrics["exact_match"], ".2f", anchors)
+            add("F1", metrics["f1"], ".2f", anchors)
+        else:
+            add("EM", metrics["exact"], ".2f")
+            add("F1", metrics["f1"], ".2f")
+            for prefix in ("HasAns", "NoAns"):
+                if f"{prefix}_exact" in metrics:
+                    add(f"{prefix} EM", metrics[f"{prefix}_exact"], ".2f")
+                    add(f"{prefix} F1", metrics[f"{prefix}_f1"], ".2f")
+            for key, name in (("best_exact", "best EM"), ("best_exact_thresh", "best EM threshold"),
+                              ("best_f1", "best F1"), ("best_f1_thresh", "best F1 threshold")):
+                if key in metrics:
+                    add(name, metrics[key], ".4f" if "thresh" in key else ".2f")
+    else:
+        anchors = ANCHORS["gap"]
+        add("Log loss", metrics["log_loss"], ".4f")
+        add("Accuracy (%)", 100.0 * metrics["accuracy"], ".2f")
+        add("F1 overall", metrics["f1_overall"], ".2f", anchors)
+        add("F1 masculine", metrics["f1_masculine"], ".2f")
+        add("F1 feminine", metrics["f1_feminine"], ".2f")
+        add("Bias (F/M)", metrics["bias_f_over_m"], ".3f", anchors)
+    return rows
+
+
+def _metrics_table(summary: dict) -> list[str]:
+    lines = ["| Metric | This run | Anchor | Anchor source |", "|---|---:|---:|---|"]
+    for name, _, text, anchor, source in metric_rows(summary):
+        lines.append(f"| {name} | {text} | {'' if anchor is None else anchor} | {source} |")
+    return lines
+
+
+def parse_metrics_table(report_text: str) -> dict[str, dict]:
+    """``{metric: {"value": float|None, "anchor": float|None}}`` from a report's Metrics section."""
+    section = report_text.split("## Metrics", 1)
+    if len(section) != 2:
+        raise ValueError("report has no '## Metrics' section")
+    table = {}
+    for line in section[1].splitlines()[1:]:
+        if line.startswith("## "):
+            break
+        if not line.startswith("|") or line.startswith("|---") or line.startswith("| Metric"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        name, value, anchor = cells[0], cells[1], cells[2]
+        table[name] = {
+            "value": None if value == "n/a" else float(value),
+            "anchor": float(anchor) if anchor else None,
+        }
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs: TensorBoard scalars, training metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def read_tensorboard_scalars(tb_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series under ``tb_dir`` (sub-folders prefix their tags), as (step, value)."""
+    tb_dir = Path(tb_dir)
+    if not tb_dir.is_dir():
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    folders = sorted({path.parent for path in tb_dir.rglob("events.out.tfevents*")})
+    for folder in folders:
+        accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        prefix = "" if folder == tb_dir else f"{folder.relative_to(tb_dir).as_posix()}/"
+        for tag in accumulator.Tags().get("scalars", []):
+            points = series.setdefault(prefix + tag, [])
+            points.extend((event.step, event.value) for event in accumulator.Scalars(tag))
+    return {tag: sorted(points) for tag, points in series.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------------------------
+
+
+def _kv_table(pairs: dict, headers=("Key", "Value")) -> list[str]:
+    lines = [f"| {headers[0]} | {headers[1]} |", "|---|---|"]
+    for key, value in pairs.items():
+        lines.append(f"| {key} | {_cell(value)} |")
+    return lines
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+    return text.replace("|", "\\|")
+
+
+def _hashes(inputs: dict) -> dict:
+    out = {"data": f"{Path(inputs['data']['path']).name} sha256 {inputs['data']['sha256'][:16]}"}
+    for name, digest in (inputs.get("encoder_weights_sha256") or {}).items():
+        out[f"encoder {name}"] = f"sha256 {digest[:16]}"
+    out["head.safetensors"] = f"sha256 {inputs['head_sha256'][:16]}"
+    out["train_config.json"] = f"sha256 {inputs['train_config_sha256'][:16]}"
+    out["features manifest"] = f"sha256 {inputs['features_manifest_sha256'][:16]}"
+    out["tokenizer fingerprint"] = str(inputs.get("tokenizer_fingerprint"))[:16]
+    return out
+
+
+def write_report(out_dir: str | Path, summary: dict, model_dir: str | Path | None = None,
+                 plot_data: dict | None = None) -> list[Path]:
+    """Write ``report.md`` and its PNGs into ``out_dir``; returns the files written."""
+    out_dir = Path(out_dir)
+    written = []
+    task = summary["task"]
+    inputs = summary.get("inputs") or {}
+    train_config = summary.get("train_config") or {}
+    title = Path(inputs.get("model_dir", "run")).name
+    lines = [f"# Evaluation report: {task.upper()} - {title}", ""]
+    lines.append(
+        f"Evaluated {summary.get('created', '')} on `{Path((inputs.get('data') or {}).get('path', '?')).name}` "
+        f"({_counts_line(summary)}), in {summary.get('seconds', 0):.1f} s."
+    )
+    lines += ["", "## Metrics", ""] + _metrics_table(summary) + [""]
+    if task == "squad":
+        lines += _squad_sections(summary, out_dir, plot_data, written)
+    else:
+        lines += _gap_sections(summary, out_dir, written)
+
+    lines += ["## Training curves", ""]
+    series = read_tensorboard_scalars(Path(model_dir) / "tb") if model_dir else {}
+    drawn = plot_training_curves(series, out_dir / CURVES_PNG) if series else []
+    if drawn:
+        written.append(out_dir / CURVES_PNG)
+        lines += [f"![training curves]({CURVES_PNG})", "", "| Series | Points | First | Last | Min | Max |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for tag in drawn:
+            values = [value for _, value in series[tag]]
+            lines.append(f"| {tag} | {len(values)} | {values[0]:.4g} | {values[-1]:.4g} | {min(values):.4g} | {max(values):.4g} |")
+    else:
+        lines.append("No TensorBoard scalars found under the training run's `tb/`.")
+    lines.append("")
+    lines += _eval_history_lines(summary.get("train_metrics") or {})
+
+    lines += ["## Throughput", ""] + _throughput_lines(summary) + [""]
+    lines += ["## Configuration", "", "Evaluation:", ""] + _kv_table(summary.get("config") or {}) + [""]
+    if train_config:
+        lines += ["Training (`train_config.json`):", ""] + _kv_table(train_config) + [""]
+    features_config = inputs.get("features_config")
+    if features_config:
+        lines += ["Features (prep manifest):", ""] + _kv_table(features_config) + [""]
+    if inputs:
+        lines += ["## Artifacts", "", f"Model: `{inputs.get('model_dir')}`  ", f"Features: `{inputs.get('features_dir')}`", ""]
+        lines += _kv_table(_hashes(inputs), ("Artifact", "Hash")) + [""]
+    report = out_dir / REPORT_FILE
+    report.write_text("\n".join(lines), encoding="utf-8")
+    written.append(report)
+    return written
+
+
+def _eval_history_lines(train_metrics: dict) -> list[str]:
+    """The in-training evaluation after each epoch (train's metrics.json ``eval`` list)."""
+    history = [row for row in train_metrics.get("eval") or [] if isinstance(row, dict)]
+    if not history:
+        return []
+    columns = []
+    for row in history:
+        columns += [key for key in row if key not in columns]
+    lines = ["Evaluation during training, per epoch:", "", "| " + " | ".join(columns) + " |",
+             "|" + "---:|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(key, "")) for key in columns) + " |" for row in history]
+    return lines + [""]
+
+
+def _counts_line(summary: dict) -> str:
+    counts = summary.get("counts") or {}
+    parts = [f"{value} {key.replace('_', ' ')}" for key, value in counts.items()]
+    return ", ".join(parts) or "no counts"
+
+
+def train_throughput(train_metrics: dict | None) -> dict:
+    """Speed and set-up figures of a training run's metrics.json (top level or its "throughput")."""
+    train_metrics = train_metrics or {}
+    merged = {**train_metrics, **(train_metrics.get("throughput") or {})}
+    if isinstance(train_metrics.get("steps"), int):
+        merged["steps"] = train_metrics["steps"]  # all steps; throughput's excludes warm-up
+    return {key: merged[key] for key in TRAIN_THROUGHPUT_KEYS if merged.get(key) is not None}
+
+
+def _throughput_lines(summary: dict) -> list[str]:
+    lines = []
+    picked = train_throughput(summary.get("train_metrics"))
+    if picked:
+        lines += ["Training (`metrics.json` of the training run):", ""] + _kv_table(picked, ("Measure", "Value")) + [""]
+    else:
+        lines += ["No throughput figures in the training run's metrics.json.", ""]
+    timing = summary.get("timing") or {}
+    if timing:
+        lines += ["This evaluation:", ""] + _kv_table(timing, ("Measure", "Value"))
+    return lines
+
+
+def _squad_sections(summary: dict, out_dir: Path, plot_data: dict | None, written: list) -> list[str]:
+    metrics = summary["metrics"]
+    config = summary.get("config") or {}
+    lines = []
+    if "exact_match" in metrics:
+        lines.append("Scored with the rules of the official `evaluate-v1.1.py` (identical figures on `predictions.json`).")
+    else:
+        lines.append(
+            "Scored with the rules of the official `evaluate-v2.0.py` on `predictions.json` with "
+            f"`--na-prob-file null_odds.json --na-prob-thresh {config.get('null_score_diff_threshold', 0.0):g}`."
+        )
+        search = summary.get("threshold_search_over_spans")
+        if search:
+            lines.append(
+                f"Searched over every question's best span (not only the answers given at this threshold), "
+                f"the best threshold is {search['best_f1_thresh']:.4f} for F1 {search['best_f1']:.2f} "
+                f"({search['best_exact_thresh']:.4f} for EM {search['best_exact']:.2f}); decode again with "
+                f"`--null-score-diff-threshold {search['best_f1_thresh']:.4f}` to get it."
+            )
+    lines.append("")
+    breakdown = summary.get("breakdown_by_question_type") or []
+    if breakdown:
+        plot_question_types(breakdown, out_dir / QTYPE_PNG)
+        written.append(out_dir / QTYPE_PNG)
+        lines += ["## By question type", "", f"![by question type]({QTYPE_PNG})", "",
+                  "| Type | Questions | EM | F1 |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['type']} | {r['count']} | {r['exact']:.2f} | {r['f1']:.2f} |" for r in breakdown]
+        lines.append("")
+    if plot_data and plot_data.get("null_odds"):
+        search = summary.get("threshold_search_over_spans") or metrics
+        plot_null_odds(plot_data["null_odds"], config.get("null_score_diff_threshold", 0.0),
+                       search.get("best_f1_thresh"), out_dir / NULL_ODDS_PNG)
+        written.append(out_dir / NULL_ODDS_PNG)
+        lines += ["## No-answer decisions", "", f"![null odds]({NULL_ODDS_PNG})", ""]
+    return lines
+
+
+def _gap_sections(summary: dict, out_dir: Path, written: list) -> list[str]:
+    card = summary["scorecard"]
+    confusion = summary["confusion_matrix"]
+    lines = ["Log loss as Kaggle scores `submission.csv` (clipped to [1e-15, 1-1e-15], rows renormalised); "
+             "F1 and bias as GAP's `gap_scorer.py` scores `gap_predictions.tsv`.", ""]
+    lines += ["## GAP scorer by gender", "", f"![by gender]({GENDER_PNG})", "",
+              "| Gender | Precision | Recall | F1 | TP | FP | FN | TN |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in ("overall", "masculine", "feminine"):
+        c = card[name]
+        lines.append(f"| {name} | {c['precision']:.1f} | {c['recall']:.1f} | {c['f1']:.1f} | {c['tp']} | {c['fp']} | {c['fn']} | {c['tn']} |")
+    bias = card.get("bias_f_over_m")
+    lines += ["", f"Bias (F/M): {'-' if bias is None else format(bias, '.2f')}", ""]
+    plot_gap_gender(card, out_dir / GENDER_PNG, f1_anchor=ANCHORS["gap"]["F1 overall"][0])
+    written.append(out_dir / GENDER_PNG)
+    labels = confusion["labels"]
+    lines += ["## Confusion matrix", "", f"![confusion matrix]({CONFUSION_PNG})", "",
+              "| gold \\ predicted | " + " | ".join(labels) + " | total |", "|---|" + "---:|" * (len(labels) + 1)]
+    for label, row in zip(labels, confusion["matrix"]):
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + f" | {sum(row)} |")
+    lines.append("")
+    plot_confusion(confusion, out_dir / CONFUSION_PNG)
+    written.append(out_dir / CONFUSION_PNG)
+    return lines

@@ -1,0 +1,219 @@
+"""SQuAD evaluation: data file in, official-format predictions and official-script metrics out.
+
+``evaluate_squad(model, features, data, cfg)`` is the model-in, results-out core (tested with a
+tiny in-process model); :func:`eval.run.run_squad_eval` wraps it with files and checks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from eval.config import SquadEvalConfig
+from eval.inference import ordered_table, squad_logits, squad_offsets
+from eval.squad_decode import decode_predictions
+from eval.squad_metrics import (
+    evaluate_squad_predictions,
+    find_all_best_thresh,
+    iter_qas,
+    make_qid_to_has_ans,
+    raw_scores_v1,
+    raw_scores_v2,
+)
+
+
+class SquadDataError(ValueError):
+    """The SQuAD JSON is unreadable or not shaped like SQuAD; the message says where."""
+
+
+@dataclass(frozen=True)
+class SquadData:
+    dataset: list  # the file's "data" list, as the official scripts take it
+    version: str | None
+    has_impossible: bool  # any question marked is_impossible (SQuAD 2.0)
+    contexts: dict  # question id -> context
+    questions: dict  # question id -> question text
+
+    @property
+    def question_ids(self) -> list[str]:
+        return list(self.contexts)
+
+
+def _require(obj, name: str, kind, path: Path, where: str):
+    if not isinstance(obj, dict) or name not in obj:
+        raise SquadDataError(f"{path}: {where}: missing field '{name}'")
+    if not isinstance(obj[name], kind):
+        raise SquadDataError(f"{path}: {where}.{name}: expected {kind.__name__}, got {type(obj[name]).__name__}")
+    return obj[name]
+
+
+def parse_squad_json(text: str, path: str | Path = "<data>", max_articles: int | None = None) -> SquadData:
+    """Validate a SQuAD v1.1 / v2.0 document and index its questions (the first ``max_articles``)."""
+    path = Path(path)
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SquadDataError(
+            f"{path}: line {err.lineno} column {err.colno}: malformed JSON ({err.msg}); truncated file?"
+        ) from None
+    articles = _require(payload, "data", list, path, "top level")[:max_articles]
+    contexts, questions = {}, {}
+    has_impossible = False
+    for i, article in enumerate(articles):
+        for j, paragraph in enumerate(_require(article, "paragraphs", list, path, f"data[{i}]")):
+            where_p = f"data[{i}].paragraphs[{j}]"
+            context = _require(paragraph, "context", str, path, where_p)
+            for k, qa in enumerate(_require(paragraph, "qas", list, path, where_p)):
+                where = f"{where_p}.qas[{k}]"
+                qid = _require(qa, "id", str, path, where)
+                if qid in contexts:
+                    raise SquadDataError(f"{path}: {where}: duplicate question id {qid!r}")
+                questions[qid] = _require(qa, "question", str, path, where)
+                for a, answer in enumerate(_require(qa, "answers", list, path, where)):
+                    _require(answer, "text", str, path, f"{where}.answers[{a}]")
+                has_impossible |= bool(qa.get("is_impossible", False))
+                contexts[qid] = context
+    if not contexts:
+        raise SquadDataError(f"{path}: no questions")
+    version = payload.get("version")
+    return SquadData(articles, str(version) if version is not None else None, has_impossible, contexts, questions)
+
+
+def load_squad_data(path: str | Path, max_articles: int | None = None) -> SquadData:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SQuAD data file not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SquadDataError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
+    return parse_squad_json(text, path, max_articles)
+
+
+def resolve_version_2(cfg: SquadEvalConfig, data: SquadData) -> bool:
+    """``version_2_with_negative``: the config's value, else what the data says."""
+    if cfg.version_2_with_negative is not None:
+        return cfg.version_2_with_negative
+    return data.has_impossible or str(data.version or "").lstrip("v").startswith("2")
+
+
+@dataclass
+class SquadResults:
+    metrics: dict  # the official script's output for this data version
+    predictions: dict  # question id -> answer text (predictions.json)
+    null_odds: dict  # question id -> score_null - score_best_span (null_odds.json)
+    nbest: dict  # question id -> n-best list (nbest.json)
+    exact: dict  # question id -> per-question EM (0/1) under the version's rules
+    f1: dict  # question id -> per-question F1 in [0, 1]
+    version_2_with_negative: bool
+    threshold_search: dict | None = None  # v2: best thresholds over every question's best span
+    counts: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+
+
+def evaluate_squad(model, features: pa.Table, data: SquadData, cfg: SquadEvalConfig, *, device: str = "cpu",
+                   pad_id: int = 0, skipped_ids: tuple[str, ...] = ()) -> SquadResults:
+    """Run ``model`` on the eval features, decode answers, score them with the official rules.
+
+    ``skipped_ids`` are questions prep left out (listed in its manifest); they are answered ""
+    so that the figures keep the official denominator. Any other question without features, or
+    a feature whose question is not in ``data``, is an error.
+    """
+    table = ordered_table(features)
+    feature_example_ids = table.column("example_id").to_pylist()
+    covered = set(feature_example_ids)
+    unknown = sorted(covered - set(data.contexts))
+    if unknown:
+        raise ValueError(f"{len(unknown)} feature example ids are not questions of the data (e.g. {unknown[:3]})")
+    skipped = [qid for qid in data.contexts if qid not in covered]
+    skipped_by_prep = set(skipped_ids)
+    unexplained = [qid for qid in skipped if qid not in skipped_by_prep]
+    if unexplained:
+        raise ValueError(
+            f"{len(unexplained)} questions of the data have no features and were not skipped by prep "
+            f"(e.g. {unexplained[:3]}); the features were built from other data"
+        )
+    version_2 = resolve_version_2(cfg, data)
+    if not version_2 and data.has_impossible:
+        raise ValueError("the data has unanswerable questions (SQuAD 2.0); drop --no-version-2-with-negative")
+
+    started = time.perf_counter()
+    start_logits, end_logits = squad_logits(model, table, cfg.batch_size, device=device, pad_id=pad_id)
+    inference_s = time.perf_counter() - started
+    started = time.perf_counter()
+    predictions, null_odds, nbest = decode_predictions(
+        feature_example_ids, data.contexts, start_logits, end_logits, squad_offsets(table),
+        **cfg.decode_kwargs(version_2),
+    )
+    for qid in skipped:
+        predictions[qid] = ""
+        null_odds[qid] = 0.0  # any value scores a "" answer the same in the official script
+        nbest[qid] = []
+    # Data order, as the official scripts iterate.
+    predictions = {qid: predictions[qid] for qid in data.contexts}
+    null_odds = {qid: null_odds[qid] for qid in data.contexts if qid in null_odds}
+    nbest = {qid: nbest[qid] for qid in data.contexts}
+    decode_s = time.perf_counter() - started
+
+    metrics = evaluate_squad_predictions(
+        data.dataset, predictions, version_2_with_negative=version_2,
+        na_probs=null_odds if version_2 else None, null_score_diff_threshold=cfg.null_score_diff_threshold,
+    )
+    exact, f1 = (raw_scores_v2 if version_2 else raw_scores_v1)(data.dataset, predictions)
+    threshold_search = search_null_threshold(data, nbest, null_odds) if version_2 else None
+    num_features = table.num_rows
+    return SquadResults(
+        metrics=metrics, predictions=predictions, null_odds=null_odds, nbest=nbest, exact=exact, f1=f1,
+        version_2_with_negative=version_2, threshold_search=threshold_search,
+        counts={"questions": len(data.contexts), "features": num_features, "questions_without_features": len(skipped),
+                "questions_answered_empty": sum(1 for text in predictions.values() if not text)},
+        timing={"inference_seconds": inference_s, "decode_seconds": decode_s,
+                "features_per_second": num_features / inference_s if inference_s > 0 else None},
+    )
+
+
+def search_null_threshold(data: SquadData, nbest: dict, null_odds: dict) -> dict:
+    """The official best-threshold search run on every question's best non-null span.
+
+    The official figures (``best_f1_thresh`` in the metrics) search over ``predictions.json``,
+    where questions already answered "" at the decode threshold show no span, so thresholds
+    above it cannot gain anything. Searching over the best spans instead (what
+    ``predictions.json`` would hold at an infinite threshold) sees the whole range; decoding
+    again at the ``best_f1_thresh`` found here gives exactly ``best_f1``.
+    """
+    spans = {}
+    for qid in data.contexts:
+        spans[qid] = next((entry["text"] for entry in nbest.get(qid, []) if entry["text"]), "")
+    exact, f1 = raw_scores_v2(data.dataset, spans)
+    found: dict = {}
+    find_all_best_thresh(found, spans, exact, f1, null_odds, make_qid_to_has_ans(data.dataset))
+    return found
+
+
+def question_type(question: str) -> str:
+    """The question's wh-word (what, who, when, ...) or "other", for the per-type breakdown."""
+    words = question.lower().replace("?", " ").split()
+    for word in words:
+        if word in ("what", "which", "who", "whom", "whose", "when", "where", "why", "how"):
+            return "who" if word in ("whom", "whose") else word
+    return "other"
+
+
+def breakdown_by_question_type(data: SquadData, exact: dict, f1: dict) -> list[dict]:
+    """EM / F1 (percent) per question type, largest group first."""
+    groups: dict[str, list[str]] = {}
+    for qa in iter_qas(data.dataset):
+        groups.setdefault(question_type(qa["question"]), []).append(qa["id"])
+    rows = []
+    for name, qids in groups.items():
+        rows.append({
+            "type": name,
+            "count": len(qids),
+            "exact": 100.0 * sum(exact[q] for q in qids) / len(qids),
+            "f1": 100.0 * sum(f1[q] for q in qids) / len(qids),
+        })
+    return sorted(rows, key=lambda row: (-row["count"], row["type"]))

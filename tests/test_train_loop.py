@@ -1,0 +1,242 @@
+"""The training loop end to end on CPU: DDP equivalence, mixed precision, checkpoints, real features."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from train.__main__ import main as train_main
+from train.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from train.config import TrainConfig
+from train.dist import single_process
+from train.loop import train
+from train.model import load_finetuned
+from train.testing import make_tiny_model_dir, synthetic_gap_table, write_feature_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+LOCAL = single_process("cpu")
+
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loop")
+    return {
+        "root": root,
+        "tiny": make_tiny_model_dir(root / "tiny", dropout=0.0),  # deterministic across world sizes
+        "tiny_dropout": make_tiny_model_dir(root / "tiny-dropout", dropout=0.1),  # resume must restore RNG
+        "gap": write_feature_dir(root / "gap", synthetic_gap_table(160), "gap", "train", 64),
+        "gap_eval": write_feature_dir(root / "gap-eval", synthetic_gap_table(40, seed=1), "gap", "train", 64),
+    }
+
+
+def gap_config(work, out, **overrides) -> TrainConfig:
+    values = dict(task="gap", features_dir=str(work["gap"]), out_dir=str(out), model_dir=str(work["tiny"]),
+                  precision="fp32", global_batch_size=16, per_device_batch_size=8, epochs=2, lr=1e-3,
+                  log_every_n_steps=1, progress_bar=False)
+    return TrainConfig(**{**values, **overrides})
+
+
+def cli_args(config: TrainConfig) -> list[str]:
+    args = ["--task", config.task, "--features", config.features_dir, "--out", config.out_dir,
+            "--model", config.model_dir, "--precision", config.precision, "--head", config.head,
+            "--global-batch-size", str(config.global_batch_size), "--epochs", str(config.epochs),
+            "--lr", str(config.lr), "--log-every-n-steps", str(config.log_every_n_steps), "--no-progress-bar",
+            "--save-every-n-steps", str(config.save_every_n_steps or 0)]
+    if config.per_device_batch_size:
+        args += ["--per-device-batch-size", str(config.per_device_batch_size)]
+    if config.max_steps:
+        args += ["--max-steps", str(config.max_steps)]
+    if not config.length_bucketing:
+        args.append("--no-bucketing")
+    return args
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def losses(out_dir) -> torch.Tensor:
+    metrics = json.loads((Path(out_dir) / "metrics.json").read_text())
+    return torch.tensor([entry["loss"] for entry in metrics["train_loss_history"]])
+
+
+def test_world_size_2_on_gloo_matches_world_size_1(work, tmp_path):
+    """Same global batch (16): ws1 = 2 micro-batches of 8, ws2 = 2 micro-batches of 4 per rank (no_sync on the first)."""
+    config = gap_config(work, tmp_path / "ws1", max_steps=6, length_bucketing=False)
+    train(config, LOCAL)
+    ws2 = config.replace(out_dir=str(tmp_path / "ws2"), world_size=2, per_device_batch_size=4)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               "-m", "train", *cli_args(ws2)]
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ws2" / "metrics.json").read_text())
+    assert (metrics["world_size"], metrics["micro_batch_size"], metrics["accumulation_steps"]) == (2, 4, 2)
+    assert len(losses(tmp_path / "ws1")) == 6
+    torch.testing.assert_close(losses(tmp_path / "ws2"), losses(tmp_path / "ws1"), rtol=1e-4, atol=1e-5)
+    one, two = load_finetuned(tmp_path / "ws1")[0], load_finetuned(tmp_path / "ws2")[0]
+    torch.testing.assert_close(two.state_dict(), one.state_dict(), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_on_cpu_lowers_the_loss(work, tmp_path, precision):
+    metrics = train(gap_config(work, tmp_path / precision, precision=precision, epochs=3), LOCAL)
+    history = losses(tmp_path / precision)
+    assert torch.isfinite(history).all()
+    assert history[-3:].mean() < history[:3].mean() - 0.2
+    saved = load_checkpoint(checkpoint_path(tmp_path / precision))
+    if precision == "fp16":  # GradScaler ran on CPU and its state is checkpointed
+        assert saved["scaler"]["scale"] > 1
+    else:
+        assert saved["scaler"] == {}
+    assert metrics["throughput"]["sequences_per_second"] > 0
+
+
+def test_sigkill_mid_epoch_then_resume_equals_unbroken_run(work, tmp_path):
+    base = gap_config(work, tmp_path / "unbroken", model_dir=str(work["tiny_dropout"]), epochs=3,
+                      per_device_batch_size=4, save_every_n_steps=3, log_every_n_steps=4)
+    killed = base.replace(out_dir=str(tmp_path / "killed"))
+    command = [sys.executable, "-m", "train"]
+    unbroken_log = open(tmp_path / "unbroken.log", "w+")
+    unbroken = subprocess.Popen(command + cli_args(base), env=subprocess_env(), stderr=unbroken_log)
+    victim = subprocess.Popen(command + cli_args(killed), env=subprocess_env(), stderr=subprocess.DEVNULL)
+    checkpoint = checkpoint_path(killed.out_dir)
+    deadline = time.monotonic() + 180
+    while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    saved = load_checkpoint(checkpoint)
+    assert saved["step_in_epoch"] > 0, "the kill should land mid-epoch"
+    assert len(saved["rng"]) == 1 and saved["micro_batches_consumed"] == saved["step_in_epoch"] * 4
+
+    resumed = subprocess.run(command + cli_args(killed) + ["--resume"], env=subprocess_env(),
+                             capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert unbroken.wait(timeout=180) == 0, (tmp_path / "unbroken.log").read_text()[-3000:]
+    unbroken_log.close()
+    a, _ = load_finetuned(tmp_path / "unbroken")
+    b, _ = load_finetuned(tmp_path / "killed")
+    torch.testing.assert_close(b.state_dict(), a.state_dict())
+    assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["steps"] == 30
+
+
+def test_resume_errors_are_clear(work, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = cli_args(gap_config(work, out, max_steps=2))
+    assert train_main(args + ["--resume"]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+
+    assert train_main(args) == 0
+    assert train_main(args) == 2  # a finished run's folder is not silently overwritten
+    assert "pass --resume" in capsys.readouterr().err
+
+    with pytest.raises(CheckpointError, match="different run.*lr"):
+        train(gap_config(work, out, max_steps=2, lr=5e-4, resume=True), LOCAL)
+
+    path = checkpoint_path(out)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        train(gap_config(work, out, max_steps=2, resume=True), LOCAL)
+    path.write_bytes(b"not a checkpoint")
+    assert train_main(args + ["--resume"]) == 2
+    assert "corrupted or truncated" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def real_gap(tmp_path_factory):
+    prep_gap = pytest.importorskip("prep.gap")
+    source = SHARED_DATA / "gap" / "gap-validation.tsv"
+    if not source.is_file():
+        pytest.skip(f"GAP data not found at {source}")
+    out = tmp_path_factory.mktemp("real-gap") / "features"
+    prep_gap.prepare_gap(source, out, config=prep_gap.GapPrepConfig(max_seq_length=128), nproc=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_gap_subset(real_gap, tmp_path_factory):
+    """The first 48 real GAP features: small enough for a tiny model to fit in a few steps."""
+    from prep.features import open_features
+
+    table = open_features(real_gap).slice(0, 48)
+    return write_feature_dir(tmp_path_factory.mktemp("real-gap-48"), table, "gap", "validation", 128)
+
+
+@pytest.mark.parametrize("head", ["concat", "multiply", "segment"])
+def test_gap_heads_train_on_real_gap_features(work, real_gap_subset, tmp_path, head):
+    config = gap_config(work, tmp_path / head, features_dir=str(real_gap_subset),
+                        eval_features_dir=str(real_gap_subset), head=head, epochs=6, log_every_n_steps=3, lr=2e-3)
+    metrics = train(config, LOCAL)
+    assert torch.isfinite(losses(tmp_path / head)).all()
+    evals = metrics["eval"]
+    assert len(evals) == 6 and evals[-1]["eval_rows"] == 48
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    assert 0 <= evals[-1]["eval_accuracy"] <= 1
+    model, saved = load_finetuned(tmp_path / head)
+    assert (saved["head"], saved["max_seq_length"]) == (head, 128)
+    assert model.encoder.config.type_vocab_size == (4 if head == "segment" else 2)
+
+
+def test_squad_trains_on_real_squad_features(work, tmp_path):
+    prep_squad = pytest.importorskip("prep.squad")
+    source = SHARED_DATA / "squad" / "dev-v1.1.json"
+    if not source.is_file():
+        pytest.skip(f"SQuAD data not found at {source}")
+    data = json.loads(source.read_text())
+    data["data"] = [{**data["data"][0], "paragraphs": data["data"][0]["paragraphs"][:6]}]
+    small = tmp_path / "squad-small.json"
+    small.write_text(json.dumps(data))
+    features = {}
+    for split in ("train", "eval"):
+        features[split] = tmp_path / f"squad-{split}"
+        prep_squad.prepare_squad(small, features[split], None,
+                                 prep_squad.SquadPrepConfig(max_seq_length=384, split=split), nproc=1)
+    config = TrainConfig(task="squad", head="span", features_dir=str(features["train"]),
+                         eval_features_dir=str(features["eval"]), out_dir=str(tmp_path / "out"),
+                         model_dir=str(work["tiny"]), precision="bf16", global_batch_size=8, max_steps=6,
+                         lr=2e-3, log_every_n_steps=1, progress_bar=False)
+    metrics = train(config, LOCAL)
+    history = losses(tmp_path / "out")
+    assert torch.isfinite(history).all() and history[-2:].mean() < history[:2].mean()
+    assert metrics["throughput"]["padding_fraction"] < 0.5  # rows are padded to the batch, not to 384
+    assert metrics["final_eval"]["eval_rows"] > 0
+    model, saved = load_finetuned(tmp_path / "out")
+    assert saved["max_seq_length"] == 384
+    from train.data import FeatureSet, collate_squad
+
+    batch = collate_squad(FeatureSet(features["eval"]).__getitems__([0, 1]))
+    with torch.no_grad():
+        start, end = model(**batch)
+    assert start.shape == end.shape == batch["input_ids"].shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (fused AdamW, fp16 GradScaler on cuda)")
+def test_fp16_on_cuda(work, tmp_path):
+    from train.dist import init_distributed
+
+    env = init_distributed("cuda", environ={})
+    metrics = train(gap_config(work, tmp_path / "cuda", precision="fp16", max_steps=6), env)
+    assert metrics["device"].startswith("cuda") and torch.isfinite(losses(tmp_path / "cuda")).all()
+
+
+def test_nvtx_ranges_and_a_real_profiler_plug_into_the_loop(work, tmp_path):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train(gap_config(work, tmp_path / "prof", max_steps=3, nvtx=True), LOCAL, profiler=prof)
+    names = {event.key for event in prof.key_averages()}
+    assert {"data_wait", "forward", "backward", "optimizer_step"} <= names

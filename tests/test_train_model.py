@@ -1,0 +1,115 @@
+"""train.model on a tiny in-process BERT: the three GAP heads, the SQuAD head, save and load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from train.data import collate_gap, collate_squad
+from train.model import (
+    GapModel, SquadModel, build_model, compute_loss, load_finetuned, mean_pool_spans, resize_token_types,
+    save_finetuned,
+)
+from train.testing import TINY_BERT, make_tiny_model_dir, synthetic_gap_table, synthetic_squad_table
+
+GAP_HEADS = ("concat", "multiply", "segment")
+
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+
+def tiny_encoder(seed: int = 0, dropout: float = 0.0):
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, **TINY_BERT)
+    return BertModel(config, add_pooling_layer=False)
+
+
+def tiny_gap_model(head: str) -> GapModel:
+    encoder = tiny_encoder()
+    if head == "segment":
+        resize_token_types(encoder)
+    return GapModel(encoder, head)
+
+
+def test_mean_pool_spans_averages_exclusive_ranges():
+    hidden = torch.arange(2 * 5 * 1, dtype=torch.float32).view(2, 5, 1)
+    pooled = mean_pool_spans(hidden, torch.tensor([1, 0]), torch.tensor([3, 1]))
+    assert pooled.squeeze(-1).tolist() == [1.5, 5.0]
+
+
+@pytest.mark.parametrize("head", GAP_HEADS)
+def test_gap_head_trains_and_every_parameter_gets_a_gradient(head):
+    model = tiny_gap_model(head)
+    batch = collate_gap(synthetic_gap_table(16, seed=1), pad_to_multiple_of=8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(12):
+        logits = model(**batch)
+        assert logits.shape == (16, 3) and logits.dtype == torch.float32
+        loss = compute_loss(logits, batch)
+        loss.backward()
+        if not losses:  # DDP without find_unused_parameters needs a gradient on every parameter
+            assert [n for n, p in model.named_parameters() if p.grad is None] == []
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.2
+
+
+def test_segment_head_type_embedding_init():
+    encoder = tiny_encoder()
+    pretrained = encoder.embeddings.token_type_embeddings.weight.detach().clone()
+    resize_token_types(encoder, generator=torch.Generator().manual_seed(0))
+    grown = encoder.embeddings.token_type_embeddings.weight.detach()
+    assert grown.shape == (4, pretrained.shape[1]) and encoder.config.type_vocab_size == 4
+    torch.testing.assert_close(grown[0], pretrained[0])
+    noise = grown[1:] - pretrained[0]
+    assert 0 < noise.std() < 3 * encoder.config.initializer_range
+    assert not torch.equal(grown[1], grown[2])
+    with pytest.raises(ValueError, match="segment_ids"):
+        GapModel(encoder, "segment")(**{k: v for k, v in collate_gap(synthetic_gap_table(2)).items() if k != "segment_ids"})
+
+
+def test_squad_head_masks_padding_and_ignores_pad_length():
+    model = SquadModel(tiny_encoder()).eval()
+    rows = synthetic_squad_table(4, seed=2)
+    tight, wide = collate_squad(rows), collate_squad(rows, pad_to_multiple_of=128)
+    with torch.no_grad():
+        start_tight, end_tight = model(**tight)
+        start_wide, _ = model(**wide)
+    width = tight["input_ids"].shape[1]
+    torch.testing.assert_close(start_wide[:, :width], start_tight, rtol=1e-4, atol=1e-4)
+    assert (start_wide[:, width:] == torch.finfo(torch.float32).min).all()
+    torch.testing.assert_close(compute_loss(model(**wide), wide), compute_loss((start_tight, end_tight), tight),
+                               rtol=1e-4, atol=1e-4)
+    assert not hasattr(model.encoder, "pooler") or model.encoder.pooler is None
+
+
+def test_forward_rejects_unknown_arguments():
+    model = tiny_gap_model("multiply")
+    batch = collate_gap(synthetic_gap_table(2))
+    with pytest.raises(TypeError, match="unexpected"):
+        model(**batch, p_startt=batch["p_start"])
+
+
+@pytest.mark.parametrize("task,head", [("gap", "segment"), ("gap", "multiply"), ("squad", "span")])
+def test_save_and_load_finetuned_round_trip(tmp_path, task, head):
+    source = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+    torch.manual_seed(1)
+    model = build_model(task, head, source)
+    out = tmp_path / "out"
+    save_finetuned(model, out, source)
+    (out / "train_config.json").write_text(json.dumps({"task": task, "head": head}))
+    loaded, config = load_finetuned(out)
+    assert config["head"] == head and not loaded.training
+    batch = (collate_gap(synthetic_gap_table(4)) if task == "gap" else collate_squad(synthetic_squad_table(4)))
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch), model(**batch))
+    assert AutoTokenizer.from_pretrained(str(out / "model")).cls_token_id == 101
+    saved_config = json.loads((out / "model" / "config.json").read_text())
+    assert saved_config["type_vocab_size"] == (4 if head == "segment" else 2)
+    assert (out / "model" / "model.safetensors").is_file() and (out / "head.safetensors").is_file()

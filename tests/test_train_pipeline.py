@@ -1,0 +1,60 @@
+"""pipeline.finetune.FineTuned: launches the trainer as a subprocess; complete runs are not redone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+luigi = pytest.importorskip("luigi")
+
+from luigi.execution_summary import LuigiStatusCode  # noqa: E402
+
+import pipeline.finetune as finetune  # noqa: E402
+from train import launch  # noqa: E402
+from train.testing import make_tiny_model_dir, synthetic_gap_table, write_feature_dir  # noqa: E402
+
+
+def test_launch_command_and_world_size_check(monkeypatch):
+    assert launch.launch_command(["--task", "gap"], 1)[1:] == ["-m", "train", "--task", "gap"]
+    multi = launch.launch_command(["--task", "gap"], 4)
+    assert multi[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
+    assert launch.train_argv(global_batch_size=32, resume=True, no_bucketing=False, model=None) == [
+        "--global-batch-size", "32", "--resume"]
+    monkeypatch.setattr(launch, "visible_cuda_devices", lambda: 2)
+    with pytest.raises(RuntimeError, match="world_size 4 > 2 visible GPU"):
+        launch.check_world_size(4)
+    launch.check_world_size(2)
+    launch.check_world_size(4, device="cpu")
+
+
+def test_finetuned_task_runs_once_and_reports_progress(tmp_path, monkeypatch):
+    monkeypatch.setattr(finetune, "_POLL_SECONDS", 0.2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the trainer subprocess inherits it
+    monkeypatch.setattr(finetune, "visible_cuda_devices", lambda: 0)
+    model = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+    features = write_feature_dir(tmp_path / "gap", synthetic_gap_table(64), "gap", "train", 64)
+    task = finetune.FineTuned(task="gap", features_dir=str(features), out_dir=str(tmp_path / "runs"),
+                              model_dir=str(model), precision="fp32", global_batch_size=16, max_steps=3,
+                              lr=1e-3, world_size=1, device="cpu")
+    assert task.resources == {}
+    result = luigi.build([task], local_scheduler=True, detailed_summary=True)
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    run_dir = task.run_dir
+    assert run_dir.parent == tmp_path / "runs" and run_dir.name.startswith("finetune-gap-multiply-")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 3
+    progress = launch.read_progress(run_dir)
+    assert (progress["phase"], progress["step"], progress["total_steps"]) == ("done", 3, 3)
+    messages, percentages = [], []
+    task.set_status_message, task.set_progress_percentage = messages.append, percentages.append
+    task._report(progress)
+    assert percentages == [100] and messages[0].startswith("done: step 3/3, loss ")
+    stamp = (run_dir / "metrics.json").stat().st_mtime_ns
+
+    again = luigi.build([finetune.FineTuned(**{**task.param_kwargs, "world_size": 2})],
+                        local_scheduler=True, detailed_summary=True)
+    assert again.status == LuigiStatusCode.SUCCESS
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp  # world_size is not significant: nothing re-ran
+    other = finetune.FineTuned(**{**task.param_kwargs, "lr": 2e-3})
+    assert other.run_dir != run_dir

@@ -1,0 +1,98 @@
+"""What a run reports: TensorBoard scalars, a small progress file, and the final metrics.
+
+Only rank 0 writes; other ranks get a disabled logger. Files:
+- ``OUT/tb/``: TensorBoard event files (train/loss, train/lr, train/grad_norm,
+  train/loss_scale, train/sequences_per_second, train/tokens_per_second, eval/*).
+- ``OUT/progress.json``: the latest step, total steps, loss and throughput, rewritten
+  atomically; the Luigi task reads it for its progress bar and status message.
+- ``OUT/metrics.json``: written once at the end (see :func:`train.loop.train`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from train.launch import PROGRESS_FILE
+
+METRICS_FILE = "metrics.json"
+TB_DIR = "tb"
+
+
+def write_json_atomic(path: str | Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class RunLogger:
+    def __init__(self, out_dir: str | Path, enabled: bool):
+        self.out_dir = Path(out_dir)
+        self.enabled = enabled
+        self._writer = None
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.out_dir / TB_DIR))
+        return self._writer
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            if value is not None:
+                self.writer.add_scalar(name, value, step)
+
+    def progress(self, record: dict) -> None:
+        if self.enabled:
+            write_json_atomic(self.out_dir / PROGRESS_FILE, {**record, "time": time.time()})
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None
+
+
+class TrainClock:
+    """Seconds spent in training steps only (eval and checkpoint writes excluded).
+
+    Start/stop synchronise the device so asynchronous CUDA work is charged to the right side.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds = 0.0
+        self._started: float | None = None
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> None:
+        if self._started is None:
+            self._sync()
+            self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._started is not None:
+            self._sync()
+            self.seconds += time.perf_counter() - self._started
+            self._started = None
+
+    def reset(self) -> None:
+        self.stop()
+        self.seconds = 0.0
