@@ -51,6 +51,7 @@ def run_one(impl: str, input_path: str, nproc: int, work_dir: str) -> dict:
         manifest = prepare_squad(input_path, Path(work_dir) / "out", default_model_dir(), SquadPrepConfig(),
                                  nproc=nproc, mode=impl.split("-")[1], reserve_cpus=0)
         features = manifest["counts"]["features_out"]
+        pool_seconds = manifest["pool_seconds"]
     else:
         import datasets
 
@@ -66,14 +67,19 @@ def run_one(impl: str, input_path: str, nproc: int, work_dir: str) -> dict:
                           fn_kwargs=dict(tokenizer=tokenizer, max_seq_length=384, doc_stride=128),
                           cache_file_name=str(Path(work_dir) / "recipe.arrow"))
         features = len(out)
-    return {"seconds": time.perf_counter() - started, "features": features}
+        pool_seconds = None
+    return {"seconds": time.perf_counter() - started, "features": features, "pool_seconds": pool_seconds}
 
 
 def _tree_rss(proc) -> int:
     import psutil
 
+    try:
+        tree = [proc, *proc.children(recursive=True)]
+    except psutil.Error:  # the run ended between two samples
+        return 0
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in tree:
         try:
             total += p.memory_info().rss
         except psutil.Error:
@@ -130,6 +136,9 @@ def summarise(rows: list[dict]) -> dict:
             per_n = {n: r for (i, n), r in best.items() if i == impl}
             if 1 in per_n and 2 in per_n:
                 entry[f"{impl}_efficiency_1_to_2"] = round(per_n[1]["seconds"] / (2 * per_n[2]["seconds"]), 3)
+                # the parallel stage alone (pool start-up, JSON reading and tokenizer loading excluded)
+                entry[f"{impl}_pool_efficiency_1_to_2"] = round(
+                    per_n[1]["pool_seconds"] / (2 * per_n[2]["pool_seconds"]), 3)
             for n, r in per_n.items():
                 recipe = best.get(("hf-recipe", n))
                 if recipe:

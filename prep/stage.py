@@ -60,13 +60,20 @@ def run_stage(
         raise FileNotFoundError(f"input file not found: {input_path}")
     tokenizer = describe_tokenizer(tokenizer_dir)
     input_sha = sha256_file(input_path)
-    result = read(input_path)
     nproc = pool.cap_nproc(nproc, reserve_cpus)
-    total_chunks = len(result.chunks)
+    read_result: list[ReadResult] = []
+
+    def read_chunks():  # called by the pool once its workers are starting
+        read_result.append(read(input_path))
+        return read_result[0].chunks
+
+    def report(done: int, features: int) -> None:
+        progress(done, len(read_result[0].chunks), features)
+
     with atomic_output_dir(out_dir) as tmp:
         export = export_tokenizer(tokenizer_dir, tmp / ".tokenizer.json")
         pooled = pool.run_pool(
-            result.chunks,
+            read_chunks,
             setup=setup,
             setup_arg=export,
             convert=convert,
@@ -75,8 +82,9 @@ def run_stage(
             nproc=nproc,
             mode=mode,
             file_stem=f"{dataset}-{split}",
-            progress=(lambda done, feats: progress(done, total_chunks, feats)) if progress else None,
+            progress=report if progress else None,
         )
+        result = read_result[0]
         Path(export.backend_file).unlink()
         stats = dict(pooled.stats)
         skipped = result.skipped + stats.pop("skipped", [])
@@ -109,6 +117,7 @@ def run_stage(
             "skip_reasons": dict(Counter(s["reason"] for s in skipped)),
             "skipped": skipped,
             "seconds": round(seconds, 3),
+            "pool_seconds": round(pooled.seconds, 3),
             "features_per_second": round(pooled.num_features / seconds, 1) if seconds > 0 else None,
         }
         write_json_atomic(tmp / MANIFEST, manifest)
