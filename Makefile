@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The CPU wheel; an unpinned torch pulls several GB of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-deps bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Debian's Chromium for the scheduler web-UI test (it skips, saying why, where Chromium is missing).
+test-deps:
+	command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium could not be installed: the web-UI test will skip"
 
 bench: install
 	$(PY) -m bench.prep_scaling

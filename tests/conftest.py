@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -45,3 +46,22 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def luigi_config(section: str, **values):
+    """Set luigi.cfg values for the duration of a block (the config is process-global)."""
+    import luigi
+
+    config = luigi.configuration.get_config()
+    saved = {key: config.get(section, key, None) for key in values}
+    for key, value in values.items():
+        config.set(section, key, str(value))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                config.remove_option(section, key)
+            else:
+                config.set(section, key, value)

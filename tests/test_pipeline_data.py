@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import http.server
@@ -13,22 +12,7 @@ import pytest
 
 from pipeline import data as data_module
 from pipeline.data import ChecksumError, DataFile, OfficialFile
-
-
-@contextlib.contextmanager
-def luigi_config(section: str, **values):
-    config = luigi.configuration.get_config()
-    saved = {k: config.get(section, k, None) for k in values}
-    for key, value in values.items():
-        config.set(section, key, str(value))
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                config.remove_option(section, key)
-            else:
-                config.set(section, key, value)
+from tests.conftest import luigi_config
 
 
 @pytest.fixture

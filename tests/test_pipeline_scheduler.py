@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, shared_data
+from tests.test_pipeline_fullrun import tiny_setup  # noqa: F401 - a fixture
 
 LUIGID = Path(sys.executable).with_name("luigid")
 
@@ -88,3 +89,44 @@ def test_failed_task_exits_non_zero(tmp_path, luigid):
     assert done.returncode == 30  # [retcode] task_failed in luigi.cfg
     failed = api(luigid, "task_list", status="FAILED", upstream_status="", search="")
     assert [t["name"] for t in failed.values()] == ["DataFile"]
+
+
+def chromium_binary() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("Chromium is not installed (`make test-deps` installs Debian's chromium; CI's .ci/run does)")
+
+
+def chromium(args: list[str], profile: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    # The flags keep a root, offline, GPU-less machine quiet: no sandbox, no background network.
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=10000"]
+    return subprocess.run([chromium_binary(), *flags, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_web_ui_shows_the_finished_fullrun_graph(tmp_path, luigid, tiny_setup):
+    from tests.test_pipeline_fullrun import write_cfg
+
+    browser = chromium_binary()  # skip before the slow part when there is no browser
+    _, model, config = tiny_setup
+    cfg = write_cfg(tmp_path / "luigi.cfg", {
+        **config, "core": {"scheduler_host": "127.0.0.1", "scheduler_port": luigid, "autoload_range": "false"},
+        "bertflow": {"runs_dir": tmp_path / "runs"},
+    })
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", "FullRun", "--nproc",
+                           "1", "--model", str(model), "--squad", "false"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tasks = api(luigid, "task_list", status="DONE", upstream_status="", search="")
+    fullrun = [task_id for task_id, task in tasks.items() if task["name"] == "FullRun"]
+    assert len(fullrun) == 1 and {"GapFeatures", "GapFineTuned", "Evaluation"} <= {t["name"] for t in tasks.values()}
+
+    url = f"http://127.0.0.1:{luigid}/static/visualiser/index.html#tab=graph&taskId={urllib.parse.quote(fullrun[0])}"
+    screenshot = tmp_path / "fullrun-graph.png"
+    shot = chromium([f"--screenshot={screenshot}", url], tmp_path / "profile-shot")
+    assert screenshot.is_file() and screenshot.stat().st_size > 10_000, (browser, shot.stderr[-2000:])
+    dom = chromium(["--dump-dom", url], tmp_path / "profile-dom").stdout
+    assert "FullRun" in dom and "GapFineTuned" in dom
