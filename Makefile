@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[test,bench]" --config-settings editable_mode=compat
 	touch $(STAMP)
 
+# The main job on the embedded defaults (luigi.cfg's [FullRun] and stage sections); offline:
+# LUIGI_CONFIG_PATH=luigi.offline.cfg make run
 run: install
 	$(VENV)/bin/luigi --module pipeline FullRun --local-scheduler
+	$(PY) -m pipeline
 
 test: install
 	$(PY) -m pytest -q

@@ -53,9 +53,12 @@ def write_run_summary(path: str | Path, *, features: dict, models: dict, evals: 
         cells = [_fmt(metrics.get("wall_seconds"), ".0f"), _fmt(throughput.get("sequences_per_second"), ".1f"),
                  _fmt(loss, ".4f")]
         lines.append(f"| {task} | {' | '.join(cells)} | [{Path(folder).name}]({_link(folder, here)}) |")
-    if profiles:
-        lines += ["", "## Profiles", ""]
-        lines += [f"- {name}: [{Path(folder).name}]({_link(folder, here)})" for name, folder in profiles.items()]
+    for name, folder in (profiles or {}).items():
+        # The profile's own section, with its links rewritten relative to this summary.
+        from profiling import SUMMARY_JSON, render_markdown
+
+        profile = _read(Path(folder) / SUMMARY_JSON)
+        lines += ["", render_markdown(profile, relative_to=here) if profile else f"## Profile: {name} (missing)"]
     lines += ["", "## Features", "", "| name | features | skipped | folder |", "|---|---|---|---|"]
     for name, folder in features.items():
         counts = _read(Path(folder) / "manifest.json").get("counts", {})

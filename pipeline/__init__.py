@@ -10,6 +10,7 @@ from pipeline.evaluate import Evaluation
 from pipeline.finetune import FineTuned
 from pipeline.fullrun import FullRun, GapFineTuned, SquadFineTuned
 from pipeline.prep_tasks import GapFeatures, SquadFeatures
+from pipeline.profile import Profile
 
 __all__ = ["bertflow", "inputs", "DataFile", "GapFeatures", "SquadFeatures", "FineTuned", "GapFineTuned",
-           "SquadFineTuned", "Evaluation", "FullRun"]
+           "SquadFineTuned", "Evaluation", "Profile", "FullRun"]

@@ -5,7 +5,7 @@
 
 ``--nproc`` (prep processes) and ``--world-size`` (training processes) flow down to the stages;
 every other knob comes from luigi.cfg sections named after the tasks ([SquadFeatures],
-[GapFineTuned], [SquadFineTuned], [Evaluation], [FullRun]) or ``--Task-param`` flags.
+[GapFineTuned], [SquadFineTuned], [Evaluation], [Profile], [FullRun]) or ``--Task-param`` flags.
 
 Artifacts are content-addressed (see pipeline.artifacts), so stages chain through dynamic
 dependencies: a feature folder's path needs its input's sha256, so the data files come first,
@@ -25,6 +25,7 @@ from pipeline.data import DataFile
 from pipeline.evaluate import Evaluation
 from pipeline.finetune import FineTuned
 from pipeline.prep_tasks import GapFeatures, SquadFeatures
+from pipeline.profile import Profile
 from prep.pool import available_cpus
 from train.config import TASKS
 
@@ -54,6 +55,7 @@ class FullRun(luigi.Task):
     squad = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     squad_train_articles = luigi.OptionalIntParameter(default=None, description="first N train articles (None: all)")
     squad_dev_articles = luigi.OptionalIntParameter(default=None, description="first N dev articles (None: all)")
+    profile = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
 
     # --- the plan: every stage's task, from parameters and config alone -------------------
     def data_tasks(self) -> list[DataFile]:
@@ -92,13 +94,28 @@ class FullRun(luigi.Task):
                                         features_dir=str(features["squad-test"].out_dir), data=SQUAD_DATA["test"])
         return tasks
 
+    def profile_tasks(self, models: dict) -> dict[str, Profile]:
+        """Profile training steps of the SQuAD model (GAP's without SQuAD) on its own features.
+
+        The profile takes the model, head, precision and batch of that fine-tuning task, so a
+        knob that changes a step's work re-profiles; the learning rate, which does not, doesn't.
+        """
+        if not self.profile or not models:
+            return {}
+        name = "squad" if "squad" in models else "gap"
+        trained = models[name]
+        return {name: Profile(task=name, features_dir=trained.features_dir, model_dir=self.model,
+                              world_size=self.world_size, head=trained.resolved_head, precision=trained.precision,
+                              global_batch_size=trained.global_batch_size)}
+
     def plan(self) -> dict | None:
         """Every artifact task of the run, or None while a data file is still missing."""
         if not all(task.complete() for task in self.data_tasks()):
             return None
         features = self.feature_tasks()
         models = self.model_tasks(features)
-        return {"features": features, "models": models, "evals": self.eval_tasks(features, models)}
+        return {"features": features, "models": models, "evals": self.eval_tasks(features, models),
+                "profiles": self.profile_tasks(models)}
 
     def run_dir(self, plan: dict) -> Path:
         paths = sorted(str(t.output().path) for stage in plan.values() for t in stage.values())
@@ -117,7 +134,7 @@ class FullRun(luigi.Task):
         self.set_status_message("data: fetching or checking the input files")
         yield self.data_tasks()
         plan = self.plan()
-        stages = (("features", 25), ("models", 50), ("evals", 90))
+        stages = (("features", 25), ("models", 50), ("evals", 75), ("profiles", 95))
         for stage, percent in stages:
             self.set_status_message(f"{stage}: {len(plan[stage])} tasks")
             yield list(plan[stage].values())
@@ -128,6 +145,7 @@ class FullRun(luigi.Task):
             features={name: t.out_dir for name, t in plan["features"].items()},
             models={name: t.run_dir for name, t in plan["models"].items()},
             evals={name: t.out_dir for name, t in plan["evals"].items()},
+            profiles={name: t.out_dir for name, t in plan["profiles"].items()},
         )
         self.set_progress_percentage(100)
         print(f"bertflow: run summary at {run_dir / SUMMARY}")

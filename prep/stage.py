@@ -89,6 +89,7 @@ def run_stage(
         stats = dict(pooled.stats)
         skipped = result.skipped + stats.pop("skipped", [])
         converted = stats.pop("examples_converted", 0)
+        id_wait_seconds = stats.pop("id_wait_seconds", 0.0)
         if converted + len(skipped) != result.examples_in:
             raise RuntimeError(
                 f"examples not conserved: {result.examples_in} in, {converted} converted, "
@@ -118,6 +119,8 @@ def run_stage(
             "skipped": skipped,
             "seconds": round(seconds, 3),
             "pool_seconds": round(pooled.seconds, 3),
+            # time workers spent waiting for their turn at the ordered id counter
+            "id_wait_seconds": round(id_wait_seconds, 3),
             "features_per_second": round(pooled.num_features / seconds, 1) if seconds > 0 else None,
         }
         write_json_atomic(tmp / MANIFEST, manifest)

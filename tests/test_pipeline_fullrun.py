@@ -60,6 +60,7 @@ def tiny_setup(tmp_path_factory):
         "SquadFeatures": {"max_seq_length": 128, "doc_stride": 32, "max_query_length": 32},
         "GapFeatures": {"max_seq_length": 128},
         "Evaluation": {"device": "cpu"},
+        "Profile": {"warmup_steps": 1, "active_steps": 2, "device": "cpu", "scaling": "false"},
     }
     return root, model, config
 
@@ -88,25 +89,38 @@ def test_fullrun_runs_then_caches_then_reruns_what_changed(tiny_setup, monkeypat
         result, started = build_fullrun(model)
         assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
         # DataFile does not start: the configured copies exist (they are complete).
-        assert started == ["Evaluation", "FullRun", "GapFeatures", "GapFineTuned", "SquadFeatures", "SquadFineTuned"]
+        assert started == ["Evaluation", "FullRun", "GapFeatures", "GapFineTuned", "Profile", "SquadFeatures",
+                           "SquadFineTuned"]
         summaries = list((root / "runs").glob("run-*/summary.md"))
         assert len(summaries) == 1
         text = summaries[0].read_text()
         assert "| gap | F1 |" in text and "| squad | EM |" in text and "tensorboard --logdir_spec" in text
+        assert "## Profile: where a squad training step's time goes" in text
 
         # Nothing changed: nothing runs, not even FullRun.
         result, started = build_fullrun(model)
         assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS and started == []
 
-    # A training knob re-runs training and evaluation of that task, not prep.
+    # Without SQuAD the GAP model is profiled (a new plan, so FullRun and Profile run).
+    with configured(config):
+        result, started = build_fullrun(model, squad=False)
+        assert started == ["FullRun", "Profile"]
+
+    # A training knob re-runs training and evaluation of that task, not prep; the learning rate
+    # does not change a step's work, so the profile stays.
     with configured({**config, "GapFineTuned": {**config["GapFineTuned"], "lr": 1e-4}}):
         result, started = build_fullrun(model, squad=False)
         assert started == ["Evaluation", "FullRun", "GapFineTuned"]
 
+    # ... one that changes a step's work re-runs the profile too.
+    with configured({**config, "GapFineTuned": {**config["GapFineTuned"], "global_batch_size": 4}}):
+        result, started = build_fullrun(model, squad=False)
+        assert started == ["Evaluation", "FullRun", "GapFineTuned", "Profile"]
+
     # max_seq_length changes the features, so everything downstream of prep re-runs.
     with configured({**config, "GapFeatures": {"max_seq_length": 96}}):
         result, started = build_fullrun(model, squad=False)
-        assert started == ["Evaluation", "FullRun", "GapFeatures", "GapFineTuned"]
+        assert started == ["Evaluation", "FullRun", "GapFeatures", "GapFineTuned", "Profile"]
         assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS
 
 

@@ -111,7 +111,8 @@ def test_cuda_profiler_window_brackets_the_active_steps(monkeypatch):
 
 def test_nsys_stats_csv_and_sqlite_are_read(tmp_path):
     stdout = ("Generating SQLite file rank0.sqlite\nProcessing [rank0.sqlite] with [cuda_gpu_kern_sum.py]...\n"
-              '"Time (%)","Total Time (ns)","Instances","Avg (ns)","Med (ns)","Min (ns)","Max (ns)","StdDev (ns)","Name"\n'
+              '"Time (%)","Total Time (ns)","Instances","Avg (ns)","Med (ns)","Min (ns)","Max (ns)",'
+              '"StdDev (ns)","Name"\n'
               '70.0,7000000,10,700000,700000,1,1,0,"ampere_sgemm_128x64_tn"\n'
               '30.0,3000000,2,1500000,1500000,1,1,0,"ncclDevKernel_AllReduce_Sum_f32_RING_LL(ncclDevComm *)"\n')
     csv_path = tmp_path / "rank0_cuda_gpu_kern_sum.csv"
@@ -152,7 +153,8 @@ def test_nsys_stats_csv_and_sqlite_are_read(tmp_path):
         con.execute("INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (?,?,?,?,?)", (start * 1e3, end * 1e3, i, 1, 1))
         con.execute("INSERT INTO CUPTI_ACTIVITY_KIND_RUNTIME VALUES (?,?,?,?)", (launch * 1e3, launch * 1e3 + 1, i, 8))
     for j, (start, end) in enumerate(t.comm):
-        con.execute("INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (?,?,?,?,?)", (start * 1e3, end * 1e3, 100 + j, 2, 2))
+        con.execute("INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL VALUES (?,?,?,?,?)",
+                    (start * 1e3, end * 1e3, 100 + j, 2, 2))
     con.commit()
     con.close()
     from_db = split_step_time(nsys.timeline_from_sqlite(db, rank=0))

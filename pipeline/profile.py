@@ -1,0 +1,105 @@
+"""``Profile``: where a training step's time goes, plus DDP scaling; wraps :func:`profiling.run_profile`.
+
+    luigi --module pipeline Profile --task squad --world-size 2 --local-scheduler      # synthetic features
+    luigi --module pipeline Profile --task gap --features-dir runs/features/gap-dev-<hash> --local-scheduler
+
+Output: ``<runs_dir>/profile-<task>-<hash>/profile_summary.json`` (+ ``profile_summary.md``, the
+per-rank traces or Nsight reports). The hash covers every parameter that changes the profile,
+world_size included (unlike FineTuned, where it only changes speed), the device kind and
+back-end this machine resolves to, and the summary schema version; thread counts, the number of
+operators listed and the prep plot's path are ``significant=False``. Without ``features_dir`` the
+stage writes a small synthetic feature set of its own, so the bare command works anywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from pipeline.artifacts import artifact_dir, significant_params
+from pipeline.evaluate import FeaturesOutput
+from profiling.config import BACKENDS
+from train.config import DEVICES, PRECISIONS, TASKS
+from train.launch import visible_cuda_devices
+
+
+class Profile(luigi.Task):
+    task = luigi.ChoiceParameter(choices=TASKS)
+    features_dir = luigi.OptionalParameter(default=None, description="prep output folder (None: synthetic)")
+    model_dir = luigi.OptionalParameter(default=None, description="model folder (None: the packaged MiniLM)")
+    world_size = luigi.IntParameter(default=1, description="training processes; changes the profile")
+    warmup_steps = luigi.IntParameter(default=3)
+    active_steps = luigi.IntParameter(default=5)
+    precision = luigi.ChoiceParameter(choices=(*PRECISIONS, "auto"), default="auto")
+    global_batch_size = luigi.IntParameter(default=32)
+    per_device_batch_size = luigi.OptionalIntParameter(default=None)
+    head = luigi.OptionalParameter(default=None)
+    backend = luigi.ChoiceParameter(choices=BACKENDS, default="auto")
+    device = luigi.ChoiceParameter(choices=DEVICES, default="auto")
+    scaling = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    seed = luigi.IntParameter(default=42)
+    synthetic_seq_length = luigi.IntParameter(default=128)
+    cpu_threads_per_process = luigi.OptionalIntParameter(default=None, significant=False)
+    top_k = luigi.IntParameter(default=15, significant=False)
+    prep_scaling_png = luigi.OptionalParameter(default="docs/benchmarks/prep_scaling.png", significant=False)
+
+    @property
+    def resources(self):
+        return {"gpu": self.world_size} if self._cuda_devices() else {}
+
+    def _cuda_devices(self) -> int:
+        return 0 if self.device == "cpu" else visible_cuda_devices()
+
+    def _resolved_backend(self) -> str:
+        from profiling import choose_backend
+        from profiling.nsys import find_nsys
+
+        try:
+            return choose_backend(self.backend, find_nsys(), self._cuda_devices())[0]
+        except ValueError:
+            return "unavailable"
+
+    @property
+    def out_dir(self) -> Path:
+        from profiling.summary import SCHEMA_VERSION
+
+        payload = {
+            **significant_params(self),
+            "resolved_device": "cuda" if self._cuda_devices() else "cpu",
+            "resolved_backend": self._resolved_backend(),
+            "schema_version": SCHEMA_VERSION,
+        }
+        return artifact_dir(f"profile-{self.task}", payload)
+
+    def requires(self):
+        return FeaturesOutput(path=self.features_dir) if self.features_dir else []
+
+    def output(self):
+        from profiling.summary import SUMMARY_JSON
+
+        return luigi.LocalTarget(str(self.out_dir / SUMMARY_JSON))
+
+    def config(self):
+        from prep.tokenizer import default_model_dir
+        from profiling import ProfileConfig
+
+        return ProfileConfig(
+            task=self.task, model_dir=str(Path(self.model_dir or default_model_dir()).resolve()),
+            features_dir=str(Path(self.features_dir).resolve()) if self.features_dir else None,
+            world_size=self.world_size, warmup_steps=self.warmup_steps, active_steps=self.active_steps,
+            precision=self.precision, global_batch_size=self.global_batch_size,
+            per_device_batch_size=self.per_device_batch_size, head=self.head, backend=self.backend,
+            device=self.device, scaling=self.scaling, seed=self.seed, synthetic_seq_length=self.synthetic_seq_length,
+            cpu_threads_per_process=self.cpu_threads_per_process, top_k=self.top_k,
+            prep_scaling_png=self.prep_scaling_png,
+        )
+
+    def run(self):
+        from profiling import run_profile
+
+        run_profile(self.config(), self.out_dir, progress=self._report)
+
+    def _report(self, message: str, percent: float) -> None:
+        self.set_status_message(f"profile: {message}")
+        self.set_progress_percentage(round(percent, 1))

@@ -1,0 +1,299 @@
+"""``run_profile``: one profiled training run (+ the scaling runs) -> ``profile_summary.json``.
+
+Everything heavy runs in fresh subprocesses (``python -m profiling.worker`` under torchrun and,
+on the nsys path, under ``nsys profile``); this process never imports CUDA, so a Luigi worker
+that forks later is safe. The artifact folder is assembled as ``<out>.partial`` and renamed into
+place at the end, so a folder with ``profile_summary.json`` is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from profiling import nsys as nsys_path
+from profiling import scaling as scaling_mod
+from profiling import summary as summary_mod
+from profiling import torch_trace
+from profiling.config import ProfileConfig
+from profiling.timeline import mean_over_ranks, split_step_time
+
+Progress = Callable[[str, float], None]
+_HEAVY_OUTPUTS = ("checkpoints", "model", "head.safetensors")  # a profile run's weights are throwaway
+_POLL_SECONDS = 2.0
+
+
+def choose_backend(requested: str, nsys: str | None, cuda_devices: int) -> tuple[str, str]:
+    """(backend, why): nsys only where both nsys and a CUDA device exist."""
+    if requested == "torch":
+        return "torch", "torch.profiler requested"
+    if nsys and cuda_devices:
+        return "nsys", f"nsys found at {nsys} and {cuda_devices} CUDA device(s)"
+    missing = [what for what, absent in (("nsys", not nsys), ("CUDA device", not cuda_devices)) if absent]
+    if requested == "nsys":
+        raise ValueError(f"backend nsys needs nsys (on PATH or in {nsys_path.NSYS_SEARCH_GLOBS[0]}) and a CUDA "
+                         f"device; missing: {', '.join(missing)}")
+    return "torch", "torch.profiler: no " + " and no ".join(missing)
+
+
+def worker_command(worker_args: list[str], world_size: int, python: str = sys.executable) -> list[str]:
+    """``python -m profiling.worker`` on ``world_size`` local processes (torchrun for more than one)."""
+    if world_size == 1:
+        return [python, "-m", "profiling.worker", *worker_args]
+    return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
+            "-m", "profiling.worker", *worker_args]
+
+
+def train_args(config: ProfileConfig, features: Path, out: Path, world_size: int, profiled: bool) -> list[str]:
+    """``python -m train`` arguments for one timed run of ``config.total_steps()`` steps."""
+    from train.launch import train_argv
+
+    steps = config.total_steps()
+    per_device = config.per_device_batch_size
+    if per_device is not None and world_size != config.world_size:
+        per_device = None  # scaling runs let the trainer split the same global batch
+    return train_argv(
+        task=config.task, features=features, out=out, model=config.model_dir, head=config.head,
+        precision=config.precision, global_batch_size=config.global_batch_size, per_device_batch_size=per_device,
+        epochs=steps, max_steps=steps, seed=config.seed, device=config.device,
+        log_every_n_steps=steps, save_every_n_steps=0, nvtx=profiled, no_progress_bar=True,
+    )
+
+
+def write_synthetic_features(out_dir: Path, config: ProfileConfig) -> Path:
+    """Exactly ``total_steps`` global batches of synthetic rows (train.testing's generators)."""
+    from train.testing import synthetic_gap_table, synthetic_squad_table, write_feature_dir
+
+    rows = config.global_batch_size * config.total_steps()
+    longest = config.synthetic_seq_length
+    make = synthetic_gap_table if config.task == "gap" else synthetic_squad_table
+    table = make(rows, seed=config.seed, min_len=max(16, longest // 2), max_len=longest)
+    return write_feature_dir(out_dir, table, config.task, "train", longest)
+
+
+def child_env(config: ProfileConfig, world_size: int, device_type: str, cpus: int) -> tuple[dict, int | None]:
+    """The subprocess environment; on CPU, OMP threads per process so every run uses the same cores."""
+    env = {**os.environ}
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    threads = None
+    if device_type == "cpu":
+        threads = config.cpu_threads_per_process or max(1, cpus // world_size)
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env, threads
+
+
+def run_logged(command: list[str], log_path: Path, env: dict, what: str) -> None:
+    """Run ``command`` with its output appended to ``log_path``; raise with the log's tail on failure."""
+    with open(log_path, "ab") as log:
+        log.write(("$ " + " ".join(command) + "\n").encode())
+        log.flush()
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            while process.poll() is None:
+                time.sleep(_POLL_SECONDS)
+        except BaseException:
+            process.terminate()
+            process.wait()
+            raise
+    if process.returncode != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
+        raise RuntimeError(f"{what} exited with {process.returncode}; {log_path} ends with:\n" + "\n".join(tail))
+
+
+def _tidy(train_out: Path) -> None:
+    for name in _HEAVY_OUTPUTS:
+        path = train_out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_profile(config: ProfileConfig, out_dir: str | Path, progress: Progress | None = None,
+                python: str = sys.executable) -> dict:
+    """Profile ``config.active_steps`` steady-state training steps and write the artifact folder.
+
+    ``out_dir`` gets ``profile_summary.json`` (written last), ``profile_summary.md``, per-rank
+    traces (``traces/rank<R>.pt.trace.json``) or Nsight reports (``rank<R>.nsys-rep`` +
+    ``stats/*.csv``), ``profile.log`` and the scaling runs' metrics. Returns the summary.
+    """
+    from prep.pool import available_cpus
+    from train.launch import check_world_size, visible_cuda_devices
+
+    say = progress or (lambda message, percent: None)
+    out_dir = Path(out_dir).resolve()
+    work = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    check_world_size(config.world_size, config.device)
+    gpus = 0 if config.device == "cpu" else visible_cuda_devices()
+    device_type = "cuda" if gpus else "cpu"
+    nsys = nsys_path.find_nsys()
+    backend, reason = choose_backend(config.backend, nsys, gpus)
+    cpus = available_cpus()
+    notes: list[str] = []
+
+    if config.features_dir:
+        features, features_label = Path(config.features_dir).resolve(), f"`{config.features_dir}`"
+    else:
+        say("writing synthetic features", 2)
+        features = write_synthetic_features(work / "features", config)
+        features_label = (f"synthetic ({config.global_batch_size * config.total_steps()} rows, "
+                          f"{max(16, config.synthetic_seq_length // 2)}-{config.synthetic_seq_length} tokens)")
+
+    env, threads = child_env(config, config.world_size, device_type, cpus)
+    nsys_error = None
+    if backend == "nsys":
+        say(f"profiling {config.total_steps()} steps under nsys", 5)
+        try:
+            timelines, top, artifacts = _profile_nsys(config, work, features, nsys, env, python)
+        except (RuntimeError, FileNotFoundError, ValueError) as err:
+            if config.backend == "nsys":
+                raise
+            nsys_error = str(err)
+            notes.append(f"nsys could not produce a report here, so torch.profiler was used: {nsys_error[-400:]}")
+            backend, reason = "torch", "torch.profiler: the nsys run failed"
+    if backend == "torch":
+        say(f"profiling {config.total_steps()} steps under torch.profiler", 5)
+        timelines, top, artifacts = _profile_torch(config, work, features, env, python)
+    per_rank = [split_step_time(timeline) for timeline in timelines]
+    train_config = _read_json(work / "train" / "train_config.json")
+    _tidy(work / "train")
+
+    scaling = None
+    if config.scaling:
+        scaling = _measure_scaling(config, work, features, device_type, gpus, cpus, python, say)
+    say("writing the summary", 95)
+    summary = {
+        "schema_version": summary_mod.SCHEMA_VERSION,
+        "artifact_dir": str(out_dir),
+        "backend": backend,
+        "backend_reason": reason,
+        "backend_label": ("Nsight Systems (nsys) capture of the window" if backend == "nsys"
+                          else "torch.profiler over the window"),
+        "nsys": {"path": nsys, "error": nsys_error},
+        "setup": {
+            "task": config.task, "device": device_type, "world_size": config.world_size,
+            "dist_backend": ("nccl" if device_type == "cuda" else "gloo") if config.world_size > 1 else None,
+            "precision": train_config["precision"], "global_batch_size": config.global_batch_size,
+            "micro_batch_size": train_config["micro_batch_size"],
+            "accumulation_steps": train_config["accumulation_steps"], "model_dir": config.model_dir,
+            "features": features_label, "warmup_steps": config.warmup_steps, "active_steps": config.active_steps,
+            "cpus": cpus, "threads_per_process": threads, "gpus": gpus,
+        },
+        "step": mean_over_ranks(per_rank),
+        "per_rank": per_rank,
+        "top_ops": top,
+        "scaling": scaling,
+        "prep_scaling": summary_mod.read_prep_scaling(config.prep_scaling_png),
+        "artifacts": artifacts,
+        "open_with": _open_hints(backend),
+        "notes": notes,
+        "config": config.to_dict(),
+    }
+    from train.metrics_log import write_json_atomic
+
+    (work / summary_mod.SUMMARY_MD).write_text(summary_mod.render_markdown(summary, out_dir), encoding="utf-8")
+    write_json_atomic(work / summary_mod.SUMMARY_JSON, summary)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(work, out_dir)
+    say("done", 100)
+    return summary
+
+
+def _profile_torch(config, work: Path, features: Path, env: dict, python: str):
+    trace_dir = work / "traces"
+    args = ["--backend", "torch", "--trace-dir", str(trace_dir), "--warmup-steps", str(config.warmup_steps),
+            "--active-steps", str(config.active_steps), "--",
+            *train_args(config, features, work / "train", config.world_size, profiled=True)]
+    run_logged(worker_command(args, config.world_size, python), work / "profile.log", env, "the profiled run")
+    timelines = []
+    for rank in range(config.world_size):
+        path = torch_trace.trace_path(trace_dir, rank)
+        if not path.is_file():
+            raise RuntimeError(f"rank {rank} wrote no trace at {path}; see {work / 'profile.log'}")
+        timelines.append(torch_trace.timeline_from_trace(torch_trace.load_trace(path), rank, source=str(path)))
+    top = torch_trace.top_ops(torch_trace.ops_path(trace_dir, 0), config.top_k)
+    artifacts = {
+        "traces": [str(torch_trace.trace_path(trace_dir, r).relative_to(work)) for r in range(config.world_size)],
+        "operator tables": [str(torch_trace.ops_path(trace_dir, r).relative_to(work))
+                            for r in range(config.world_size)],
+    }
+    return timelines, top, artifacts
+
+
+def _profile_nsys(config, work: Path, features: Path, nsys: str, env: dict, python: str):
+    for stale in work.glob("rank*.nsys-rep"):
+        stale.unlink()
+    worker = [python, "-m", "profiling.worker", "--backend", "cuda-range", "--trace-dir", str(work / "traces"),
+              "--warmup-steps", str(config.warmup_steps), "--active-steps", str(config.active_steps), "--",
+              *train_args(config, features, work / "train", config.world_size, profiled=True)]
+    command = nsys_path.build_nsys_command(nsys, work, worker, config.world_size, python)
+    run_env = {**env, "RANK": "0"} if config.world_size == 1 else env
+    run_logged(command, work / "profile.log", run_env, "the profiled run under nsys")
+    timelines, reports, csvs, top = [], [], [], []
+    for rank in range(config.world_size):
+        report = work / f"rank{rank}.nsys-rep"
+        if not report.is_file():
+            raise FileNotFoundError(f"nsys wrote no report at {report}; see {work / 'profile.log'}")
+        written = nsys_path.run_stats(nsys, report, work / "stats")
+        sqlite = report.with_suffix(".sqlite")
+        if not sqlite.is_file():
+            subprocess.run([nsys, "export", "--type", "sqlite", "--output", str(sqlite), str(report)],
+                           capture_output=True, check=True)
+        timeline = nsys_path.timeline_from_sqlite(sqlite, rank)
+        timelines.append(timeline)
+        reports.append(str(report.relative_to(work)))
+        csvs += [str(path.relative_to(work)) for path in written.values()]
+        if rank == 0 and "cuda_gpu_kern_sum" in written:
+            top = nsys_path.top_kernels(written["cuda_gpu_kern_sum"], config.top_k, len(timeline.steps))
+    return timelines, top, {"nsys reports": reports, "nsys stats CSV": csvs}
+
+
+def _measure_scaling(config, work: Path, features: Path, device_type: str, gpus: int, cpus: int, python: str,
+                     say: Progress) -> dict:
+    from train.launch import launch_command
+
+    timings, notes = [], []
+    sizes = config.scaling_world_sizes()
+    (work / "scaling").mkdir(exist_ok=True)
+    for i, world_size in enumerate(sizes):
+        skipped = scaling_mod.skip_reason(world_size, device_type, gpus)
+        if skipped:
+            timings.append({"world_size": world_size, "skipped": skipped})
+            notes.append(skipped)
+            continue
+        say(f"scaling: timing {config.total_steps()} steps at world size {world_size}", 50 + 20 * i)
+        out = work / "scaling" / f"ws{world_size}"
+        env, threads = child_env(config, world_size, device_type, cpus)
+        command = launch_command(train_args(config, features, out, world_size, profiled=False), world_size, python)
+        run_logged(command, work / "scaling" / "scaling.log", env, f"the world-size-{world_size} timing run")
+        timings.append(scaling_mod.timing_from_metrics(_read_json(out / "metrics.json"), world_size,
+                                                       threads_per_process=threads))
+        _tidy(out)
+    if device_type == "cpu":
+        notes.append(f"CPU: {cpus} core(s) shared by all processes of a run "
+                     f"(OMP threads per process shown); gloo all-reduce runs on the same cores.")
+    precision = next((t["precision"] for t in timings if t.get("precision")), config.precision)
+    return {"device": device_type, "dist_backend": "nccl" if device_type == "cuda" else "gloo",
+            "precision": precision, "steps": config.total_steps(), "rows": scaling_mod.scaling_table(timings),
+            "notes": notes}
+
+
+def _open_hints(backend: str) -> list[str]:
+    if backend == "nsys":
+        return ["open `rank<R>.nsys-rep` in the Nsight Systems UI (`nsys-ui`); `stats/` holds `nsys stats` CSVs"]
+    return ["open `traces/rank<R>.pt.trace.json` in https://ui.perfetto.dev or chrome://tracing",
+            "TensorBoard: `tensorboard --logdir <this folder>` (needs the torch-tb-profiler plugin; run `traces`)"]
