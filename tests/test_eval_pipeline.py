@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -12,22 +11,12 @@ luigi = pytest.importorskip("luigi")
 from luigi.execution_summary import LuigiStatusCode  # noqa: E402
 
 from pipeline.evaluate import Evaluation  # noqa: E402
-from tests.conftest import shared_data  # noqa: E402
+from tests.conftest import luigi_config, shared_data  # noqa: E402
 from tests.test_eval_run import make_model_dir  # noqa: E402
 
 
-@contextlib.contextmanager
 def runs_dir(path):
-    config = luigi.configuration.get_config()
-    saved = config.get("bertflow", "runs_dir", None)
-    config.set("bertflow", "runs_dir", str(path))
-    try:
-        yield
-    finally:
-        if saved is None:
-            config.remove_option("bertflow", "runs_dir")
-        else:
-            config.set("bertflow", "runs_dir", saved)
+    return luigi_config("bertflow", runs_dir=path)
 
 
 def build(task):

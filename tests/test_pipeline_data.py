@@ -29,6 +29,10 @@ def served(tmp_path):
     server.shutdown()
 
 
+# Tests below set gap_test="" to clear a configured copy: CI runs with luigi.offline.cfg, which
+# points gap_test at ../shared/data, and a configured copy wins over data_dir.
+
+
 def fake_official(monkeypatch, url: str, content: bytes, algorithm="sha256"):
     checksum = f"{algorithm}:{hashlib.new(algorithm, content).hexdigest()}"
     monkeypatch.setitem(data_module.OFFICIAL, "gap-test", OfficialFile(url, checksum))
@@ -42,7 +46,7 @@ def test_download_is_verified_and_atomic(tmp_path, served, monkeypatch):
     base, www = served
     (www / "gap-test.tsv").write_bytes(b"ID\tText\n")
     fake_official(monkeypatch, base + "gap-test.tsv", b"ID\tText\n")
-    with luigi_config("inputs", data_dir=tmp_path / "data"):
+    with luigi_config("inputs", gap_test="", data_dir=tmp_path / "data"):
         result = build(DataFile(name="gap-test"))
         assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS
         assert (tmp_path / "data" / "gap-test.tsv").read_bytes() == b"ID\tText\n"
@@ -62,7 +66,7 @@ def test_wrong_checksum_download_is_an_error_and_leaves_nothing(tmp_path, served
 def test_wrong_local_copy_is_not_complete_and_fails(tmp_path, monkeypatch):
     fake_official(monkeypatch, "http://127.0.0.1:9/gap-test.tsv", b"official")
     (tmp_path / "gap-test.tsv").write_bytes(b"something else")
-    with luigi_config("inputs", data_dir=tmp_path):
+    with luigi_config("inputs", gap_test="", data_dir=tmp_path):
         task = DataFile(name="gap-test")
         assert not task.complete()
         with pytest.raises(ChecksumError, match="remove the file to download it again"):
@@ -75,7 +79,7 @@ def test_no_network_and_no_copy_says_where_to_put_the_file(tmp_path, monkeypatch
     spec = data_module.OFFICIAL["gap-test"]
     with pytest.raises(RuntimeError, match=r"put the file at .*gap-test\.tsv"):
         data_module.download(spec, tmp_path / "gap-test.tsv", timeout_s=5)
-    with luigi_config("inputs", data_dir=tmp_path, download_timeout_s=5):
+    with luigi_config("inputs", gap_test="", data_dir=tmp_path, download_timeout_s=5):
         result = build(DataFile(name="gap-test"))
     assert result.status == luigi.execution_summary.LuigiStatusCode.FAILED
 

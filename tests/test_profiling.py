@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 
@@ -12,6 +11,7 @@ from profiling import nsys, run
 from profiling.intervals import intersect, merge, peel, subtract, total
 from profiling.scaling import scaling_table, skip_reason
 from profiling.timeline import CATEGORIES, RankTimeline, split_step_time
+from tests.conftest import luigi_config
 
 RANGES = ("data_wait", "forward", "backward", "optimizer_step")
 
@@ -179,20 +179,8 @@ def test_scaling_table_from_given_timings():
 
 
 # --- the Profile stage end to end ---------------------------------------------------------------------
-@contextlib.contextmanager
 def runs_dir(path):
-    import luigi
-
-    config = luigi.configuration.get_config()
-    saved = config.get("bertflow", "runs_dir", None)
-    config.set("bertflow", "runs_dir", str(path))
-    try:
-        yield
-    finally:
-        if saved is None:
-            config.remove_option("bertflow", "runs_dir")
-        else:
-            config.set("bertflow", "runs_dir", saved)
+    return luigi_config("bertflow", runs_dir=path)
 
 
 def test_profile_stage_world_size_2_on_gloo(tmp_path, monkeypatch):
