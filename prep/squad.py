@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from prep.pool import MODES, available_cpus
-from prep.squad_read import read_squad
+from prep.squad_read import SquadFormatError, read_squad
 from prep.stage import ReadResult, run_stage, skip, tqdm_progress
 from prep.tokenizer import default_model_dir, load_backend
 
@@ -251,10 +251,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
-    config = SquadPrepConfig(args.max_seq_length, args.doc_stride, args.max_query_length, args.split,
-                             args.max_articles)
-    manifest = prepare_squad(args.input, args.out_dir, args.tokenizer, config, args.nproc, args.mode,
-                             args.contexts_per_chunk, args.reserve_cpus, tqdm_progress(args.quiet))
+    try:
+        config = SquadPrepConfig(args.max_seq_length, args.doc_stride, args.max_query_length, args.split,
+                                 args.max_articles)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        manifest = prepare_squad(args.input, args.out_dir, args.tokenizer, config, args.nproc, args.mode,
+                                 args.contexts_per_chunk, args.reserve_cpus, tqdm_progress(args.quiet))
+    except (SquadFormatError, FileNotFoundError) as err:
+        print(f"prep.squad: error: {err}", file=sys.stderr)
+        return 1
     counts = manifest["counts"]
     print(f"{counts['features_out']} features from {counts['examples_converted']}/{counts['examples_in']} "
           f"questions ({counts['examples_skipped']} skipped: {manifest['skip_reasons'] or 'none'}) "
