@@ -23,19 +23,19 @@ class bertflow(luigi.Config):  # noqa: N801 - the section name in luigi.cfg
 
 
 @lru_cache(maxsize=256)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    from prep.artifact import sha256_file
+def _file_digest(path: str, size: int, mtime_ns: int, algorithm: str) -> str:
+    from prep.artifact import file_digest
 
-    return sha256_file(path)
+    return file_digest(path, algorithm)
 
 
-def content_hash(path: str | Path) -> str:
-    """sha256 of a file, memoised on (path, size, mtime) so complete() stays cheap."""
+def content_hash(path: str | Path, algorithm: str = "sha256") -> str:
+    """A file's digest, memoised on (path, size, mtime) so complete() stays cheap."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"input not found: {path}")
     stat = path.stat()
-    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns, algorithm)
 
 
 def significant_params(task: luigi.Task) -> dict:

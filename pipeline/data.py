@@ -16,7 +16,6 @@ NVIDIA's BERT download script (no copy was at hand to take a sha256 from).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 import urllib.request
@@ -24,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import luigi
+
+from pipeline.artifacts import content_hash  # memoised, so repeated complete() checks stay cheap
+from prep.artifact import file_digest
 
 _SQUAD = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
 _GAP = "https://raw.githubusercontent.com/google-research-datasets/gap-coreference/master/"
@@ -70,17 +72,9 @@ class ChecksumError(ValueError):
     pass
 
 
-def file_checksum(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify(path: Path, checksum: str) -> None:
     algorithm, expected = checksum.split(":", 1)
-    actual = file_checksum(path, algorithm)
+    actual = file_digest(path, algorithm)
     if actual != expected:
         raise ChecksumError(f"{path}: {algorithm} {actual} != official {expected}; "
                             "remove the file to download it again, or point [inputs] at your own copy")
@@ -132,12 +126,8 @@ class DataFile(luigi.Task):
             return self.path.is_file()  # the user's own copy: used as it is
         if not self.path.is_file():
             return False
-        from pipeline.artifacts import content_hash  # memoised, so repeated checks stay cheap
-
         algorithm, expected = self.spec.checksum.split(":", 1)
-        if algorithm == "sha256":
-            return content_hash(self.path) == expected
-        return file_checksum(self.path, algorithm) == expected
+        return content_hash(self.path, algorithm) == expected
 
     def run(self):
         own = configured_path(self.name)

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import luigi
 
 from train.checkpoint import SCHEMA_VERSION, checkpoint_path
 from train.config import PRECISIONS, TASKS, TrainConfig
-from train.launch import check_world_size, launch_command, read_progress, train_argv, visible_cuda_devices
+from train.launch import (check_world_size, launch_command, read_progress, run_logged, train_argv,
+                          visible_cuda_devices)
 
 _POLL_SECONDS = 5.0
 
@@ -88,20 +87,8 @@ class FineTuned(luigi.Task):
         self._run_and_report(launch_command(argv, self.world_size), run_dir)
 
     def _run_and_report(self, command: list[str], run_dir: Path) -> None:
-        log_path = run_dir / "train.log"
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                while process.poll() is None:
-                    time.sleep(_POLL_SECONDS)
-                    self._report(read_progress(run_dir))
-            except BaseException:
-                process.terminate()
-                process.wait()
-                raise
-        if process.returncode != 0:
-            tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
-            raise RuntimeError(f"training exited with {process.returncode}; {log_path} ends with:\n" + "\n".join(tail))
+        run_logged(command, run_dir / "train.log", "training",
+                   on_poll=lambda: self._report(read_progress(run_dir)), poll_seconds=_POLL_SECONDS)
         self._report(read_progress(run_dir))
 
     def _report(self, progress: dict | None) -> None:

@@ -18,12 +18,17 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-def sha256_file(path: str | Path, block_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str = "sha256", block_size: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes with any hashlib ``algorithm``, read in blocks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while chunk := handle.read(block_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def is_complete(out_dir: str | Path) -> bool:

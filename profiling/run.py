@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -90,21 +89,9 @@ def child_env(config: ProfileConfig, world_size: int, device_type: str, cpus: in
 
 
 def run_logged(command: list[str], log_path: Path, env: dict, what: str) -> None:
-    """Run ``command`` with its output appended to ``log_path``; raise with the log's tail on failure."""
-    with open(log_path, "ab") as log:
-        log.write(("$ " + " ".join(command) + "\n").encode())
-        log.flush()
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            while process.poll() is None:
-                time.sleep(_POLL_SECONDS)
-        except BaseException:
-            process.terminate()
-            process.wait()
-            raise
-    if process.returncode != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
-        raise RuntimeError(f"{what} exited with {process.returncode}; {log_path} ends with:\n" + "\n".join(tail))
+    from train.launch import run_logged as run_logged_in
+
+    run_logged_in(command, log_path, what, env=env, poll_seconds=_POLL_SECONDS)
 
 
 def _tidy(train_out: Path) -> None:

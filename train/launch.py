@@ -13,7 +13,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 PROGRESS_FILE = "progress.json"
 
@@ -77,3 +79,28 @@ def train_argv(**options) -> list[str]:
         else:
             argv += [flag, str(value)]
     return argv
+
+
+def run_logged(command: list[str], log_path: Path, what: str, env: dict | None = None,
+               on_poll: Callable[[], None] | None = None, poll_seconds: float = 2.0) -> None:
+    """Run ``command`` with its output appended to ``log_path``; raise with the log's tail on failure.
+
+    ``on_poll`` is called every ``poll_seconds`` while it runs (progress reports). An interrupt
+    or error here terminates the child before it propagates, so no run is left orphaned.
+    """
+    with open(log_path, "ab") as log:
+        log.write(("$ " + " ".join(command) + "\n").encode())
+        log.flush()
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            while process.poll() is None:
+                time.sleep(poll_seconds)
+                if on_poll is not None:
+                    on_poll()
+        except BaseException:
+            process.terminate()
+            process.wait()
+            raise
+    if process.returncode != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
+        raise RuntimeError(f"{what} exited with {process.returncode}; {log_path} ends with:\n" + "\n".join(tail))
