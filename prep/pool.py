@@ -1,7 +1,7 @@
 """The multiprocessing engine shared by every prep stage.
 
 Design (after the seed write-up 002): a ``multiprocess`` pool whose initializer gives each
-worker a stable id (pulled from a queue) and loads the large objects (the tokenizer) once per
+worker a stable id (taken from a shared counter) and loads the large objects (the tokenizer) once per
 worker; tasks carry only a chunk of raw examples. A shared counter (a ``Value`` used under its
 own lock) hands out globally unique, dense feature ids. Ids are reserved in chunk order, so the
 same input gives the same ids whatever the mode, the number of processes or the scheduling.
@@ -23,7 +23,6 @@ import importlib
 import logging
 import os
 import pickle
-import queue
 import sys
 import time
 from dataclasses import dataclass, field
@@ -98,14 +97,17 @@ def _resolve(ref: tuple[str, str]) -> Callable:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(id_queue, counter, turn, turn_cond, barrier, setup_ref, setup_arg, convert_ref,
+def _init_worker(next_worker_id, nproc, counter, turn, turn_cond, barrier, setup_ref, setup_arg, convert_ref,
                  schema, out_dir, mode, file_stem):
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        worker_id = id_queue.get_nowait()
-    except queue.Empty:
-        # Only a replacement for a worker that died asks twice; the main process is stopping.
-        raise RuntimeError("no worker id left: a previous worker died") from None
+    # A shared counter, not a Queue: a Queue's put() returns before its feeder thread has
+    # written the item, so a fast worker's get_nowait() could find it empty (seen in CI).
+    with next_worker_id.get_lock():
+        worker_id = next_worker_id.value
+        next_worker_id.value = worker_id + 1
+    if worker_id >= nproc:
+        # Only a replacement for a worker that died gets here; the main process is stopping.
+        raise RuntimeError("no worker id left: a previous worker died")
     _WORKER.update(
         worker_id=worker_id,
         counter=counter,
@@ -252,9 +254,7 @@ def run_pool(
     _check_main_importable()
     started = time.perf_counter()
     ctx = multiprocess.get_context("spawn")
-    id_queue = ctx.Queue()
-    for worker_id in range(nproc):
-        id_queue.put(worker_id)
+    next_worker_id = ctx.Value("i", 0)
     counter = ctx.Value("q", 0)
     turn = ctx.Value("q", 0, lock=False)
     turn_cond = ctx.Condition(counter.get_lock())
@@ -263,7 +263,7 @@ def run_pool(
     pool = ctx.Pool(
         nproc,
         initializer=_init_worker,
-        initargs=(id_queue, counter, turn, turn_cond, barrier, _ref(setup), setup_arg, _ref(convert),
+        initargs=(next_worker_id, nproc, counter, turn, turn_cond, barrier, _ref(setup), setup_arg, _ref(convert),
                   schema, str(out_dir), mode, file_stem),
     )
     workers = [p for p in ctx.active_children() if p.pid not in before]
