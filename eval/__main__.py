@@ -4,6 +4,7 @@
     python -m eval squad ... --version-2-with-negative --null-score-diff-threshold -1.5
     python -m eval gap --model runs/train-gap --features runs/gap-test --data ../shared/data/gap/gap-test.tsv --out runs/eval-gap
     python -m eval compare runs/eval-squad-a runs/eval-squad-b --out runs/comparison.md
+    python -m eval aggregate runs/eval/gap-* --by head --ensemble --out docs/results/gap.md
     python -m eval score-squad --data dev-v1.1.json --predictions runs/eval-squad/predictions.json
     python -m eval score-gap --data gap-test.tsv --predictions runs/eval-gap/submission.csv
 """
@@ -47,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR")
     compare.add_argument("--out", default=None, help="also write the table here (.md, .csv or .json)")
 
+    aggregate = commands.add_parser("aggregate", help="mean / spread over seeds, per group of runs")
+    aggregate.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    aggregate.add_argument("--by", nargs="+", default=["head"],
+                           help="training settings that define a group (default: head)")
+    aggregate.add_argument("--ensemble", action="store_true", help="GAP: also score each group's averaged probabilities")
+    aggregate.add_argument("--out", default=None, help="write the table to this .md and the numbers to the .json beside it")
+
     score_squad = commands.add_parser("score-squad", help="score a predictions.json like the official scripts")
     score_squad.add_argument("--data", required=True)
     score_squad.add_argument("--predictions", required=True)
@@ -84,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             from eval.compare import compare_runs
 
             print(compare_runs(args.runs, args.out))
+        elif args.command == "aggregate":
+            from eval.aggregate import aggregate_to_files
+
+            print(aggregate_to_files(args.runs, args.out, args.by, args.ensemble))
         elif args.command == "score-squad":
             from eval.score_files import score_squad_file
 

@@ -11,6 +11,7 @@ from pipeline.finetune import FineTuned
 from pipeline.fullrun import FullRun, GapFineTuned, SquadFineTuned
 from pipeline.prep_tasks import GapFeatures, SquadFeatures
 from pipeline.profile import Profile
+from pipeline.results import GapResults
 
 __all__ = ["bertflow", "inputs", "DataFile", "GapFeatures", "SquadFeatures", "FineTuned", "GapFineTuned",
-           "SquadFineTuned", "Evaluation", "Profile", "FullRun"]
+           "SquadFineTuned", "Evaluation", "Profile", "FullRun", "GapResults"]

@@ -39,6 +39,12 @@ class FineTuned(luigi.Task):
     epochs = luigi.IntParameter(default=2)
     max_steps = luigi.OptionalIntParameter(default=None)
     lr = luigi.FloatParameter(default=3e-5)
+    warmup_ratio = luigi.FloatParameter(default=0.1)
+    # Both choose on eval_features_dir (the held-out split), never on the test set.
+    select_best = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                                      description="end on the epoch with the lowest eval loss")
+    calibrate = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                                    description="GAP: fit a softmax temperature on the eval features")
     seed = luigi.IntParameter(default=42)
     length_bucketing = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     world_size = luigi.IntParameter(default=1, significant=False)
@@ -80,7 +86,8 @@ class FineTuned(luigi.Task):
             task=self.task, features=self.features_dir, out=run_dir, model=self.model_dir,
             eval_features=self.eval_features_dir, head=self.resolved_head, precision=self.precision,
             global_batch_size=self.global_batch_size, per_device_batch_size=self.per_device_batch_size,
-            epochs=self.epochs, max_steps=self.max_steps, lr=self.lr, seed=self.seed,
+            epochs=self.epochs, max_steps=self.max_steps, lr=self.lr, warmup_ratio=self.warmup_ratio,
+            select_best=self.select_best, calibrate=self.calibrate, seed=self.seed,
             no_bucketing=not self.length_bucketing, device=self.device, num_workers=self.num_workers,
             no_progress_bar=True, resume=checkpoint_path(run_dir).is_file(),
         )

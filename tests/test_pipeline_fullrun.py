@@ -153,3 +153,37 @@ def test_killed_fullrun_completes_when_started_again(tiny_setup, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list(runs.glob("run-*/summary.md"))) == 1
     assert not list(runs.rglob(".*.tmp-*"))  # no half-written artifact left behind
+
+
+def test_gap_results_table_over_heads_and_seeds_then_one_more_seed(tiny_setup, monkeypatch):
+    from pipeline import GapResults
+
+    root, model, config = tiny_setup
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # Selection and calibration on gap-validation, as the results recipe runs them.
+    gap_training = {**config["GapFineTuned"], "select_best": "true", "calibrate": "true"}
+
+    def build(seeds):
+        STARTED.clear()
+        task = GapResults(model=str(model), nproc=1, heads=["multiply", "concat"], seeds=seeds)
+        result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+        assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
+        return Path(task.output().path), list(STARTED)
+
+    with configured({**config, "GapFineTuned": gap_training}):
+        table, started = build([1, 2])
+        assert started.count("GapFineTuned") == 4 and started.count("Evaluation") == 4
+        result = json.loads(table.with_suffix(".json").read_text())
+        assert [(g["group"]["head"], g["seeds"]) for g in result["groups"]] == [("multiply", [1, 2]), ("concat", [1, 2])]
+        assert all("ensemble" in g for g in result["groups"])
+        models = {Path(run["eval_dir"]).name: run["model_dir"] for run in result["runs"]}
+        assert len(set(models.values())) == 4  # one training folder per head x seed
+        for run in result["runs"]:
+            metrics = json.loads((root / "runs" / run["model_dir"] / "metrics.json").read_text())
+            assert metrics["calibration"]["temperature"] > 0 and metrics["selected"] is not None
+        assert "| multiply | 2 | 1,2 |" in table.read_text()
+
+        # A third seed trains and evaluates only that seed, per head, and makes a new table.
+        table3, started = build([1, 2, 3])
+        assert started.count("GapFineTuned") == 2 and started.count("Evaluation") == 2
+        assert table3 != table and table.is_file()

@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder (checkpoints, model, logs)")
     parser.add_argument("--model", default=None, help="local BERT-family model folder (default: the packaged MiniLM)")
     parser.add_argument("--eval-features", default=None, help="prep output evaluated at every epoch end")
+    parser.add_argument("--select-best", action="store_true",
+                        help="end on the epoch with the lowest --eval-features loss (kept in checkpoints/best.pt)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="GAP: fit a softmax temperature on --eval-features after training (lowers log loss, "
+                             "keeps every prediction)")
     parser.add_argument("--head", default=None, choices=(*GAP_HEADS, SQUAD_HEAD),
                         help="GAP: concat | multiply (default) | segment; SQuAD: span")
     parser.add_argument("--precision", default="fp16", choices=(*PRECISIONS, "auto"),
@@ -75,6 +80,8 @@ def config_from_args(args: argparse.Namespace, world_size: int, device_type: str
         model_dir=os.path.abspath(args.model or default_model_dir()),
         head=args.head or TrainConfig.default_head(args.task),
         eval_features_dir=os.path.abspath(args.eval_features) if args.eval_features else None,
+        select_best=args.select_best,
+        calibrate=args.calibrate,
         precision=precision,
         global_batch_size=args.global_batch_size,
         per_device_batch_size=args.per_device_batch_size,

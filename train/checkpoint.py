@@ -15,6 +15,10 @@ every rank's RNG restored it then computes what the unbroken run would have.
 The file is written to a temp name in the same folder, fsynced, and renamed over ``last.pt``
 (a crash mid-write leaves the previous checkpoint intact). Everything in it loads with
 ``torch.load(weights_only=True)``: tensors, numbers, strings and containers only.
+
+``OUT/checkpoints/best.pt`` (runs with ``select_best``) holds the weights of the epoch with the
+lowest eval loss so far: ``{"schema_version", "model", "epoch", "step", "eval_loss"}``, written
+the same way, so a resumed run still ends on the best epoch of the whole run.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import torch
 SCHEMA_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
+BEST = "best.pt"
+BEST_KEYS = ("schema_version", "model", "epoch", "step", "eval_loss")
 REQUIRED_KEYS = (
     "schema_version", "model", "optimizer", "scheduler", "scaler", "step", "epoch",
     "step_in_epoch", "rng", "world_size", "config",
@@ -41,6 +47,10 @@ class CheckpointError(RuntimeError):
 
 def checkpoint_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / CHECKPOINT_DIR / LAST
+
+
+def best_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / CHECKPOINT_DIR / BEST
 
 
 def capture_rng_state(device: torch.device) -> dict:
@@ -75,17 +85,12 @@ def restore_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
-    """Write ``checkpoint`` to ``path`` atomically (temp file, fsync, rename, fsync the folder)."""
-    path = Path(path)
+def _atomic_torch_save(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
-    if missing:
-        raise ValueError(f"checkpoint lacks {missing}")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
-            torch.save(checkpoint, handle)
+            torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -97,6 +102,40 @@ def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict) -> None:
+    """Write ``checkpoint`` to ``path`` atomically (temp file, fsync, rename, fsync the folder)."""
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"checkpoint lacks {missing}")
+    _atomic_torch_save(Path(path), checkpoint)
+
+
+def save_best(path: str | Path, best: dict) -> None:
+    """Write the best-epoch record (see the module docstring) atomically."""
+    missing = [key for key in BEST_KEYS if key not in best]
+    if missing:
+        raise ValueError(f"best-epoch record lacks {missing}")
+    _atomic_torch_save(Path(path), best)
+
+
+def load_best(path: str | Path) -> dict | None:
+    """The best-epoch record at ``path``, or None when there is none yet."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        best = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"--resume: {path} is corrupted or truncated ({type(err).__name__}: {err}); "
+            "delete it (the run then selects among the epochs it evaluates from now on) or start over"
+        ) from err
+    if not isinstance(best, dict) or any(key not in best for key in BEST_KEYS) \
+            or best["schema_version"] != SCHEMA_VERSION:
+        raise CheckpointError(f"--resume: {path} is not a best-epoch record of this code's schema; delete it")
+    return best
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -17,7 +17,8 @@ DEVICES = ("auto", "cpu", "cuda")
 RUN_DEFINING_FIELDS = (
     "task", "head", "model_dir", "features_dir", "precision", "global_batch_size", "epochs",
     "max_steps", "lr", "warmup_ratio", "weight_decay", "max_grad_norm", "adam_beta1",
-    "adam_beta2", "adam_eps", "seed", "length_bucketing", "bucket_window_steps",
+    "adam_beta2", "adam_eps", "seed", "length_bucketing", "bucket_window_steps", "select_best",
+    "calibrate",
 )
 
 
@@ -35,6 +36,8 @@ class TrainConfig:
     model_dir: str  # a local BertModel folder (the entry point fills in the packaged MiniLM)
     head: str = "multiply"  # GAP: concat | multiply | segment; SQuAD: span
     eval_features_dir: str | None = None
+    select_best: bool = False  # end on the epoch with the lowest eval loss (needs eval features)
+    calibrate: bool = False  # GAP: fit a softmax temperature on the eval features at the end
     precision: str = "fp16"
     global_batch_size: int = 32
     per_device_batch_size: int | None = None  # None: global / world size, capped at 32
@@ -67,6 +70,11 @@ class TrainConfig:
             raise ValueError(f"task squad has one head, {SQUAD_HEAD!r}; got head={self.head!r}")
         if self.task == "gap" and self.head not in GAP_HEADS:
             raise ValueError(f"GAP head must be one of {GAP_HEADS}, got {self.head!r}")
+        if (self.select_best or self.calibrate) and not self.eval_features_dir:
+            raise ValueError("select_best and calibrate need eval features (--eval-features): "
+                             "they choose on held-out data, never on the training set")
+        if self.calibrate and self.task != "gap":
+            raise ValueError("calibrate is for the GAP classifier; SQuAD has its own no-answer threshold")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.device not in DEVICES:

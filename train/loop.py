@@ -22,11 +22,13 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from train import checkpoint as ckpt
+from train.calibrate import fit_temperature, nll
 from train.config import TrainConfig
 from train.data import FeatureSet, eval_batches, make_collate, make_loader, plan_epoch, steps_per_epoch
 from train.dist import DistEnv, all_gather_objects, all_reduce_sum, barrier
@@ -105,18 +107,27 @@ def total_train_steps(config: TrainConfig, num_rows: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate) -> dict:
-    """Loss (and accuracy for GAP) over the whole eval set: each rank takes a disjoint share
-    (no padded duplicates), sums are all-reduced."""
+def _eval_outputs(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate):
+    """``(model output, batch)`` over this rank's share of ``dataset``, in eval mode."""
     model = unwrap(model)
     was_training = model.training
     model.eval()
+    try:
+        for indices in eval_batches(dataset, 2 * config.micro_batch_size(), env.rank, env.world_size):
+            batch = to_device(collate(dataset.__getitems__(indices)), env.device)
+            with autocast_context(config.precision, env.device):
+                output = model(**batch)
+            yield output, batch
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate) -> dict:
+    """Loss (and accuracy for GAP) over the whole eval set: each rank takes a disjoint share
+    (no padded duplicates), sums are all-reduced."""
     sums = torch.zeros(4, dtype=torch.float64, device=env.device)  # loss*n, correct, n, span_correct
-    for indices in eval_batches(dataset, 2 * config.micro_batch_size(), env.rank, env.world_size):
-        batch = to_device(collate(dataset.__getitems__(indices)), env.device)
-        with autocast_context(config.precision, env.device):
-            output = model(**batch)
-        n = len(indices)
+    for output, batch in _eval_outputs(model, dataset, config, env, collate):
+        n = len(batch["input_ids"])
         sums[0] += compute_loss(output, batch).double() * n
         sums[2] += n
         if config.task == "gap":
@@ -126,7 +137,6 @@ def evaluate(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, coll
             sums[3] += ((start.argmax(-1) == batch["start_positions"])
                         & (end.argmax(-1) == batch["end_positions"])).sum()
     all_reduce_sum(sums, env)
-    model.train(was_training)
     count = max(sums[2].item(), 1.0)
     metrics = {"eval_loss": sums[0].item() / count, "eval_rows": int(sums[2].item())}
     if config.task == "gap":
@@ -134,6 +144,28 @@ def evaluate(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, coll
     else:
         metrics["eval_span_exact"] = sums[3].item() / count  # start and end token both right
     return metrics
+
+
+def gap_eval_logits(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate):
+    """``(logits [N, 3], labels [N])`` float64 / int64 NumPy arrays of the whole eval set, on every rank."""
+    logits, labels = [], []
+    for output, batch in _eval_outputs(model, dataset, config, env, collate):
+        logits.append(output.float().cpu())
+        labels.append(batch["label"].cpu())
+    mine = (torch.cat(logits).double().numpy(), torch.cat(labels).numpy())
+    shares = all_gather_objects(mine, env)
+    return (np.concatenate([share[0] for share in shares]), np.concatenate([share[1] for share in shares]))
+
+
+def calibrate_temperature(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate) -> dict:
+    """Fit the GAP head's temperature on ``dataset`` (the eval split) and set it on ``model``."""
+    head = unwrap(model).head
+    head.temperature.fill_(1.0)
+    logits, labels = gap_eval_logits(model, dataset, config, env, collate)
+    temperature = fit_temperature(logits, labels)
+    head.temperature.fill_(temperature)
+    return {"temperature": temperature, "eval_loss_before": nll(logits, labels),
+            "eval_loss_after": nll(logits, labels, temperature), "eval_rows": int(len(labels))}
 
 
 class _Window:
@@ -263,6 +295,8 @@ def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
     first_step = step
     started = time.perf_counter()
     last_loss = None
+    best_file = ckpt.best_path(out_dir)
+    best = ckpt.load_best(best_file) if config.select_best and saved is not None else None
 
     def save(epoch_now: int, step_in_epoch_now: int) -> None:
         clock.stop()
@@ -278,11 +312,19 @@ def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
         barrier(env)
 
     def run_eval() -> None:
+        nonlocal best
         logger.progress({"phase": "eval", "step": step, "total_steps": total_steps, "epoch": epoch,
                          "epochs": config.epochs, "loss": last_loss})
         metrics = evaluate(model, eval_set, config, env, collate)
         eval_history.append({"epoch": epoch, "step": step, **metrics})
         logger.scalars(step, {f"eval/{k}": v for k, v in metrics.items() if k != "eval_rows"})
+        if config.select_best and (best is None or metrics["eval_loss"] < best["eval_loss"]):
+            # Every rank keeps the copy (they all load it at the end); rank 0 also writes it.
+            best = {"schema_version": ckpt.SCHEMA_VERSION, "epoch": epoch, "step": step,
+                    "eval_loss": metrics["eval_loss"],
+                    "model": {k: v.detach().to("cpu", copy=True) for k, v in raw_model.state_dict().items()}}
+            if env.is_main:
+                ckpt.save_best(best_file, best)
 
     while step < total_steps:
         plan = plan_epoch(
@@ -355,6 +397,18 @@ def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
     bar.close()
     if eval_set is not None and (not eval_history or eval_history[-1]["step"] != step):
         run_eval()  # a run capped by max_steps mid-epoch still reports eval metrics
+    selected = calibration = None
+    if best is not None:
+        raw_model.load_state_dict(best["model"])
+        selected = {"epoch": best["epoch"], "step": best["step"], "eval_loss": best["eval_loss"]}
+        if env.is_main:
+            log.info("selected epoch %d (step %d): lowest eval loss %.4f", best["epoch"], best["step"],
+                     best["eval_loss"])
+    if config.calibrate:
+        calibration = calibrate_temperature(model, eval_set, config, env, collate)
+        if env.is_main:
+            log.info("calibrated: temperature %.3f, eval loss %.4f -> %.4f", calibration["temperature"],
+                     calibration["eval_loss_before"], calibration["eval_loss_after"])
     measured = all_reduce_sum(measured.to(env.device), env).cpu()
     steps_measured = int(measured[0].item()) // env.world_size
     train_seconds = clock.seconds
@@ -364,6 +418,8 @@ def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
         "global_batch_size": config.global_batch_size, "micro_batch_size": micro, "accumulation_steps": accum,
         "final_train_loss": last_loss, "train_loss_history": loss_history, "eval": eval_history,
         "final_eval": eval_history[-1] if eval_history else None,
+        "selected": selected,  # select_best: the epoch whose weights were saved
+        "calibration": calibration,  # calibrate: temperature and eval loss before / after
         "wall_seconds": time.perf_counter() - started,
         "throughput": {
             "steps": steps_measured, "train_seconds": train_seconds,

@@ -31,6 +31,10 @@ states** over ``[start, end)``, where the write-up took the first sub-token):
   those tokens in-distribution while the noise lets the three types tell themselves apart.
   The resized encoder (``type_vocab_size`` 4) is what gets saved in ``OUT/model``.
 
+Every GAP head carries a ``temperature`` buffer (1 unless the run was calibrated, see
+:mod:`train.calibrate`): ``GapModel`` returns the head's logits divided by it, so a saved,
+calibrated model gives calibrated probabilities wherever it is loaded.
+
 Heads run in float32 even under autocast (they are tiny; keeps the dot products and the loss
 out of fp16's range problems). The encoder is loaded without its pooler, so every parameter
 gets a gradient each step and DDP needs no ``find_unused_parameters``.
@@ -79,7 +83,15 @@ def _float32_region(device_type: str):
     return torch.autocast(device_type=device_type, enabled=False)
 
 
-class ConcatHead(nn.Module):
+class GapHead(nn.Module):
+    """Base of the GAP heads: holds the calibration temperature (saved in head.safetensors)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("temperature", torch.ones(()))
+
+
+class ConcatHead(GapHead):
     def __init__(self, hidden: int, dropout: float):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
@@ -89,7 +101,7 @@ class ConcatHead(nn.Module):
         return self.classifier(self.dropout(torch.cat([p, a, b], dim=-1)))
 
 
-class MultiplyHead(nn.Module):
+class MultiplyHead(GapHead):
     def __init__(self, hidden: int, dropout: float, initializer_range: float):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
@@ -105,7 +117,7 @@ class MultiplyHead(nn.Module):
         return torch.einsum("bh,bkh->bk", q, keys) * self.scale
 
 
-class SegmentHead(nn.Module):
+class SegmentHead(GapHead):
     def __init__(self, hidden: int, dropout: float):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
@@ -177,7 +189,7 @@ class GapModel(nn.Module):
             p = mean_pool_spans(hidden, p_start, p_end)
             a = mean_pool_spans(hidden, a_start, a_end)
             b = mean_pool_spans(hidden, b_start, b_end)
-            return self.head(p, a, b, hidden[:, 0])
+            return self.head(p, a, b, hidden[:, 0]) / self.head.temperature
 
 
 def _init_linear(module: nn.Linear, std: float) -> None:
@@ -318,5 +330,8 @@ def load_finetuned(out_dir: str | Path, device: str | torch.device = "cpu"):
     train_config = json.loads(config_path.read_text(encoding="utf-8"))
     encoder = load_encoder(out_dir / MODEL_SUBDIR)
     model = assemble_model(train_config["task"], train_config["head"], encoder)
-    model.head.load_state_dict(load_file(str(out_dir / HEAD_FILE)), strict=True)
+    head_state = load_file(str(out_dir / HEAD_FILE))
+    if isinstance(model.head, GapHead):
+        head_state.setdefault("temperature", torch.ones(()))  # heads saved before calibration existed
+    model.head.load_state_dict(head_state, strict=True)
     return model.to(device).eval(), train_config

@@ -1,0 +1,130 @@
+"""Choosing on held-out data: best-epoch selection and temperature calibration (train --select-best / --calibrate)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from train.calibrate import fit_temperature, nll
+from train.checkpoint import CheckpointError, best_path, load_best, save_best
+from train.config import TrainConfig
+from train.data import FeatureSet, make_collate
+from train.dist import single_process
+from train.loop import evaluate, train
+from train.model import load_finetuned
+from train.testing import make_tiny_model_dir, synthetic_gap_table, write_feature_dir
+
+LOCAL = single_process("cpu")
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(20000, 3))
+    true_t = 2.5
+    probs = np.exp(logits / true_t)
+    probs /= probs.sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(3, p=row) for row in probs])
+    fitted = fit_temperature(logits, labels)
+    assert fitted == pytest.approx(true_t, rel=0.05)
+    assert nll(logits, labels, fitted) < nll(logits, labels) - 0.1
+    assert nll(logits, labels, fitted) <= min(nll(logits, labels, fitted * f) for f in (0.9, 1.1))
+
+
+def test_fit_temperature_sharpens_an_under_confident_model_and_rejects_bad_input():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, size=500)
+    logits = np.full((500, 3), 0.0)
+    logits[np.arange(500), labels] = 0.5  # always right, far too unsure
+    assert fit_temperature(logits, labels) < 0.2
+    with pytest.raises(ValueError, match="labels must be in"):
+        fit_temperature(logits, labels + 3)
+    with pytest.raises(ValueError, match="need logits"):
+        fit_temperature(logits[:10], labels)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("select")
+    held_out = synthetic_gap_table(48, seed=1)
+    # The same rule with A and B swapped in the labels: the better the model learns the training
+    # rule, the worse its loss here, so the first epoch is the best and the last is not.
+    labels = held_out.column("label").to_numpy()
+    swapped = np.where(labels == 0, 1, np.where(labels == 1, 0, labels)).astype(np.int8)
+    contrary = held_out.set_column(held_out.schema.get_field_index("label"), "label", pa.array(swapped))
+    return {
+        "tiny": make_tiny_model_dir(root / "tiny", dropout=0.0),
+        "gap": write_feature_dir(root / "gap", synthetic_gap_table(160), "gap", "train", 64),
+        "held_out": write_feature_dir(root / "held-out", held_out, "gap", "train", 64),
+        "contrary": write_feature_dir(root / "contrary", contrary, "gap", "train", 64),
+    }
+
+
+def config(work, out, eval_dir, **overrides) -> TrainConfig:
+    values = dict(task="gap", features_dir=str(work["gap"]), out_dir=str(out), model_dir=str(work["tiny"]),
+                  eval_features_dir=str(eval_dir), precision="fp32", global_batch_size=16, epochs=4, lr=2e-3,
+                  log_every_n_steps=5, progress_bar=False)
+    return TrainConfig(**{**values, **overrides})
+
+
+def saved_eval_loss(run_dir, cfg: TrainConfig) -> float:
+    model, _ = load_finetuned(run_dir)
+    collate = make_collate("gap", 0, cfg.pad_to_multiple_of)
+    return evaluate(model, FeatureSet(cfg.eval_features_dir, "gap"), cfg, LOCAL, collate)["eval_loss"]
+
+
+def test_select_best_saves_the_epoch_with_the_lowest_eval_loss(work, tmp_path):
+    cfg = config(work, tmp_path / "best", work["contrary"], select_best=True)
+    metrics = train(cfg, LOCAL)
+    history = [entry["eval_loss"] for entry in metrics["eval"]]
+    assert len(history) == 4
+    best_epoch = int(np.argmin(history)) + 1
+    assert best_epoch < 4, f"the contrary eval set should make a late epoch worse: {history}"
+    assert metrics["selected"]["epoch"] == best_epoch
+    assert metrics["selected"]["eval_loss"] == pytest.approx(min(history))
+    assert saved_eval_loss(tmp_path / "best", cfg) == pytest.approx(min(history), rel=1e-5)
+    record = load_best(best_path(tmp_path / "best"))
+    assert record["epoch"] == best_epoch
+
+    last = train(cfg.replace(out_dir=str(tmp_path / "last"), select_best=False), LOCAL)
+    assert last["selected"] is None
+    assert saved_eval_loss(tmp_path / "last", cfg) == pytest.approx(history[-1], rel=1e-5)
+
+
+def test_calibrate_fits_a_temperature_that_the_saved_model_carries(work, tmp_path):
+    cfg = config(work, tmp_path / "cal", work["held_out"], calibrate=True, epochs=3)
+    metrics = train(cfg, LOCAL)
+    calibration = metrics["calibration"]
+    assert calibration["eval_rows"] == 48
+    assert calibration["eval_loss_after"] <= calibration["eval_loss_before"]
+    assert calibration["eval_loss_before"] == pytest.approx(metrics["eval"][-1]["eval_loss"], rel=1e-5)
+    model, _ = load_finetuned(tmp_path / "cal")
+    assert model.head.temperature.item() == pytest.approx(calibration["temperature"])
+    assert calibration["temperature"] != pytest.approx(1.0, abs=1e-3)
+    assert saved_eval_loss(tmp_path / "cal", cfg) == pytest.approx(calibration["eval_loss_after"], rel=1e-5)
+    assert json.loads((tmp_path / "cal" / "metrics.json").read_text())["calibration"] == calibration
+
+
+def test_selection_needs_held_out_data_and_calibration_is_for_gap(work, tmp_path):
+    with pytest.raises(ValueError, match="need eval features"):
+        config(work, tmp_path, work["held_out"], eval_features_dir=None, select_best=True)
+    with pytest.raises(ValueError, match="calibrate is for the GAP"):
+        TrainConfig(task="squad", head="span", features_dir="f", out_dir="o", model_dir="m",
+                    eval_features_dir="e", calibrate=True)
+
+
+def test_best_record_round_trips_and_a_damaged_one_is_a_clear_error(tmp_path):
+    path = best_path(tmp_path)
+    assert load_best(path) is None
+    record = {"schema_version": 1, "model": {"w": torch.ones(2)}, "epoch": 2, "step": 10, "eval_loss": 0.5}
+    save_best(path, record)
+    assert load_best(path)["eval_loss"] == 0.5
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        load_best(path)
+    with pytest.raises(ValueError, match="lacks"):
+        save_best(path, {"model": {}})
