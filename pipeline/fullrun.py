@@ -53,8 +53,9 @@ class FullRun(luigi.Task):
     model = luigi.OptionalParameter(default=None, description="BERT-family model folder (default: packaged MiniLM)")
     gap = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     squad = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    squad_train_articles = luigi.OptionalIntParameter(default=None, description="first N train articles (None: all)")
-    squad_dev_articles = luigi.OptionalIntParameter(default=None, description="first N dev articles (None: all)")
+    # 0 means all too: a command line cannot unset a value luigi.cfg sets (make run's subset).
+    squad_train_articles = luigi.OptionalIntParameter(default=None, description="first N train articles (0 or unset: all)")
+    squad_dev_articles = luigi.OptionalIntParameter(default=None, description="first N dev articles (0 or unset: all)")
     profile = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
 
     # --- the plan: every stage's task, from parameters and config alone -------------------
@@ -69,9 +70,9 @@ class FullRun(luigi.Task):
             tasks.update({f"gap-{role}": GapFeatures(data=name, **common) for role, name in GAP_DATA.items()})
         if self.squad:
             tasks["squad-train"] = SquadFeatures(data=SQUAD_DATA["train"], split="train",
-                                                 max_articles=self.squad_train_articles, **common)
+                                                 max_articles=self.squad_train_articles or None, **common)
             tasks["squad-test"] = SquadFeatures(data=SQUAD_DATA["test"], split="eval",
-                                                max_articles=self.squad_dev_articles, **common)
+                                                max_articles=self.squad_dev_articles or None, **common)
         return tasks
 
     def model_tasks(self, features: dict) -> dict[str, FineTuned]:

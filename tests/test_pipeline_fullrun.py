@@ -108,7 +108,7 @@ def test_fullrun_runs_then_caches_then_reruns_what_changed(tiny_setup, monkeypat
 
     # A training knob re-runs training and evaluation of that task, not prep; the learning rate
     # does not change a step's work, so the profile stays.
-    with configured({**config, "GapFineTuned": {**config["GapFineTuned"], "lr": 1e-4}}):
+    with configured({**config, "GapFineTuned": {**config["GapFineTuned"], "lr": 5e-4}}):
         result, started = build_fullrun(model, squad=False)
         assert started == ["Evaluation", "FullRun", "GapFineTuned"]
 
@@ -187,3 +187,15 @@ def test_gap_results_table_over_heads_and_seeds_then_one_more_seed(tiny_setup, m
         table3, started = build([1, 2, 3])
         assert started.count("GapFineTuned") == 2 and started.count("Evaluation") == 2
         assert table3 != table and table.is_file()
+
+
+def test_zero_articles_means_the_whole_file(tiny_setup):
+    """luigi.cfg's [FullRun] limits make run to a SQuAD subset; 0 on the command line lifts them."""
+    from pipeline import FullRun
+
+    root, model, config = tiny_setup
+    with configured(config):
+        everything = FullRun(model=str(model), nproc=1, squad_train_articles=0, squad_dev_articles=0).feature_tasks()
+        first = FullRun(model=str(model), nproc=1, squad_train_articles=1, squad_dev_articles=1).feature_tasks()
+    assert everything["squad-train"].max_articles is None and everything["squad-test"].max_articles is None
+    assert first["squad-train"].max_articles == 1
