@@ -14,7 +14,8 @@ from train.checkpoint import CheckpointError, best_path, load_best, save_best
 from train.config import TrainConfig
 from train.data import FeatureSet, make_collate
 from train.dist import single_process
-from train.loop import evaluate, train
+from train.evaluation import evaluate
+from train.loop import train
 from train.model import load_finetuned
 from train.testing import make_tiny_model_dir, synthetic_gap_table, write_feature_dir
 

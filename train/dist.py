@@ -139,3 +139,7 @@ def broadcast_object(obj, env: DistEnv):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}

@@ -22,22 +22,20 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from train import checkpoint as ckpt
-from train.calibrate import fit_temperature, nll
 from train.config import TrainConfig
-from train.data import FeatureSet, eval_batches, make_collate, make_loader, plan_epoch, steps_per_epoch
-from train.dist import DistEnv, all_gather_objects, all_reduce_sum, barrier
+from train.data import FeatureSet, make_collate, make_loader, plan_epoch, steps_per_epoch
+from train.dist import DistEnv, all_gather_objects, all_reduce_sum, barrier, to_device
 from train.metrics_log import METRICS_FILE, RunLogger, TrainClock, write_json_atomic
-from train.model import TRAIN_CONFIG_FILE, build_model, compute_loss, save_finetuned, unwrap
+from train.evaluation import calibrate_temperature, evaluate
+from train.model import TRAIN_CONFIG_FILE, autocast_context, build_model, compute_loss, save_finetuned
 from train.tracing import NullProfiler, Tracer
 
 log = logging.getLogger(__name__)
-_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def seed_everything(seed: int) -> None:
@@ -79,12 +77,6 @@ def _torch_at_least(major: int, minor: int) -> bool:
     return found >= (major, minor)
 
 
-def autocast_context(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
-
-
 def _no_buffer_sync() -> dict:
     """BERT's buffers (position / token-type ids) are constants: no need to sync them every forward."""
     import inspect
@@ -94,78 +86,12 @@ def _no_buffer_sync() -> dict:
     return {"broadcast_buffers": False}
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
-
-
 def total_train_steps(config: TrainConfig, num_rows: int) -> int:
     per_epoch = steps_per_epoch(num_rows, config.global_batch_size)
     if per_epoch == 0:
         raise ValueError(f"{num_rows} training rows cannot fill one global batch of {config.global_batch_size}")
     total = per_epoch * config.epochs
     return min(total, config.max_steps) if config.max_steps else total
-
-
-@torch.no_grad()
-def _eval_outputs(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate):
-    """``(model output, batch)`` over this rank's share of ``dataset``, in eval mode."""
-    model = unwrap(model)
-    was_training = model.training
-    model.eval()
-    try:
-        for indices in eval_batches(dataset, 2 * config.micro_batch_size(), env.rank, env.world_size):
-            batch = to_device(collate(dataset.__getitems__(indices)), env.device)
-            with autocast_context(config.precision, env.device):
-                output = model(**batch)
-            yield output, batch
-    finally:
-        model.train(was_training)
-
-
-def evaluate(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate) -> dict:
-    """Loss (and accuracy for GAP) over the whole eval set: each rank takes a disjoint share
-    (no padded duplicates), sums are all-reduced."""
-    sums = torch.zeros(4, dtype=torch.float64, device=env.device)  # loss*n, correct, n, span_correct
-    for output, batch in _eval_outputs(model, dataset, config, env, collate):
-        n = len(batch["input_ids"])
-        sums[0] += compute_loss(output, batch).double() * n
-        sums[2] += n
-        if config.task == "gap":
-            sums[1] += (output.argmax(dim=-1) == batch["label"]).sum()
-        else:
-            start, end = output
-            sums[3] += ((start.argmax(-1) == batch["start_positions"])
-                        & (end.argmax(-1) == batch["end_positions"])).sum()
-    all_reduce_sum(sums, env)
-    count = max(sums[2].item(), 1.0)
-    metrics = {"eval_loss": sums[0].item() / count, "eval_rows": int(sums[2].item())}
-    if config.task == "gap":
-        metrics["eval_accuracy"] = sums[1].item() / count
-    else:
-        metrics["eval_span_exact"] = sums[3].item() / count  # start and end token both right
-    return metrics
-
-
-def gap_eval_logits(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate):
-    """``(logits [N, 3], labels [N])`` float64 / int64 NumPy arrays of the whole eval set, on every rank."""
-    logits, labels = [], []
-    for output, batch in _eval_outputs(model, dataset, config, env, collate):
-        logits.append(output.float().cpu())
-        labels.append(batch["label"].cpu())
-    mine = (torch.cat(logits).double().numpy(), torch.cat(labels).numpy())
-    shares = all_gather_objects(mine, env)
-    return (np.concatenate([share[0] for share in shares]), np.concatenate([share[1] for share in shares]))
-
-
-def calibrate_temperature(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate) -> dict:
-    """Fit the GAP head's temperature on ``dataset`` (the eval split) and set it on ``model``."""
-    head = unwrap(model).head
-    head.temperature.fill_(1.0)
-    logits, labels = gap_eval_logits(model, dataset, config, env, collate)
-    temperature = fit_temperature(logits, labels)
-    head.temperature.fill_(temperature)
-    return {"temperature": temperature, "eval_loss_before": nll(logits, labels),
-            "eval_loss_after": nll(logits, labels, temperature), "eval_rows": int(len(labels))}
 
 
 class _Window:

@@ -79,6 +79,15 @@ def mean_pool_spans(hidden: torch.Tensor, start: torch.Tensor, end: torch.Tensor
     return summed / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
+_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast_context(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
 def _float32_region(device_type: str):
     return torch.autocast(device_type=device_type, enabled=False)
 

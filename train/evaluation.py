@@ -1,0 +1,80 @@
+"""Scoring on the held-out split during training: loss and accuracy, GAP logits, calibration.
+
+The trainer calls :func:`evaluate` at every epoch end (``--eval-features``) and, with
+``--calibrate``, :func:`calibrate_temperature` once at the end. Each rank takes a disjoint share
+of the rows (no padded duplicates); sums are all-reduced and logits all-gathered, so every rank
+ends with the same figures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from train.calibrate import fit_temperature, nll
+from train.config import TrainConfig
+from train.data import FeatureSet, eval_batches
+from train.dist import DistEnv, all_gather_objects, all_reduce_sum, to_device
+from train.model import autocast_context, compute_loss, unwrap
+
+
+@torch.no_grad()
+def _eval_outputs(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate):
+    """``(model output, batch)`` over this rank's share of ``dataset``, in eval mode."""
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    try:
+        for indices in eval_batches(dataset, 2 * config.micro_batch_size(), env.rank, env.world_size):
+            batch = to_device(collate(dataset.__getitems__(indices)), env.device)
+            with autocast_context(config.precision, env.device):
+                output = model(**batch)
+            yield output, batch
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate) -> dict:
+    """Loss (and accuracy for GAP) over the whole eval set: each rank takes a disjoint share
+    (no padded duplicates), sums are all-reduced."""
+    sums = torch.zeros(4, dtype=torch.float64, device=env.device)  # loss*n, correct, n, span_correct
+    for output, batch in _eval_outputs(model, dataset, config, env, collate):
+        n = len(batch["input_ids"])
+        sums[0] += compute_loss(output, batch).double() * n
+        sums[2] += n
+        if config.task == "gap":
+            sums[1] += (output.argmax(dim=-1) == batch["label"]).sum()
+        else:
+            start, end = output
+            sums[3] += ((start.argmax(-1) == batch["start_positions"])
+                        & (end.argmax(-1) == batch["end_positions"])).sum()
+    all_reduce_sum(sums, env)
+    count = max(sums[2].item(), 1.0)
+    metrics = {"eval_loss": sums[0].item() / count, "eval_rows": int(sums[2].item())}
+    if config.task == "gap":
+        metrics["eval_accuracy"] = sums[1].item() / count
+    else:
+        metrics["eval_span_exact"] = sums[3].item() / count  # start and end token both right
+    return metrics
+
+
+def gap_eval_logits(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate):
+    """``(logits [N, 3], labels [N])`` float64 / int64 NumPy arrays of the whole eval set, on every rank."""
+    logits, labels = [], []
+    for output, batch in _eval_outputs(model, dataset, config, env, collate):
+        logits.append(output.float().cpu())
+        labels.append(batch["label"].cpu())
+    mine = (torch.cat(logits).double().numpy(), torch.cat(labels).numpy())
+    shares = all_gather_objects(mine, env)
+    return (np.concatenate([share[0] for share in shares]), np.concatenate([share[1] for share in shares]))
+
+
+def calibrate_temperature(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate) -> dict:
+    """Fit the GAP head's temperature on ``dataset`` (the eval split) and set it on ``model``."""
+    head = unwrap(model).head
+    head.temperature.fill_(1.0)
+    logits, labels = gap_eval_logits(model, dataset, config, env, collate)
+    temperature = fit_temperature(logits, labels)
+    head.temperature.fill_(temperature)
+    return {"temperature": temperature, "eval_loss_before": nll(logits, labels),
+            "eval_loss_after": nll(logits, labels, temperature), "eval_rows": int(len(labels))}
