@@ -2,7 +2,7 @@
 
 ``prepare_train_features`` / ``prepare_validation_features`` follow
 transformers/examples/pytorch/question-answering/run_qa.py (pad_on_right, padding="max_length"),
-line for line in what they compute, so tests can assert that ``prep.squad`` gives the same rows.
+line for line in what they compute, so tests can assert that ``tasks.squad.prep`` gives the same rows.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def run_one(impl: str, input_path: str, nproc: int, work_dir: str) -> dict:
 
     started = time.perf_counter()
     if impl.startswith("bertflow"):
-        from prep.squad import SquadPrepConfig, prepare_squad
+        from tasks.squad.prep import SquadPrepConfig, prepare_squad
 
         manifest = prepare_squad(input_path, Path(work_dir) / "out", default_model_dir(), SquadPrepConfig(),
                                  nproc=nproc, mode=impl.split("-")[1], reserve_cpus=0)

@@ -38,15 +38,16 @@ from train.config import TrainConfig
 from train.data import FeatureSet, make_collate
 from train.dist import DistEnv, single_process
 from train.loop import train
-from train.model import build_model, compute_loss
+from tasks import get_task
+from train.model import build_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def prepare_features(work: Path, squad_json: Path, gap_tsv: Path) -> dict[str, Path]:
     """SQuAD (seq 384) features from the first article of ``squad_json``; GAP features from ``gap_tsv``."""
-    from prep.gap import GapPrepConfig, prepare_gap
-    from prep.squad import SquadPrepConfig, prepare_squad
+    from tasks.gap.prep import GapPrepConfig, prepare_gap
+    from tasks.squad.prep import SquadPrepConfig, prepare_squad
 
     data = json.loads(squad_json.read_text())
     data["data"] = data["data"][:1]
@@ -71,7 +72,7 @@ class _LossModule(torch.nn.Module):
         batch.pop("num_items_in_batch", None)
         if self.training:
             self.real_tokens += int(batch["attention_mask"].sum())
-        return {"loss": compute_loss(self.model(**batch), batch)}
+        return {"loss": get_task(self.model.task).loss(self.model(**batch), batch)}
 
 
 def run_trainer(task: str, features: Path, model_dir: Path, batch_size: int, steps: int, padding: str,
@@ -151,7 +152,8 @@ def training_flops_per_sequence(config, seq_len: int) -> float:
 def cuda_section(work: Path, tokenizer_dir: Path, steps: int, batch_size: int) -> dict:
     from transformers import BertConfig
 
-    from train.testing import synthetic_squad_table, write_feature_dir
+    from train.testing import write_feature_dir
+    from tasks.squad.model import synthetic_squad_table
 
     device = torch.device("cuda", 0)
     env = single_process(device)

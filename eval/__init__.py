@@ -4,7 +4,8 @@
     python -m eval gap --model runs/train-gap --features runs/gap-test --data gap-test.tsv --out runs/eval-gap
     python -m eval compare runs/eval-squad-a runs/eval-squad-b --out comparison.md
 
-Modules: :mod:`eval.squad_metrics` (official EM/F1), :mod:`eval.squad_decode` (n-best spans),
-:mod:`eval.gap_metrics` (Kaggle log loss, GAP scorer F1 and bias), :mod:`eval.report`,
-:mod:`eval.compare`; :mod:`eval.run` ties them to files.
+The engine is task-agnostic: :mod:`eval.run` (checks, the task's ``evaluate``, atomic output),
+:mod:`eval.inference`, :mod:`eval.report`, :mod:`eval.compare`, :mod:`eval.aggregate`,
+:mod:`eval.summary`. Scoring, decoding and report sections live with each task
+(``tasks/<name>/``).
 """

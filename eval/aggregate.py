@@ -3,8 +3,8 @@
 Each RUN_DIR is an evaluation folder. Runs are grouped by training settings (``--by``, default
 ``head``); a group's runs normally differ only in their seed. Per group: how many runs, their
 seeds, and mean / sample standard deviation / min / max of each headline metric. With
-``--ensemble`` (GAP), the group's runs are also scored together: their probabilities
-(submission.csv) averaged per example, scored like any system. Every run is listed with the
+``--ensemble`` (tasks with per-example probabilities, e.g. GAP), the group's runs are also
+scored together: their probabilities averaged per example, scored like any system. Every run is listed with the
 hashes that identify what produced it (head weights, encoder weights, test data), so a table
 row can be traced to artifacts. ``--out FILE.md`` writes the table there and the numbers to
 ``FILE.json``.
@@ -16,18 +16,10 @@ import json
 import statistics
 from pathlib import Path
 
-import numpy as np
-
 from eval.run import load_run
 from prep.artifact import write_text_atomic
+from tasks import get_task
 
-METRICS = {
-    "gap": ("f1_overall", "f1_masculine", "f1_feminine", "bias_f_over_m", "log_loss", "accuracy"),
-    "squad": ("exact_match", "exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"),
-}
-_LABELS = {"f1_overall": "F1", "f1_masculine": "F1 M", "f1_feminine": "F1 F", "bias_f_over_m": "bias F/M",
-           "log_loss": "log loss", "accuracy": "accuracy", "exact_match": "EM", "exact": "EM", "f1": "F1",
-           "HasAns_f1": "HasAns F1", "NoAns_f1": "NoAns F1", "best_f1": "best F1", "best_f1_thresh": "best thresh"}
 _DIGITS = {"bias_f_over_m": 3, "log_loss": 3, "accuracy": 3, "best_f1_thresh": 3}
 
 
@@ -43,7 +35,7 @@ def _run_record(run_dir: Path, summary: dict, by: tuple[str, ...]) -> dict:
         "model_dir": Path(str(inputs.get("model_dir", "?"))).name,
         "seed": train.get("seed"),
         "group": {key: train[key] for key in by},
-        "metrics": {key: metrics[key] for key in METRICS[summary["task"]] if key in metrics},
+        "metrics": {key: metrics[key] for key in get_task(summary["task"]).aggregate_metrics if key in metrics},
         "head_sha256": inputs.get("head_sha256"),
         "encoder_sha256": inputs.get("encoder_weights_sha256"),
         "data_sha256": (inputs.get("data") or {}).get("sha256"),
@@ -56,20 +48,6 @@ def _spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values)}
 
 
-def _ensemble_metrics(run_dirs: list[Path], summaries: list[dict]) -> dict:
-    from eval.gap_formats import read_gap_gold, read_submission_csv
-    from eval.gap_metrics import score_gap
-
-    data = {(s.get("inputs") or {}).get("data", {}).get("sha256") for s in summaries}
-    if len(data) != 1:
-        raise ValueError("an ensemble needs runs scored on the same data file")
-    gold = read_gap_gold((summaries[0]["inputs"])["data"]["path"])
-    gold_ids = [row.example_id for row in gold]
-    probs = np.mean([read_submission_csv(d / "submission.csv", gold_ids) for d in run_dirs], axis=0)
-    metrics = score_gap(gold, probs)["metrics"]
-    return {key: metrics[key] for key in METRICS["gap"]}
-
-
 def aggregate_runs(run_dirs, by=("head",), ensemble: bool = False) -> dict:
     """``{"task", "by", "groups": [...], "runs": [...]}`` for evaluation folders ``run_dirs``."""
     run_dirs = [Path(d) for d in run_dirs]
@@ -80,8 +58,9 @@ def aggregate_runs(run_dirs, by=("head",), ensemble: bool = False) -> dict:
     if len(tasks) != 1:
         raise ValueError(f"aggregate one task at a time, got {sorted(tasks)}")
     task = tasks.pop()
-    if ensemble and task != "gap":
-        raise ValueError("--ensemble averages GAP probabilities; SQuAD has no per-example distribution to average")
+    spec = get_task(task)
+    if ensemble and spec.ensemble is None:
+        raise ValueError(f"--ensemble averages per-example probabilities; task {task} has none to average")
     by = tuple(by)
     records = [_run_record(d, s, by) for d, s in zip(run_dirs, summaries)]
     groups: dict[str, list[int]] = {}
@@ -93,12 +72,12 @@ def aggregate_runs(run_dirs, by=("head",), ensemble: bool = False) -> dict:
         if len(set(map(str, seeds))) != len(seeds):
             raise ValueError(f"group {key} has runs with the same seed {seeds}: one run counted twice?")
         # A metric undefined for some run (e.g. bias with a zero F1) is left out of the group's row.
-        names = [name for name in METRICS[task]
+        names = [name for name in spec.aggregate_metrics
                  if all(records[i]["metrics"].get(name) is not None for i in members)]
         group = {"group": json.loads(key), "runs": len(members), "seeds": seeds,
                  "metrics": {name: _spread([records[i]["metrics"][name] for i in members]) for name in names}}
         if ensemble and len(members) > 1:
-            group["ensemble"] = _ensemble_metrics([run_dirs[i] for i in members], [summaries[i] for i in members])
+            group["ensemble"] = spec.ensemble([run_dirs[i] for i in members], [summaries[i] for i in members])
         out_groups.append(group)
     return {"task": task, "by": list(by), "groups": out_groups, "runs": records}
 
@@ -111,10 +90,12 @@ def _cell(spread: dict, name: str) -> str:
 
 def format_markdown(result: dict) -> str:
     task = result["task"]
-    names = [n for n in METRICS[task] if any(n in g["metrics"] for g in result["groups"])]
+    spec = get_task(task)
+    labels = spec.metric_labels
+    names = [n for n in spec.aggregate_metrics if any(n in g["metrics"] for g in result["groups"])]
     by = result["by"]
     lines = [f"Mean ± sample standard deviation over the runs of each group ({task}).", "",
-             "| " + " | ".join([*by, "runs", "seeds", *(_LABELS[n] for n in names)]) + " |",
+             "| " + " | ".join([*by, "runs", "seeds", *(labels.get(n, n) for n in names)]) + " |",
              "|" + "---|" * (len(by) + 2 + len(names))]
     for group in result["groups"]:
         cells = [str(group["group"][k]) for k in by] + [str(group["runs"]), ",".join(map(str, group["seeds"]))]
@@ -126,7 +107,7 @@ def format_markdown(result: dict) -> str:
             cells += [f"{ens[n]:.{_DIGITS.get(n, 1)}f}" if ens.get(n) is not None else "-" for n in names]
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Runs (evaluation folder, training folder, hashes of what produced them):", "",
-              "| " + " | ".join([*by, "seed", "eval", "model", "head sha256", "data", *(_LABELS[n] for n in names)]) + " |",
+              "| " + " | ".join([*by, "seed", "eval", "model", "head sha256", "data", *(labels.get(n, n) for n in names)]) + " |",
               "|" + "---|" * (len(by) + 5 + len(names))]
     for run in result["runs"]:
         cells = [str(run["group"][k]) for k in by] + [str(run["seed"]), Path(run["eval_dir"]).name, run["model_dir"],

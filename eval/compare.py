@@ -15,6 +15,7 @@ from pathlib import Path
 
 from eval.report import train_throughput
 from eval.run import load_run
+from tasks import get_task
 
 # Settings that never explain a score difference (paths, logging, resume plumbing).
 _IGNORED_SETTINGS = {
@@ -25,17 +26,7 @@ _SETUP = ("model", "head", "epochs", "lr", "global_batch_size", "precision", "wo
 
 
 def _headline(summary: dict) -> dict:
-    metrics = summary["metrics"]
-    if summary["task"] == "squad":
-        if "exact_match" in metrics:
-            row = {"EM": metrics["exact_match"], "F1": metrics["f1"]}
-        else:
-            row = {"EM": metrics["exact"], "F1": metrics["f1"],
-                   "HasAns F1": metrics.get("HasAns_f1"), "NoAns F1": metrics.get("NoAns_f1"),
-                   "best F1": metrics.get("best_f1"), "best F1 thresh": metrics.get("best_f1_thresh")}
-        return row
-    return {"log loss": metrics["log_loss"], "accuracy": 100.0 * metrics["accuracy"], "F1": metrics["f1_overall"],
-            "F1 M": metrics["f1_masculine"], "F1 F": metrics["f1_feminine"], "bias F/M": metrics["bias_f_over_m"]}
+    return get_task(summary["task"]).headline(summary["metrics"])
 
 
 def _model_name(path) -> str:

@@ -1,11 +1,9 @@
-"""Running a fine-tuned model over eval features: loading, checks, batched forward passes.
+"""Running a fine-tuned model over eval features: loading, checks, batching.
 
-The model is any callable with train's contract (``train.model.load_finetuned``):
-``model(input_ids, attention_mask, token_type_ids=None, **gap_inputs)`` returns
-``(start_logits, end_logits)`` ``[B, T]`` for SQuAD and logits ``[B, 3]`` (A, B, NEITHER) for
-GAP. Batches are built with train's own collate functions (dynamic padding to the longest row),
-so evaluation feeds the model exactly what training did. Rows are sorted by length into batches
-and the outputs put back in feature-id order.
+The model is what ``train.model.load_finetuned`` returns for the run's task. Tasks batch the
+features with their own collate function (what training fed the model) over
+:func:`length_batches` (rows sorted by length, so batches pad little) and put outputs back in
+feature-id order.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from prep.artifact import read_manifest
 from prep.features import sorted_by_feature_id
 from prep.tokenizer import tokenizer_fingerprint
 
-GAP_INPUTS = ("segment_ids", "p_start", "p_end", "a_start", "a_end", "b_start", "b_end")
 MODEL_DIR_FILES = ("model", "head.safetensors", "train_config.json")
 
 
@@ -78,14 +75,12 @@ def check_inputs(model_dir: str | Path, features_dir: str | Path, task: str, dat
     task, the tokenizer fingerprint (features tokenized differently from what the model reads),
     or the data file the features were built from.
     """
+    from tasks import get_task
+
     manifest = read_manifest(features_dir)
     if manifest.get("dataset") != task:
         raise InputMismatchError(f"{features_dir} holds {manifest.get('dataset')!r} features, not {task!r}")
-    if task == "squad" and manifest.get("split", "eval") != "eval":
-        raise InputMismatchError(
-            f"{features_dir} holds the {manifest.get('split')!r} split; evaluation needs features built with "
-            "--split eval (they carry the offset mapping)"
-        )
+    get_task(task).check_features(manifest, Path(features_dir), "eval")
     train_config = read_train_config(model_dir)
     if train_config.get("task") not in (None, task):
         raise InputMismatchError(f"{model_dir} was trained for {train_config.get('task')!r}, not {task!r}")
@@ -121,83 +116,9 @@ def row_lengths(table: pa.Table) -> np.ndarray:
     return pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Row indices in batches of ``batch_size``, shortest rows first."""
     order = np.argsort(lengths, kind="stable")
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _squad_outputs(output):
-    if isinstance(output, (tuple, list)):
-        return output[0], output[1]
-    if hasattr(output, "start_logits"):
-        return output.start_logits, output.end_logits
-    raise TypeError(f"a SQuAD model must return (start_logits, end_logits), got {type(output).__name__}")
-
-
-def _gap_outputs(output):
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)):
-        return output[0]
-    if hasattr(output, "logits"):
-        return output.logits
-    raise TypeError(f"a GAP model must return logits [B, 3], got {type(output).__name__}")
-
-
-@torch.inference_mode()
-def squad_logits(model, table: pa.Table, batch_size: int, device: str = "cpu", pad_id: int = 0):
-    """Per-feature ``(start_logits, end_logits)`` lists (float32, cut to each row's length)."""
-    from train.data import collate_squad
-
-    lengths = row_lengths(table)
-    starts: list = [None] * len(lengths)
-    ends: list = [None] * len(lengths)
-    for rows in _batches(lengths, batch_size):
-        batch = collate_squad(table.take(pa.array(rows)), pad_id=pad_id)
-        start, end = _squad_outputs(model(
-            batch["input_ids"].to(device),
-            batch["attention_mask"].to(device),
-            token_type_ids=batch["token_type_ids"].to(device),
-        ))
-        start = start.float().cpu().numpy()
-        end = end.float().cpu().numpy()
-        if start.shape[0] != len(rows) or end.shape != start.shape:
-            raise ValueError(f"model returned logits {start.shape}/{end.shape} for a batch of {len(rows)}")
-        for k, row in enumerate(rows):
-            starts[row] = start[k, : lengths[row]].copy()
-            ends[row] = end[k, : lengths[row]].copy()
-    return starts, ends
-
-
-@torch.inference_mode()
-def gap_probabilities(model, table: pa.Table, batch_size: int, device: str = "cpu", pad_id: int = 0) -> np.ndarray:
-    """Per-feature softmax probabilities ``[N, 3]`` (A, B, NEITHER), float64."""
-    from train.data import collate_gap
-
-    lengths = row_lengths(table)
-    probs = np.zeros((len(lengths), 3), dtype=np.float64)
-    for rows in _batches(lengths, batch_size):
-        batch = collate_gap(table.take(pa.array(rows)), pad_id=pad_id)
-        logits = _gap_outputs(model(
-            batch["input_ids"].to(device),
-            batch["attention_mask"].to(device),
-            token_type_ids=None,
-            **{name: batch[name].to(device) for name in GAP_INPUTS},
-        ))
-        if tuple(logits.shape) != (len(rows), 3):
-            raise ValueError(f"model returned logits {tuple(logits.shape)} for a batch of {len(rows)}; expected [B, 3]")
-        probs[rows] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
-    return probs
-
-
-def squad_offsets(table: pa.Table) -> list[np.ndarray]:
-    """The ``offset_mapping`` column as one int array ``[T, 2]`` per feature (-1 where null)."""
-    if "offset_mapping" not in table.column_names:
-        raise ValueError("the SQuAD features have no offset_mapping: evaluate the eval split (prep --split eval)")
-    column = table.column("offset_mapping")
-    items = pc.list_flatten(column)
-    valid = items.is_valid().to_numpy(zero_copy_only=False)
-    pairs = np.full((len(valid), 2), -1, dtype=np.int64)
-    pairs[valid] = pc.list_flatten(items).to_numpy(zero_copy_only=False).reshape(-1, 2)
-    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
-    return np.split(pairs, np.cumsum(lengths)[:-1])

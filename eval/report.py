@@ -1,10 +1,10 @@
 """report.md + PNG plots for one evaluation: what a person reads instead of logs.
 
-Sections: headline metrics next to published anchors, the run's configuration and artifact
-hashes, training curves (every scalar in the training run's TensorBoard logs under ``tb/``),
-throughput (training metrics.json and this evaluation), and per task: the GAP scorer's card by
-gender and the A/B/NEITHER confusion matrix; SQuAD EM/F1 by question type and, for v2, the
-null-odds distributions with the threshold search.
+Sections: headline metrics next to published anchors, the task's own sections (its
+``report_sections``: e.g. GAP's scorer card by gender and confusion matrix, SQuAD's EM/F1 by
+question type and v2 null-odds), training curves (every scalar in the training run's
+TensorBoard logs under ``tb/``), throughput (training metrics.json and this evaluation), the
+run's configuration and artifact hashes.
 
 Plots are in :mod:`eval.plots`.
 :func:`parse_metrics_table` reads the metrics table back (tests, scripts).
@@ -15,32 +15,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eval.plots import (
-    plot_confusion,
-    plot_gap_gender,
-    plot_null_odds,
-    plot_question_types,
-    plot_training_curves,
-)
+from eval.plots import plot_training_curves
+from tasks import get_task
 
 REPORT_FILE = "report.md"
 CURVES_PNG = "training_curves.png"
-CONFUSION_PNG = "confusion_matrix.png"
-GENDER_PNG = "gap_f1_by_gender.png"
-QTYPE_PNG = "squad_by_question_type.png"
-NULL_ODDS_PNG = "null_odds.png"
 
-# Published reference points (dev / test sets as named).
-ANCHORS = {
-    "squad_v1": {
-        "EM": (80.8, "BERT-base, SQuAD 1.1 dev (Devlin et al., 2019, Table 2)"),
-        "F1": (88.5, "BERT-base, SQuAD 1.1 dev (Devlin et al., 2019, Table 2)"),
-    },
-    "gap": {
-        "F1 overall": (66.9, "GAP paper baseline (Webster et al., 2018)"),
-        "Bias (F/M)": (0.93, "GAP paper baseline (Webster et al., 2018)"),
-    },
-}
 # What the training run's metrics.json says about speed (train.loop writes these keys, the
 # measured ones under "throughput").
 TRAIN_THROUGHPUT_KEYS = (
@@ -56,39 +36,19 @@ TRAIN_THROUGHPUT_KEYS = (
 
 
 def metric_rows(summary: dict) -> list[tuple[str, float | None, str, float | None, str]]:
-    """(name, value, formatted, anchor, anchor source) for the report's metrics table."""
-    metrics = summary["metrics"]
+    """(name, value, formatted, anchor, anchor source) for the report's metrics table.
+
+    The task's ``metric_rows(summary)`` gives (name, value, format, (anchor, source) or None).
+    """
     rows = []
 
-    def add(name, value, fmt, anchors=None):
-        anchor, source = (anchors or {}).get(name, (None, ""))
+    def add(name, value, fmt, published=None):
+        anchor, source = published or (None, "")
         text = "n/a" if value is None else format(value, fmt)
         rows.append((name, value, text, anchor, source))
 
-    if summary["task"] == "squad":
-        if "exact_match" in metrics:  # v1.1
-            anchors = ANCHORS["squad_v1"]
-            add("EM", metrics["exact_match"], ".2f", anchors)
-            add("F1", metrics["f1"], ".2f", anchors)
-        else:
-            add("EM", metrics["exact"], ".2f")
-            add("F1", metrics["f1"], ".2f")
-            for prefix in ("HasAns", "NoAns"):
-                if f"{prefix}_exact" in metrics:
-                    add(f"{prefix} EM", metrics[f"{prefix}_exact"], ".2f")
-                    add(f"{prefix} F1", metrics[f"{prefix}_f1"], ".2f")
-            for key, name in (("best_exact", "best EM"), ("best_exact_thresh", "best EM threshold"),
-                              ("best_f1", "best F1"), ("best_f1_thresh", "best F1 threshold")):
-                if key in metrics:
-                    add(name, metrics[key], ".4f" if "thresh" in key else ".2f")
-    else:
-        anchors = ANCHORS["gap"]
-        add("Log loss", metrics["log_loss"], ".4f")
-        add("Accuracy (%)", 100.0 * metrics["accuracy"], ".2f")
-        add("F1 overall", metrics["f1_overall"], ".2f", anchors)
-        add("F1 masculine", metrics["f1_masculine"], ".2f")
-        add("F1 feminine", metrics["f1_feminine"], ".2f")
-        add("Bias (F/M)", metrics["bias_f_over_m"], ".3f", anchors)
+    for name, value, fmt, anchor in get_task(summary["task"]).metric_rows(summary):
+        add(name, value, fmt, anchor)
     return rows
 
 
@@ -188,10 +148,7 @@ def write_report(out_dir: str | Path, summary: dict, model_dir: str | Path | Non
         f"({_counts_line(summary)}), in {summary.get('seconds', 0):.1f} s."
     )
     lines += ["", "## Metrics", ""] + _metrics_table(summary) + [""]
-    if task == "squad":
-        lines += _squad_sections(summary, out_dir, plot_data, written)
-    else:
-        lines += _gap_sections(summary, out_dir, written)
+    lines += get_task(task).report_sections(summary, out_dir, plot_data, written)
 
     lines += ["## Training curves", ""]
     series = read_tensorboard_scalars(Path(model_dir) / "tb") if model_dir else {}
@@ -263,66 +220,4 @@ def _throughput_lines(summary: dict) -> list[str]:
     timing = summary.get("timing") or {}
     if timing:
         lines += ["This evaluation:", ""] + _kv_table(timing, ("Measure", "Value"))
-    return lines
-
-
-def _squad_sections(summary: dict, out_dir: Path, plot_data: dict | None, written: list) -> list[str]:
-    metrics = summary["metrics"]
-    config = summary.get("config") or {}
-    lines = []
-    if "exact_match" in metrics:
-        lines.append("Scored with the rules of the official `evaluate-v1.1.py` (identical figures on `predictions.json`).")
-    else:
-        lines.append(
-            "Scored with the rules of the official `evaluate-v2.0.py` on `predictions.json` with "
-            f"`--na-prob-file null_odds.json --na-prob-thresh {config.get('null_score_diff_threshold', 0.0):g}`."
-        )
-        search = summary.get("threshold_search_over_spans")
-        if search:
-            lines.append(
-                f"Searched over every question's best span (not only the answers given at this threshold), "
-                f"the best threshold is {search['best_f1_thresh']:.4f} for F1 {search['best_f1']:.2f} "
-                f"({search['best_exact_thresh']:.4f} for EM {search['best_exact']:.2f}); decode again with "
-                f"`--null-score-diff-threshold {search['best_f1_thresh']:.4f}` to get it."
-            )
-    lines.append("")
-    breakdown = summary.get("breakdown_by_question_type") or []
-    if breakdown:
-        plot_question_types(breakdown, out_dir / QTYPE_PNG)
-        written.append(out_dir / QTYPE_PNG)
-        lines += ["## By question type", "", f"![by question type]({QTYPE_PNG})", "",
-                  "| Type | Questions | EM | F1 |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['type']} | {r['count']} | {r['exact']:.2f} | {r['f1']:.2f} |" for r in breakdown]
-        lines.append("")
-    if plot_data and plot_data.get("null_odds"):
-        search = summary.get("threshold_search_over_spans") or metrics
-        plot_null_odds(plot_data["null_odds"], config.get("null_score_diff_threshold", 0.0),
-                       search.get("best_f1_thresh"), out_dir / NULL_ODDS_PNG)
-        written.append(out_dir / NULL_ODDS_PNG)
-        lines += ["## No-answer decisions", "", f"![null odds]({NULL_ODDS_PNG})", ""]
-    return lines
-
-
-def _gap_sections(summary: dict, out_dir: Path, written: list) -> list[str]:
-    card = summary["scorecard"]
-    confusion = summary["confusion_matrix"]
-    lines = ["Log loss as Kaggle scores `submission.csv` (clipped to [1e-15, 1-1e-15], rows renormalised); "
-             "F1 and bias as GAP's `gap_scorer.py` scores `gap_predictions.tsv`.", ""]
-    lines += ["## GAP scorer by gender", "", f"![by gender]({GENDER_PNG})", "",
-              "| Gender | Precision | Recall | F1 | TP | FP | FN | TN |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name in ("overall", "masculine", "feminine"):
-        c = card[name]
-        lines.append(f"| {name} | {c['precision']:.1f} | {c['recall']:.1f} | {c['f1']:.1f} | {c['tp']} | {c['fp']} | {c['fn']} | {c['tn']} |")
-    bias = card.get("bias_f_over_m")
-    lines += ["", f"Bias (F/M): {'-' if bias is None else format(bias, '.2f')}", ""]
-    plot_gap_gender(card, out_dir / GENDER_PNG, f1_anchor=ANCHORS["gap"]["F1 overall"][0])
-    written.append(out_dir / GENDER_PNG)
-    labels = confusion["labels"]
-    lines += ["## Confusion matrix", "", f"![confusion matrix]({CONFUSION_PNG})", "",
-              "| gold \\ predicted | " + " | ".join(labels) + " | total |", "|---|" + "---:|" * (len(labels) + 1)]
-    for label, row in zip(labels, confusion["matrix"]):
-        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + f" | {sum(row)} |")
-    lines.append("")
-    plot_confusion(confusion, out_dir / CONFUSION_PNG)
-    written.append(out_dir / CONFUSION_PNG)
     return lines

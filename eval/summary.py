@@ -7,12 +7,7 @@ import os
 from pathlib import Path
 
 from prep.artifact import write_text_atomic
-
-HEADLINE = {
-    "squad": (("exact_match", "EM"), ("exact", "EM"), ("f1", "F1")),
-    "gap": (("f1_overall", "F1"), ("bias_f_over_m", "bias F/M"), ("log_loss", "log loss"), ("accuracy", "accuracy")),
-}
-
+from tasks import get_task
 
 def _read(path: Path) -> dict:
     try:
@@ -29,22 +24,40 @@ def _link(target: Path, start: Path) -> str:
     return os.path.relpath(Path(target).resolve(), Path(start).resolve())
 
 
+def _subset_note(features: dict, task: str) -> str:
+    """'train on 1 of 442 articles, ...' for the task's feature folders built from part of their file."""
+    parts = []
+    for name, folder in features.items():
+        if not name.startswith(f"{task}-"):
+            continue
+        subset = (_read(Path(folder) / "manifest.json").get("input") or {}).get("subset")
+        if subset and subset["used"] < subset["of"]:
+            parts.append(f"{name[len(task) + 1:]} on {subset['used']} of {subset['of']} {subset['unit']}")
+    return ", ".join(parts)
+
+
 def write_run_summary(path: str | Path, *, features: dict, models: dict, evals: dict,
                       profiles: dict | None = None) -> str:
     """Write ``summary.md`` at ``path`` (atomically) and return its text.
 
-    Each argument maps a name ("gap", "squad-train", ...) to an artifact folder.
+    Each argument maps a name (a task, or "<task>-<role>" for features) to an artifact folder.
     """
     path = Path(path)
     here = path.parent
     lines = ["# bertflow run summary", ""]
     lines += ["| task | metric | value | report |", "|---|---|---|---|"]
     for task, folder in evals.items():
-        metrics = _read(Path(folder) / "metrics.json").get("metrics", {})
-        shown = [(label, metrics[key]) for key, label in HEADLINE.get(task, ()) if key in metrics]
+        payload = _read(Path(folder) / "metrics.json")
+        metrics = payload.get("metrics")
+        shown = list(get_task(payload["task"]).headline(metrics).items()) if metrics else []
         for label, value in shown or [("(no metrics)", "")]:
             value = _fmt(value, ".4g")
             lines.append(f"| {task} | {label} | {value} | [report]({_link(Path(folder) / 'report.md', here)}) |")
+    notes = [(task, _subset_note(features, task)) for task in evals]
+    notes = [f"{task}: {note}" for task, note in notes if note]
+    if notes:
+        lines += ["", "**Smoke-size subsets, not results**: " + "; ".join(notes) + ". These figures only show that "
+                  "the path works; published results and how to reproduce them: docs/results/README.md."]
     lines += ["", "## Training", "", "| task | wall s | sequences/s | final train loss | run folder |", "|---|---|---|---|---|"]
     for task, folder in models.items():
         metrics = _read(Path(folder) / "metrics.json")

@@ -2,16 +2,22 @@
 
 Every task here is a thin wrapper: its ``run()`` calls one plain function in prep/, train/,
 eval/ or profiling/, and its output lives under a content-addressed path (pipeline.artifacts).
+Per registered task (tasks/<name>/) three classes are generated: ``<Task>Features``,
+``<Task>FineTuned`` (its own luigi.cfg section) and ``<Task>Results`` (heads x seeds table),
+e.g. ``SquadFeatures``, ``GapFineTuned``, ``GapResults``.
 """
 
 from pipeline.artifacts import bertflow
 from pipeline.data import DataFile, inputs
 from pipeline.evaluate import Evaluation
 from pipeline.finetune import FineTuned
-from pipeline.fullrun import FullRun, GapFineTuned, SquadFineTuned
-from pipeline.prep_tasks import GapFeatures, SquadFeatures
+from pipeline.fullrun import FINETUNED, FullRun
+from pipeline.prep_tasks import FEATURES
 from pipeline.profile import Profile
-from pipeline.results import GapResults
+from pipeline.results import RESULTS, Results
 
-__all__ = ["bertflow", "inputs", "DataFile", "GapFeatures", "SquadFeatures", "FineTuned", "GapFineTuned",
-           "SquadFineTuned", "Evaluation", "Profile", "FullRun", "GapResults"]
+_GENERATED = {cls.__name__: cls for group in (FEATURES, FINETUNED, RESULTS) for cls in group.values()}
+globals().update(_GENERATED)
+
+__all__ = ["bertflow", "inputs", "DataFile", "FineTuned", "Evaluation", "Profile", "FullRun", "Results",
+           *_GENERATED]

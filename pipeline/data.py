@@ -9,9 +9,7 @@ it is downloaded from the official URL (to a ``.part`` file, verified, then rena
 checksum is an error, and so is having neither network nor a local copy: the message says where
 to put the file.
 
-Checksums: sha256 where we hashed a verified copy (dev-v1.1, whose md5 matches the published
-one, and the three GAP files); for train-v1.1, train-v2.0 and dev-v2.0 the md5 published with
-NVIDIA's BERT download script (no copy was at hand to take a sha256 from).
+The files, URLs and checksums come from the tasks (``data_files`` in ``tasks/<name>/``).
 """
 
 from __future__ import annotations
@@ -19,53 +17,39 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import luigi
 
 from pipeline.artifacts import content_hash  # memoised, so repeated complete() checks stay cheap
 from prep.artifact import file_digest
+from tasks import all_tasks
+from tasks.spec import OfficialFile
 
-_SQUAD = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
-_GAP = "https://raw.githubusercontent.com/google-research-datasets/gap-coreference/master/"
+def official_files() -> dict[str, OfficialFile]:
+    """Every registered task's official data files, by name (``squad-dev-v1.1``, ``gap-test``, ...)."""
+    files: dict[str, OfficialFile] = {}
+    for spec in all_tasks():
+        files.update(spec.data_files)
+    return files
 
 
-@dataclass(frozen=True)
-class OfficialFile:
-    url: str
-    checksum: str  # "sha256:<hex>" or "md5:<hex>"
+OFFICIAL = official_files()
+
+
+class inputs:  # noqa: N801 - the [inputs] section of luigi.cfg
+    """``data_dir`` (where official files are looked for and downloaded) and ``download_timeout_s``;
+    any official file's name with ``_`` for ``-`` and ``.`` (``squad_train_v1_1 =
+    /datasets/train-v1.1.json``) points at your own copy. Read straight from the config rather
+    than as a ``luigi.Config``, whose fixed parameters could not list every task's files."""
 
     @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[1]
+    def data_dir(self) -> str:
+        return luigi.configuration.get_config().get("inputs", "data_dir", "data")
 
-
-OFFICIAL = {
-    "squad-train-v1.1": OfficialFile(_SQUAD + "train-v1.1.json", "md5:981b29407e0affa3b1b156f72073b945"),
-    "squad-dev-v1.1": OfficialFile(_SQUAD + "dev-v1.1.json",
-                                   "sha256:95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"),
-    "squad-train-v2.0": OfficialFile(_SQUAD + "train-v2.0.json", "md5:62108c273c268d70893182d5cf8df740"),
-    "squad-dev-v2.0": OfficialFile(_SQUAD + "dev-v2.0.json", "md5:246adae8b7002f8679c027697b0b7cf8"),
-    "gap-development": OfficialFile(_GAP + "gap-development.tsv",
-                                    "sha256:b9a01434fcf58d8c2f9bc762480c27e58ce466cf1ffe8b09cfecbc7a20d2d634"),
-    "gap-validation": OfficialFile(_GAP + "gap-validation.tsv",
-                                   "sha256:2d784f66b390404f554704b9aef6dcde8845e79dda9886b8391cf7e9a24fdb98"),
-    "gap-test": OfficialFile(_GAP + "gap-test.tsv",
-                             "sha256:1c35e36d5b14f6313ec3f6cd67b275de282595dd59e59390e00cfff9897a6819"),
-}
-
-
-class inputs(luigi.Config):  # noqa: N801 - the [inputs] section of luigi.cfg
-    data_dir = luigi.Parameter(default="data", description="where official files are looked for / downloaded")
-    squad_train_v1_1 = luigi.OptionalParameter(default=None, description="your own train-v1.1.json")
-    squad_dev_v1_1 = luigi.OptionalParameter(default=None)
-    squad_train_v2_0 = luigi.OptionalParameter(default=None)
-    squad_dev_v2_0 = luigi.OptionalParameter(default=None)
-    gap_development = luigi.OptionalParameter(default=None)
-    gap_validation = luigi.OptionalParameter(default=None)
-    gap_test = luigi.OptionalParameter(default=None)
-    download_timeout_s = luigi.FloatParameter(default=60.0)
+    @property
+    def download_timeout_s(self) -> float:
+        return float(luigi.configuration.get_config().get("inputs", "download_timeout_s", 60.0))
 
 
 class ChecksumError(ValueError):
@@ -102,8 +86,13 @@ def download(spec: OfficialFile, dest: Path, timeout_s: float) -> None:
     os.replace(part, dest)
 
 
+def config_key(name: str) -> str:
+    return name.replace("-", "_").replace(".", "_")
+
+
 def configured_path(name: str) -> Path | None:
-    value = getattr(inputs(), name.replace("-", "_").replace(".", "_"))
+    """The path ``[inputs] <name>`` gives for an official file, or None."""
+    value = luigi.configuration.get_config().get("inputs", config_key(name), None)
     return Path(value) if value else None
 
 
@@ -132,7 +121,7 @@ class DataFile(luigi.Task):
     def run(self):
         own = configured_path(self.name)
         if own is not None:
-            raise FileNotFoundError(f"[inputs] {self.name.replace('-', '_').replace('.', '_')} = {own}: no such file")
+            raise FileNotFoundError(f"[inputs] {config_key(self.name)} = {own}: no such file")
         if self.path.is_file():
             verify(self.path, self.spec.checksum)  # raises: a wrong local copy is never replaced silently
             return

@@ -18,13 +18,29 @@ their folders, or subclass ``Evaluation`` with a ``requires()`` that returns the
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import luigi
 
 from pipeline.artifacts import artifact_dir, content_hash, significant_params
 from pipeline.data import OFFICIAL, DataFile
+from pipeline.params import dataclass_parameters
+from tasks import all_tasks, get_task, task_names
 from prep.artifact import MANIFEST
+
+
+_COMMON = ("task", "model_dir", "features_dir", "input", "data")
+
+
+def _eval_parameters() -> dict:
+    """One parameter per field of any task's eval config (the first task to declare a name wins)."""
+    params: dict = {}
+    for spec in all_tasks():
+        if spec.eval_config is not None:
+            found = dataclass_parameters(spec.eval_config, insignificant=("batch_size",))
+            params.update({name: param for name, param in found.items() if name not in params})
+    return params
 
 
 class TrainingOutput(luigi.ExternalTask):
@@ -46,19 +62,19 @@ class FeaturesOutput(luigi.ExternalTask):
 
 
 class Evaluation(luigi.Task):
-    task = luigi.ChoiceParameter(choices=("squad", "gap"))
+    """A fine-tuned run scored on eval features; the task's eval-config fields are parameters.
+
+    Settings another task does not have are ignored for it (and stay out of its hash).
+    """
+
+    task = luigi.ChoiceParameter(choices=task_names())
     model_dir = luigi.Parameter(description="the folder train wrote (FineTuned's run folder)")
     features_dir = luigi.Parameter(description="the eval-split features folder")
     input = luigi.OptionalParameter(default=None, description="the benchmark file the features were built from")
     data = luigi.OptionalChoiceParameter(choices=tuple(OFFICIAL), default=None,
                                          description="an official file by name, fetched by DataFile")
-    n_best_size = luigi.IntParameter(default=20)
-    max_answer_length = luigi.IntParameter(default=30)
-    version_2_with_negative = luigi.OptionalBoolParameter(default=None, description="default: follow the data")
-    null_score_diff_threshold = luigi.FloatParameter(default=0.0)
-    max_context_only = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    batch_size = luigi.IntParameter(default=64, significant=False)
     device = luigi.Parameter(default="auto", significant=False)
+    locals().update(_eval_parameters())
 
     def requires(self):
         required = {"model": TrainingOutput(path=self.model_dir), "features": FeaturesOutput(path=self.features_dir)}
@@ -72,13 +88,17 @@ class Evaluation(luigi.Task):
             raise ValueError(f"{self.task_family}: give exactly one of --input FILE or --data NAME")
         return Path(self.input) if self.input else DataFile(name=self.data).path
 
+    def eval_config(self):
+        spec = get_task(self.task)
+        names = {f.name for f in dataclasses.fields(spec.eval_config)}
+        return spec.eval_config(**{name: getattr(self, name) for name in names})
+
     @property
     def out_dir(self) -> Path:
         from eval.run import SCHEMA_VERSION
 
-        params = significant_params(self)
-        if self.task == "gap":  # SQuAD decoding knobs do not change a GAP evaluation
-            params = {k: v for k, v in params.items() if k in ("task", "model_dir", "features_dir", "input", "data")}
+        mine = {f.name for f in dataclasses.fields(get_task(self.task).eval_config)}
+        params = {k: v for k, v in significant_params(self).items() if k in _COMMON or k in mine}
         payload = {**params, "data_sha256": content_hash(self.input_path), "schema_version": SCHEMA_VERSION}
         return artifact_dir(f"eval/{self.task}", payload)
 
@@ -90,19 +110,9 @@ class Evaluation(luigi.Task):
         return luigi.LocalTarget(str(self.out_dir / MANIFEST))
 
     def run(self):
-        from eval.config import GapEvalConfig, SquadEvalConfig
-        from eval.run import run_gap_eval, run_squad_eval
+        from eval.run import run_evaluation
 
         self.set_status_message(f"evaluating {self.task} on {self.input_path.name}")
-        if self.task == "squad":
-            config = SquadEvalConfig(
-                n_best_size=self.n_best_size, max_answer_length=self.max_answer_length,
-                version_2_with_negative=self.version_2_with_negative,
-                null_score_diff_threshold=self.null_score_diff_threshold,
-                max_context_only=self.max_context_only, batch_size=self.batch_size,
-            )
-            run_squad_eval(self.model_dir, self.features_dir, self.input_path, self.out_dir, config, self.device)
-        else:
-            run_gap_eval(self.model_dir, self.features_dir, self.input_path, self.out_dir,
-                         GapEvalConfig(batch_size=self.batch_size), self.device)
+        run_evaluation(self.task, self.model_dir, self.features_dir, self.input_path, self.out_dir,
+                       self.eval_config(), self.device)
         self.set_status_message(f"done: {self.out_dir}")

@@ -3,6 +3,10 @@
     luigi --module pipeline FineTuned --task gap --features-dir runs/gap-dev-<hash> \\
         --eval-features-dir runs/gap-val-<hash> --world-size 2 --local-scheduler
 
+Every field of :class:`train.config.TrainConfig` is a parameter of the same name; the task writes
+the run's config to ``<run folder>/launch_config.json`` and launches
+``python -m train --config <that file>``.
+
 The run folder is ``<out_dir>/finetune-<task>-<head>-<hash>``, the hash covering the
 parameters that change the result (world_size, per_device_batch_size, device and num_workers
 are ``significant=False``: the global batch is fixed, so they only change speed). The
@@ -12,6 +16,7 @@ forked from this one; a folder left by a crashed attempt is continued with ``--r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -19,38 +24,31 @@ from pathlib import Path
 import luigi
 
 from train.checkpoint import SCHEMA_VERSION, checkpoint_path
-from train.config import PRECISIONS, TASKS, TrainConfig
-from train.launch import (check_world_size, launch_command, read_progress, run_logged, train_argv,
-                          visible_cuda_devices)
+from pipeline.params import dataclass_parameters
+from tasks import task_names
+from train.config import TrainConfig
+from prep.artifact import write_json_atomic
+from train.launch import check_world_size, launch_command, read_progress, run_logged, visible_cuda_devices
 
 _POLL_SECONDS = 5.0
+LAUNCH_CONFIG = "launch_config.json"  # what the task hands python -m train --config
+
+
+# TrainConfig fields that only change speed or logging (the global batch is fixed whatever the
+# world size) stay out of the run folder's hash; the launcher sets world_size, the task's
+# own out_dir names the runs root, and resume is decided from the folder.
+_INSIGNIFICANT = ("per_device_batch_size", "device", "num_workers", "pad_to_multiple_of", "log_every_n_steps",
+                  "save_every_n_steps", "nvtx", "progress_bar")
 
 
 class FineTuned(luigi.Task):
-    task = luigi.ChoiceParameter(choices=TASKS)
-    features_dir = luigi.Parameter()
-    out_dir = luigi.Parameter(default="runs")
-    model_dir = luigi.OptionalParameter(default=None)  # None: the packaged MiniLM
-    eval_features_dir = luigi.OptionalParameter(default=None)
-    head = luigi.OptionalParameter(default=None)  # None: multiply for GAP, span for SQuAD
-    # auto: fp16 on CUDA, fp32 on CPU (resolved by the trainer; CPUs emulate fp16 matmuls).
-    precision = luigi.ChoiceParameter(choices=(*PRECISIONS, "auto"), default="auto")
-    global_batch_size = luigi.IntParameter(default=32)
-    epochs = luigi.IntParameter(default=2)
-    max_steps = luigi.OptionalIntParameter(default=None)
-    lr = luigi.FloatParameter(default=3e-5)
-    warmup_ratio = luigi.FloatParameter(default=0.1)
-    # Both choose on eval_features_dir (the held-out split), never on the test set.
-    select_best = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
-                                      description="end on the epoch with the lowest eval loss")
-    calibrate = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
-                                    description="GAP: fit a softmax temperature on the eval features")
-    seed = luigi.IntParameter(default=42)
-    length_bucketing = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    world_size = luigi.IntParameter(default=1, significant=False)
-    per_device_batch_size = luigi.OptionalIntParameter(default=None, significant=False)
-    device = luigi.ChoiceParameter(choices=("auto", "cpu", "cuda"), default="auto", significant=False)
-    num_workers = luigi.IntParameter(default=0, significant=False)
+    """A fine-tuned run folder; every TrainConfig field is a parameter (``--FineTuned-weight-decay 0``)."""
+
+    locals().update(dataclass_parameters(
+        TrainConfig, skip=("out_dir", "resume", "progress_bar"), insignificant=(*_INSIGNIFICANT, "world_size"),
+        choices={"task": task_names()},
+    ))
+    out_dir = luigi.Parameter(default="runs", description="the runs root; the run folder is named inside it")
 
     @property
     def resources(self):
@@ -78,19 +76,24 @@ class FineTuned(luigi.Task):
     def output(self):
         return luigi.LocalTarget(str(self.run_dir / "metrics.json"))
 
+    def train_config(self) -> TrainConfig:
+        """The run's TrainConfig (world size and device resolved by the launched trainer)."""
+        values = {name: getattr(self, name) for name in self._train_fields()}
+        return TrainConfig(**{**values, "out_dir": str(self.run_dir), "head": self.resolved_head,
+                              "resume": checkpoint_path(self.run_dir).is_file(), "progress_bar": False})
+
+    @classmethod
+    def _train_fields(cls) -> list[str]:
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        return [name for name, _ in cls.get_params() if name in names and name != "out_dir"]
+
     def run(self):
         check_world_size(self.world_size, self.device)
         run_dir = self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        argv = train_argv(
-            task=self.task, features=self.features_dir, out=run_dir, model=self.model_dir,
-            eval_features=self.eval_features_dir, head=self.resolved_head, precision=self.precision,
-            global_batch_size=self.global_batch_size, per_device_batch_size=self.per_device_batch_size,
-            epochs=self.epochs, max_steps=self.max_steps, lr=self.lr, warmup_ratio=self.warmup_ratio,
-            select_best=self.select_best, calibrate=self.calibrate, seed=self.seed,
-            no_bucketing=not self.length_bucketing, device=self.device, num_workers=self.num_workers,
-            no_progress_bar=True, resume=checkpoint_path(run_dir).is_file(),
-        )
+        config_file = run_dir / LAUNCH_CONFIG
+        write_json_atomic(config_file, self.train_config().to_dict())
+        argv = ["--config", str(config_file)]
         self._run_and_report(launch_command(argv, self.world_size), run_dir)
 
     def _run_and_report(self, command: list[str], run_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""``FullRun``: data -> features -> fine-tuning -> evaluation for GAP and SQuAD, one command.
+"""``FullRun``: data -> features -> fine-tuning -> evaluation for every registered task, one command.
 
     luigi --module pipeline FullRun --nproc 12 --world-size 2            # against a running luigid
     luigi --module pipeline FullRun --local-scheduler                    # no scheduler needed
@@ -6,6 +6,9 @@
 ``--nproc`` (prep processes) and ``--world-size`` (training processes) flow down to the stages;
 every other knob comes from luigi.cfg sections named after the tasks ([SquadFeatures],
 [GapFineTuned], [SquadFineTuned], [Evaluation], [Profile], [FullRun]) or ``--Task-param`` flags.
+Each registered task takes part (``--<task> false`` leaves one out) with the data roles its
+``fullrun`` plan names: train on one file, choose epochs / calibrate on another (optional),
+score on a third. ``<Task>FineTuned`` classes are generated here, one per task.
 
 Artifacts are content-addressed (see pipeline.artifacts), so stages chain through dynamic
 dependencies: a feature folder's path needs its input's sha256, so the data files come first,
@@ -24,26 +27,40 @@ from pipeline.artifacts import bertflow, digest
 from pipeline.data import DataFile
 from pipeline.evaluate import Evaluation
 from pipeline.finetune import FineTuned
-from pipeline.prep_tasks import GapFeatures, SquadFeatures
+from pipeline.prep_tasks import FEATURES
 from pipeline.profile import Profile
 from prep.pool import available_cpus
-from train.config import TASKS
+from tasks import all_tasks, task_names
 
 SUMMARY = "summary.md"
-GAP_DATA = {"train": "gap-development", "select": "gap-validation", "test": "gap-test"}
-SQUAD_DATA = {"train": "squad-train-v1.1", "test": "squad-dev-v1.1"}
 
 
-class GapFineTuned(FineTuned):
-    """FineTuned for GAP, with its own [GapFineTuned] section in luigi.cfg."""
-
-    task = luigi.ChoiceParameter(choices=TASKS, default="gap")
+class FineTunedTask(FineTuned):
+    """Base of the generated ``<Task>FineTuned`` classes: FineTuned with its own luigi.cfg section."""
 
 
-class SquadFineTuned(FineTuned):
-    """FineTuned for SQuAD, with its own [SquadFineTuned] section in luigi.cfg."""
+def _finetuned_class(spec) -> type:
+    return type(f"{spec.luigi_prefix}FineTuned", (FineTunedTask,), {
+        "task": luigi.ChoiceParameter(choices=task_names(), default=spec.name), "__module__": __name__,
+        "__doc__": f"FineTuned for {spec.name}, with its own [{spec.luigi_prefix}FineTuned] section in luigi.cfg.",
+    })
 
-    task = luigi.ChoiceParameter(choices=TASKS, default="squad")
+
+FINETUNED = {spec.name: _finetuned_class(spec) for spec in all_tasks()}
+globals().update({cls.__name__: cls for cls in FINETUNED.values()})
+
+
+def _task_switches() -> dict:
+    """Per task: ``--<task> true|false`` and the subset parameters its FullRun roles declare."""
+    params = {}
+    for spec in all_tasks():
+        params[spec.name] = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                                                description=f"run {spec.name}")
+        for role in spec.fullrun.roles().values():
+            if role.subset_flag:
+                params[f"{spec.name}_{role.subset_flag}"] = luigi.OptionalIntParameter(default=None,
+                                                                                       description=role.subset_help)
+    return params
 
 
 class FullRun(luigi.Task):
@@ -51,59 +68,57 @@ class FullRun(luigi.Task):
                                description="prep processes (capped below the CPU count)")
     world_size = luigi.IntParameter(default=1, significant=False, description="training processes (GPUs)")
     model = luigi.OptionalParameter(default=None, description="BERT-family model folder (default: packaged MiniLM)")
-    gap = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    squad = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    # 0 means all too: a command line cannot unset a value luigi.cfg sets (make run's subset).
-    squad_train_articles = luigi.OptionalIntParameter(default=None, description="first N train articles (0 or unset: all)")
-    squad_dev_articles = luigi.OptionalIntParameter(default=None, description="first N dev articles (0 or unset: all)")
     profile = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    profile_task = luigi.OptionalParameter(
+        default=None, description="whose training steps to profile (default: the last enabled task in name order)")
+    # 0 means all too for the subset parameters: a command line cannot unset a value luigi.cfg sets.
+    locals().update(_task_switches())
 
     # --- the plan: every stage's task, from parameters and config alone -------------------
+    def tasks(self) -> list:
+        return [spec for spec in all_tasks() if getattr(self, spec.name)]
+
     def data_tasks(self) -> list[DataFile]:
-        names = (list(GAP_DATA.values()) if self.gap else []) + (list(SQUAD_DATA.values()) if self.squad else [])
-        return [DataFile(name=name) for name in names]
+        names = [role.data for spec in self.tasks() for role in spec.fullrun.roles().values()]
+        return [DataFile(name=name) for name in dict.fromkeys(names)]
 
     def feature_tasks(self) -> dict[str, luigi.Task]:
+        """``{"<task>-<role>": features task}`` for the roles train / select / test."""
         common = dict(tokenizer=self.model, nproc=self.nproc)
         tasks = {}
-        if self.gap:
-            tasks.update({f"gap-{role}": GapFeatures(data=name, **common) for role, name in GAP_DATA.items()})
-        if self.squad:
-            tasks["squad-train"] = SquadFeatures(data=SQUAD_DATA["train"], split="train",
-                                                 max_articles=self.squad_train_articles or None, **common)
-            tasks["squad-test"] = SquadFeatures(data=SQUAD_DATA["test"], split="eval",
-                                                max_articles=self.squad_dev_articles or None, **common)
+        for spec in self.tasks():
+            for role_name, role in spec.fullrun.roles().items():
+                values = dict(role.prep)
+                if role.subset_flag:
+                    values[role.subset_field] = getattr(self, f"{spec.name}_{role.subset_flag}") or None
+                tasks[f"{spec.name}-{role_name}"] = FEATURES[spec.name](data=role.data, **common, **values)
         return tasks
 
     def model_tasks(self, features: dict) -> dict[str, FineTuned]:
         common = dict(model_dir=self.model, world_size=self.world_size, out_dir=bertflow().runs_dir)
         tasks = {}
-        if self.gap:
-            tasks["gap"] = GapFineTuned(features_dir=str(features["gap-train"].out_dir),
-                                        eval_features_dir=str(features["gap-select"].out_dir), **common)
-        if self.squad:
-            tasks["squad"] = SquadFineTuned(features_dir=str(features["squad-train"].out_dir), **common)
+        for spec in self.tasks():
+            select = features.get(f"{spec.name}-select")
+            tasks[spec.name] = FINETUNED[spec.name](
+                features_dir=str(features[f"{spec.name}-train"].out_dir),
+                eval_features_dir=str(select.out_dir) if select is not None else None, **common)
         return tasks
 
     def eval_tasks(self, features: dict, models: dict) -> dict[str, Evaluation]:
-        tasks = {}
-        if self.gap:
-            tasks["gap"] = Evaluation(task="gap", model_dir=str(models["gap"].run_dir),
-                                      features_dir=str(features["gap-test"].out_dir), data=GAP_DATA["test"])
-        if self.squad:
-            tasks["squad"] = Evaluation(task="squad", model_dir=str(models["squad"].run_dir),
-                                        features_dir=str(features["squad-test"].out_dir), data=SQUAD_DATA["test"])
-        return tasks
+        return {spec.name: Evaluation(task=spec.name, model_dir=str(models[spec.name].run_dir),
+                                      features_dir=str(features[f"{spec.name}-test"].out_dir),
+                                      data=spec.fullrun.test.data)
+                for spec in self.tasks()}
 
     def profile_tasks(self, models: dict) -> dict[str, Profile]:
-        """Profile training steps of the SQuAD model (GAP's without SQuAD) on its own features.
+        """Profile training steps of one task's model on its own features.
 
         The profile takes the model, head, precision and batch of that fine-tuning task, so a
         knob that changes a step's work re-profiles; the learning rate, which does not, doesn't.
         """
         if not self.profile or not models:
             return {}
-        name = "squad" if "squad" in models else "gap"
+        name = self.profile_task if self.profile_task in models else sorted(models)[-1]
         trained = models[name]
         return {name: Profile(task=name, features_dir=trained.features_dir, model_dir=self.model,
                               world_size=self.world_size, head=trained.resolved_head, precision=trained.precision,

@@ -1,4 +1,4 @@
-"""Feature artifacts: thin Luigi wrappers over :mod:`prep.squad` and :mod:`prep.gap`.
+"""Feature artifacts: one ``<Task>Features`` class per registered task, a thin wrapper over its ``prepare``.
 
     luigi --module pipeline SquadFeatures --input dev-v1.1.json --split eval --nproc 4 --local-scheduler
     luigi --module pipeline SquadFeatures --data squad-dev-v1.1 --split eval --local-scheduler
@@ -19,6 +19,8 @@ from pipeline.data import OFFICIAL, DataFile
 from prep.artifact import MANIFEST, SCHEMA_VERSION
 from prep.pool import MODES, available_cpus
 from prep.tokenizer import default_model_dir, tokenizer_fingerprint
+from pipeline.params import dataclass_parameters
+from tasks import all_tasks, get_task
 
 
 class _FeaturesTask(luigi.Task):
@@ -63,43 +65,31 @@ class _FeaturesTask(luigi.Task):
 
     @property
     def split_name(self) -> str:
-        return getattr(self, "split", "all")
+        split = getattr(self, "split", None)
+        return split if split else self.input_path.stem.replace(f"{self.dataset}-", "")
 
     def output(self):
         return luigi.LocalTarget(str(self.out_dir / MANIFEST))
 
 
-class SquadFeatures(_FeaturesTask):
-    split = luigi.ChoiceParameter(choices=("train", "eval"), default="train")
-    max_seq_length = luigi.IntParameter(default=384)
-    doc_stride = luigi.IntParameter(default=128)
-    max_query_length = luigi.IntParameter(default=64)
-    max_articles = luigi.OptionalIntParameter(default=None, description="only the first N articles")
-    contexts_per_chunk = luigi.IntParameter(default=32, significant=False)
-
-    dataset = "squad"
+class FeaturesTask(_FeaturesTask):
+    """Base of the generated ``<Task>Features`` classes: one per registered task, its prep
+    config's fields as parameters (``SquadFeatures --max-seq-length 256``)."""
 
     def run(self):
-        from prep.squad import SquadPrepConfig, prepare_squad
-
-        config = SquadPrepConfig(self.max_seq_length, self.doc_stride, self.max_query_length, self.split,
-                                 self.max_articles)
-        prepare_squad(self.input_path, self.out_dir, self.tokenizer_dir, config, self.nproc, self.mode,
-                      self.contexts_per_chunk, self.reserve_cpus, SchedulerProgress(self, "SQuAD prep"))
+        spec = get_task(self.dataset)
+        config = spec.make_prep_config(**{name: getattr(self, name) for name in self._prep_fields})
+        spec.prepare(self.input_path, self.out_dir, self.tokenizer_dir, config, nproc=self.nproc, mode=self.mode,
+                     reserve_cpus=self.reserve_cpus, progress=SchedulerProgress(self, f"{spec.name} prep"))
 
 
-class GapFeatures(_FeaturesTask):
-    max_seq_length = luigi.IntParameter(default=256)
+def _features_class(spec) -> type:
+    params = dataclass_parameters(spec.prep_config)
+    return type(f"{spec.luigi_prefix}Features", (FeaturesTask,), {
+        **params, "dataset": spec.name, "_prep_fields": tuple(params), "__module__": __name__,
+        "__doc__": f"{spec.name} features: ``tasks/{spec.name}/prep.py`` on the shared pool, as a cached artifact.",
+    })
 
-    dataset = "gap"
 
-    @property
-    def split_name(self) -> str:
-        return self.input_path.stem.replace("gap-", "")
-
-    def run(self):
-        from prep.gap import GapPrepConfig, prepare_gap
-
-        prepare_gap(self.input_path, self.out_dir, self.tokenizer_dir, GapPrepConfig(self.max_seq_length),
-                    nproc=self.nproc, mode=self.mode, reserve_cpus=self.reserve_cpus,
-                    progress=SchedulerProgress(self, "GAP prep"))
+FEATURES = {spec.name: _features_class(spec) for spec in all_tasks()}
+globals().update({cls.__name__: cls for cls in FEATURES.values()})

@@ -20,12 +20,13 @@ import luigi
 from pipeline.artifacts import artifact_dir, significant_params
 from pipeline.evaluate import FeaturesOutput
 from profiling.config import BACKENDS
-from train.config import DEVICES, PRECISIONS, TASKS
+from tasks import task_names
+from train.config import DEVICES, PRECISIONS
 from train.launch import visible_cuda_devices
 
 
 class Profile(luigi.Task):
-    task = luigi.ChoiceParameter(choices=TASKS)
+    task = luigi.ChoiceParameter(choices=task_names())
     features_dir = luigi.OptionalParameter(default=None, description="prep output folder (None: synthetic)")
     model_dir = luigi.OptionalParameter(default=None, description="model folder (None: the packaged MiniLM)")
     world_size = luigi.IntParameter(default=1, description="training processes; changes the profile")

@@ -103,7 +103,7 @@ def read_manifest(out_dir: str | Path) -> dict:
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(
-            f"{out_dir}: no {MANIFEST}; not a finished prep output (run prep.squad / prep.gap)"
+            f"{out_dir}: no {MANIFEST}; not a finished prep output (run python -m prep <task> first)"
         )
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("schema_version") != SCHEMA_VERSION:

@@ -7,7 +7,7 @@
         --out runs/profile-gap --warmup-steps 3 --active-steps 5 --precision fp16 --scaling
 
 Writes OUT/profile_summary.json (last), OUT/profile_summary.md, per-rank traces
-(traces/rank<R>.pt.trace.json: Perfetto, chrome://tracing, TensorBoard) or Nsight reports
+(traces/rank<R>.pt.trace.json: open in Perfetto or chrome://tracing) or Nsight reports
 (rank<R>.nsys-rep + stats/*.csv), and the scaling runs' timings.
 """
 
@@ -19,61 +19,42 @@ import logging
 import os
 import sys
 
-from profiling.config import BACKENDS
-from train.config import DEVICES, PRECISIONS, TASKS
+from profiling.config import BACKENDS, ProfileConfig
+from train.cli_args import add_dataclass_arguments, config_file_defaults, values_for
+from tasks import task_names
+from train.config import DEVICES, PRECISIONS
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """One flag per ProfileConfig field (``--config FILE.json`` first, flags override it)."""
     parser = argparse.ArgumentParser(prog="python -m profiling", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument("--out", required=True, help="artifact folder (replaced if it exists)")
-    parser.add_argument("--features", default=None, help="prep output folder (default: synthetic features)")
-    parser.add_argument("--model", default=None, help="BERT-family model folder (default: the packaged MiniLM)")
-    parser.add_argument("--world-size", type=int, default=1, help="training processes (gloo on CPU, NCCL on GPUs)")
-    parser.add_argument("--warmup-steps", type=int, default=3, help="steps before the recorded window")
-    parser.add_argument("--active-steps", type=int, default=5, help="steps recorded")
-    parser.add_argument("--precision", default="auto", choices=(*PRECISIONS, "auto"),
-                        help="auto: fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--global-batch-size", type=int, default=32)
-    parser.add_argument("--per-device-batch-size", type=int, default=None)
-    parser.add_argument("--head", default=None)
-    parser.add_argument("--backend", default="auto", choices=BACKENDS,
-                        help="auto: nsys where nsys and CUDA exist, else torch.profiler")
-    parser.add_argument("--device", default="auto", choices=DEVICES)
-    scaling = parser.add_mutually_exclusive_group()
-    scaling.add_argument("--scaling", dest="scaling", action="store_true", default=True,
-                         help="also time world size 1 vs 2 with the same global batch (default)")
-    scaling.add_argument("--no-scaling", dest="scaling", action="store_false")
-    parser.add_argument("--synthetic-seq-length", type=int, default=128)
-    parser.add_argument("--cpu-threads-per-process", type=int, default=None,
-                        help="OMP threads per training process on CPU (default: CPUs / processes)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--prep-scaling-png", default="docs/benchmarks/prep_scaling.png",
-                        help="bench/prep_scaling.py's plot, linked from the summary")
+    parser.add_argument("--out", "--out-dir", dest="out_dir", required=True, help="artifact folder (replaced if it exists)")
+    parser.add_argument("--config", default=None, help="JSON object of ProfileConfig fields (flags override it)")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    add_dataclass_arguments(
+        parser, ProfileConfig, defaults={"model_dir": None, **config_file_defaults(argv, ProfileConfig)},
+        aliases={"features_dir": ["--features"], "model_dir": ["--model"]},
+        choices={"task": task_names(), "precision": (*PRECISIONS, "auto"), "backend": BACKENDS, "device": DEVICES},
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser(argv).parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from prep.tokenizer import default_model_dir
-    from profiling.config import ProfileConfig
     from profiling.run import run_profile
 
     try:
-        config = ProfileConfig(
-            task=args.task, model_dir=os.path.abspath(args.model or default_model_dir()),
-            features_dir=os.path.abspath(args.features) if args.features else None,
-            world_size=args.world_size, warmup_steps=args.warmup_steps, active_steps=args.active_steps,
-            precision=args.precision, global_batch_size=args.global_batch_size,
-            per_device_batch_size=args.per_device_batch_size, head=args.head, backend=args.backend,
-            device=args.device, scaling=args.scaling, seed=args.seed,
-            synthetic_seq_length=args.synthetic_seq_length, cpu_threads_per_process=args.cpu_threads_per_process,
-            prep_scaling_png=args.prep_scaling_png or None,
-        )
-        summary = run_profile(config, args.out, progress=lambda message, percent: print(f"[{percent:3.0f}%] {message}",
-                                                                                         file=sys.stderr))
+        values = values_for(ProfileConfig, args)
+        values["model_dir"] = os.path.abspath(values["model_dir"] or default_model_dir())
+        if values["features_dir"]:
+            values["features_dir"] = os.path.abspath(values["features_dir"])
+        values["prep_scaling_png"] = values["prep_scaling_png"] or None
+        config = ProfileConfig(**values)
+        summary = run_profile(config, args.out_dir, progress=lambda message, percent: print(
+            f"[{percent:3.0f}%] {message}", file=sys.stderr))
     except (ValueError, FileNotFoundError) as err:
         print(f"python -m profiling: error: {err}", file=sys.stderr)
         return 2

@@ -66,13 +66,13 @@ def train_args(config: ProfileConfig, features: Path, out: Path, world_size: int
 
 
 def write_synthetic_features(out_dir: Path, config: ProfileConfig) -> Path:
-    """Exactly ``total_steps`` global batches of synthetic rows (train.testing's generators)."""
-    from train.testing import synthetic_gap_table, synthetic_squad_table, write_feature_dir
+    """Exactly ``total_steps`` global batches of the task's synthetic rows."""
+    from tasks import get_task
+    from train.testing import write_feature_dir
 
     rows = config.global_batch_size * config.total_steps()
     longest = config.synthetic_seq_length
-    make = synthetic_gap_table if config.task == "gap" else synthetic_squad_table
-    table = make(rows, seed=config.seed, min_len=max(16, longest // 2), max_len=longest)
+    table = get_task(config.task).synthetic_features(rows, seed=config.seed, min_len=max(16, longest // 2), max_len=longest)
     return write_feature_dir(out_dir, table, config.task, "train", longest)
 
 
@@ -282,5 +282,5 @@ def _measure_scaling(config, work: Path, features: Path, device_type: str, gpus:
 def _open_hints(backend: str) -> list[str]:
     if backend == "nsys":
         return ["open `rank<R>.nsys-rep` in the Nsight Systems UI (`nsys-ui`); `stats/` holds `nsys stats` CSVs"]
-    return ["open `traces/rank<R>.pt.trace.json` in https://ui.perfetto.dev or chrome://tracing",
-            "TensorBoard: `tensorboard --logdir <this folder>` (needs the torch-tb-profiler plugin; run `traces`)"]
+    return ["open `traces/rank<R>.pt.trace.json` in https://ui.perfetto.dev (drag the file in) or chrome://tracing; "
+            "the TensorBoard profiler plugin is deprecated, use Perfetto"]

@@ -1,8 +1,8 @@
 """The torch.profiler path: a profiler object for the loop, and reading its Chrome trace back.
 
 Each rank writes ``traces/rank<R>.pt.trace.json``: a Chrome trace that opens in Perfetto
-(ui.perfetto.dev) and chrome://tracing, and, because of its ``*.pt.trace.json`` name, in
-TensorBoard's profiler plugin (``tensorboard --logdir <artifact>``; the run is ``traces``).
+(ui.perfetto.dev) and chrome://tracing (TensorBoard's profiler plugin, which also reads the
+``*.pt.trace.json`` name, is deprecated).
 Next to it, ``ops_rank<R>.json`` holds the operator table (self time per operator over the window).
 """
 

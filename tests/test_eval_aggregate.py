@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from eval.__main__ import main as eval_main
 from eval.aggregate import aggregate_runs
-from eval.gap_formats import read_gap_gold, read_submission_csv, write_submission_csv
-from eval.score_files import score_gap_file
+from tasks.gap.formats import read_gap_gold, read_submission_csv, write_submission_csv
+from tasks.gap.score import score_gap_file
 from tests.test_eval_run import gap_run, make_model_dir  # noqa: F401  (gap_run is a fixture)
 
 

@@ -9,7 +9,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from eval.gap_formats import (
+from tasks.gap.formats import (
     GapFormatError,
     read_gap_gold,
     read_submission_csv,
@@ -17,7 +17,7 @@ from eval.gap_formats import (
     write_submission_csv,
     write_system_tsv,
 )
-from eval.gap_metrics import (
+from tasks.gap.metrics import (
     GapGold,
     confusion_matrix,
     gap_scorecard,
@@ -26,7 +26,7 @@ from eval.gap_metrics import (
     predicted_labels,
     score_gap,
 )
-from eval.score_files import score_gap_file
+from tasks.gap.score import score_gap_file
 from tests.conftest import shared_data
 
 # id, A-coref, B-coref, gender, probabilities (A, B, NEITHER) -> predicted class

@@ -24,7 +24,7 @@ def build(task):
 
 
 def test_evaluation_task_runs_once(tmp_path, tokenizer_dir):
-    from prep.gap import GapPrepConfig, prepare_gap
+    from tasks.gap.prep import GapPrepConfig, prepare_gap
 
     lines = shared_data("gap/gap-validation.tsv").read_text(encoding="utf-8").splitlines()
     data = tmp_path / "gap-small.tsv"

@@ -17,13 +17,15 @@ import torch
 from torch import nn
 
 from eval.__main__ import main as eval_main
-from eval.config import GapEvalConfig, SquadEvalConfig
-from eval.gap import evaluate_gap
-from eval.gap_formats import read_gap_gold
+from tasks.gap.evaluate import GapEvalConfig
+from tasks.squad.evaluate import SquadEvalConfig
+from tasks.gap.evaluate import evaluate_gap
+from tasks.gap.formats import read_gap_gold
 from eval.inference import InputMismatchError
 from eval.report import parse_metrics_table
-from eval.score_files import score_gap_file, score_squad_file
-from eval.squad import SquadDataError, evaluate_squad, load_squad_data
+from tasks.gap.score import score_gap_file
+from tasks.squad.score import score_squad_file
+from tasks.squad.evaluate import SquadDataError, evaluate_squad, load_squad_data
 from prep.features import open_features
 from tests.conftest import shared_data
 
@@ -36,15 +38,14 @@ def make_model_dir(out_dir, task: str, head: str, tokenizer_dir, with_logs: bool
     from transformers import BertConfig, BertModel
 
     from train.config import TrainConfig
-    from train.model import assemble_model, resize_token_types, save_finetuned
+    from tasks import get_task
+    from train.model import save_finetuned
 
     torch.manual_seed(0)
     vocab_size = len((tokenizer_dir / "vocab.txt").read_text(encoding="utf-8").splitlines())
     encoder = BertModel(BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                    intermediate_size=128, max_position_embeddings=512), add_pooling_layer=False)
-    if head == "segment":
-        resize_token_types(encoder)
-    save_finetuned(assemble_model(task, head, encoder), out_dir, tokenizer_dir)
+    save_finetuned(get_task(task).build_model(head, encoder), out_dir, tokenizer_dir)
     config = TrainConfig(task=task, head=head, features_dir="features", out_dir=str(out_dir),
                          model_dir=str(tokenizer_dir), precision="fp32", global_batch_size=8, epochs=1)
     (out_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -76,7 +77,7 @@ def subset_squad(src, dst, articles: slice, paragraphs: int = 3):
 
 @pytest.fixture(scope="module")
 def squad_v1(tmp_path_factory, tokenizer_dir):
-    from prep.squad import SquadPrepConfig, prepare_squad
+    from tasks.squad.prep import SquadPrepConfig, prepare_squad
 
     root = tmp_path_factory.mktemp("squad")
     data = subset_squad(shared_data("squad/dev-v1.1.json"), root / "dev.json", slice(0, 2))
@@ -90,7 +91,7 @@ def squad_v1(tmp_path_factory, tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def gap_run(tmp_path_factory, tokenizer_dir):
-    from prep.gap import GapPrepConfig, prepare_gap
+    from tasks.gap.prep import GapPrepConfig, prepare_gap
 
     root = tmp_path_factory.mktemp("gap")
     lines = shared_data("gap/gap-development.tsv").read_text(encoding="utf-8").splitlines()
@@ -155,7 +156,7 @@ def test_oracle_squad_recovers_gold_answers(squad_v1):
     assert not results.version_2_with_negative
     # The only misses are answers that are part of a token ("8" inside "18", "gold" in "golden"):
     # the decoded span is then the whole token, which contains the gold answer.
-    from eval.squad_metrics import iter_qas
+    from tasks.squad.metrics import iter_qas
 
     for qa in iter_qas(data.dataset):
         if not results.exact[qa["id"]]:
@@ -182,7 +183,7 @@ def test_questions_prep_skipped_are_answered_empty(squad_v1):
 
 
 def test_oracle_squad_v2_answers_and_abstains(tmp_path, tokenizer_dir):
-    from prep.squad import SquadPrepConfig, prepare_squad
+    from tasks.squad.prep import SquadPrepConfig, prepare_squad
 
     data_path = subset_squad(shared_data("squad/dev-v2.0.reconstructed.json"), tmp_path / "dev2.json", slice(0, 1), 4)
     prepare_squad(data_path, tmp_path / "features", tokenizer_dir,
@@ -294,25 +295,25 @@ def test_tokenizer_mismatch_is_refused_without_output(squad_v1, tmp_path):
     with open(model / "model" / "vocab.txt", "a", encoding="utf-8") as handle:
         handle.write("[extra]\n")
     out = tmp_path / "out"
-    from eval.run import run_squad_eval
+    from eval.run import run_evaluation
 
     with pytest.raises(InputMismatchError, match="tokenizer mismatch"):
-        run_squad_eval(model, squad_v1["features"], squad_v1["data"], out, device="cpu")
+        run_evaluation("squad", model, squad_v1["features"], squad_v1["data"], out, device="cpu")
     assert not out.exists() and not list(tmp_path.glob(".out*"))
     assert eval_main(["squad", "--model", str(model), "--features", str(squad_v1["features"]),
                       "--data", str(squad_v1["data"]), "--out", str(out)]) == 1
 
 
 def test_features_from_other_data_or_task_are_refused(squad_v1, gap_run, tmp_path):
-    from eval.run import run_gap_eval, run_squad_eval
+    from eval.run import run_evaluation
 
     other = subset_squad(shared_data("squad/dev-v1.1.json"), tmp_path / "other.json", slice(2, 3))
     with pytest.raises(InputMismatchError, match="not from the --data file"):
-        run_squad_eval(squad_v1["model"], squad_v1["features"], other, tmp_path / "a", device="cpu")
+        run_evaluation("squad", squad_v1["model"], squad_v1["features"], other, tmp_path / "a", device="cpu")
     with pytest.raises(InputMismatchError, match="holds 'gap' features"):
-        run_squad_eval(squad_v1["model"], gap_run["features"], squad_v1["data"], tmp_path / "b", device="cpu")
+        run_evaluation("squad", squad_v1["model"], gap_run["features"], squad_v1["data"], tmp_path / "b", device="cpu")
     with pytest.raises(InputMismatchError, match="trained for 'squad'"):
-        run_gap_eval(squad_v1["model"], gap_run["features"], gap_run["data"], tmp_path / "c", device="cpu")
+        run_evaluation("gap", squad_v1["model"], gap_run["features"], gap_run["data"], tmp_path / "c", device="cpu")
     assert not any(tmp_path.glob("[abc]"))
 
 
@@ -329,7 +330,7 @@ def test_failed_run_keeps_the_previous_output(squad_v1, tmp_path, monkeypatch):
     import eval.run
 
     out = tmp_path / "eval"
-    eval.run.run_squad_eval(squad_v1["model"], squad_v1["features"], squad_v1["data"], out, device="cpu")
+    eval.run.run_evaluation("squad", squad_v1["model"], squad_v1["features"], squad_v1["data"], out, device="cpu")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     class Broken(nn.Module):
@@ -338,7 +339,7 @@ def test_failed_run_keeps_the_previous_output(squad_v1, tmp_path, monkeypatch):
 
     monkeypatch.setattr(eval.run, "load_model", lambda model_dir, device: (Broken(), {}))
     with pytest.raises(RuntimeError, match="halfway"):
-        eval.run.run_squad_eval(squad_v1["model"], squad_v1["features"], squad_v1["data"], out, device="cpu")
+        eval.run.run_evaluation("squad", squad_v1["model"], squad_v1["features"], squad_v1["data"], out, device="cpu")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["eval"]  # no temp folder left behind
 
@@ -351,7 +352,7 @@ def test_prediction_files_with_wrong_ids(squad_v1, tmp_path):
     assert eval_main(["score-squad", "--data", str(squad_v1["data"]), "--predictions", str(tmp_path / "missing.json")]) == 1
     extra = {**predictions, "not-a-question": "x"}
     (tmp_path / "extra.json").write_text(json.dumps(extra))
-    from eval.squad_metrics import PredictionIdError
+    from tasks.squad.metrics import PredictionIdError
 
     with pytest.raises(PredictionIdError, match="not in the data"):
         score_squad_file(squad_v1["data"], tmp_path / "extra.json")

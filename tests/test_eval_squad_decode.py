@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.squad_decode import EMPTY_TEXT, Window, decode_example, decode_predictions
+from tasks.squad.decode import EMPTY_TEXT, Window, decode_example, decode_predictions
 
 CONTEXT = "The quick brown fox jumps over the lazy dog near the old river bank today."
 WORDS = CONTEXT.split(" ")
@@ -161,7 +161,7 @@ def test_rejects_bad_arguments():
 
 
 def test_max_context_matches_berts_check_on_random_windows():
-    from eval.squad_decode import _max_context_flags
+    from tasks.squad.decode import _max_context_flags
 
     rng = np.random.default_rng(0)
     for _ in range(50):

@@ -10,7 +10,7 @@ import string
 
 import pytest
 
-from eval.squad_metrics import (
+from tasks.squad.metrics import (
     PredictionIdError,
     compute_exact,
     compute_f1,

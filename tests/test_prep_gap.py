@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from prep.features import open_features, sorted_by_feature_id
-from prep.gap import GapPrepConfig, build_feature, prepare_gap, window_start
-from prep.gap_read import GapExample, GapFormatError, read_gap
+from tasks.gap.prep import GapPrepConfig, build_feature, prepare_gap, window_start
+from tasks.gap.read import GapExample, GapFormatError, read_gap
 from prep.tokenizer import BertTokens
 from tests.conftest import shared_data
 

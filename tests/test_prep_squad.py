@@ -10,8 +10,8 @@ import pytest
 
 from bench.hf_recipe import load_examples, run_recipe
 from prep.features import attention_mask, open_features, pad_rows, sorted_by_feature_id
-from prep.squad import SquadPrepConfig, prepare_squad, window_spans
-from prep.squad_read import SquadFormatError
+from tasks.squad.prep import SquadPrepConfig, prepare_squad, window_spans
+from tasks.squad.read import SquadFormatError
 from tests.conftest import shared_data
 
 # Large enough never to cut a SQuAD question, small enough to leave room for doc_stride 128.

@@ -9,8 +9,12 @@ import pytest
 
 from prep.features import attention_mask, pad_rows
 from train.config import TrainConfig
-from train.data import FeatureSet, collate_gap, collate_squad, eval_batches, plan_epoch
-from train.testing import synthetic_gap_table, synthetic_squad_table, write_feature_dir
+from tasks.gap.model import collate_gap
+from tasks.squad.model import collate_squad
+from train.data import FeatureSet, eval_batches, plan_epoch
+from train.testing import write_feature_dir
+from tasks.gap.model import synthetic_gap_table
+from tasks.squad.model import synthetic_squad_table
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from train.config import TrainConfig
 from train.dist import single_process
 from train.loop import train
 from train.model import load_finetuned
-from train.testing import make_tiny_model_dir, synthetic_gap_table, write_feature_dir
+from train.testing import make_tiny_model_dir, write_feature_dir
+from tasks.gap.model import synthetic_gap_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -121,7 +122,7 @@ def test_sigkill_mid_epoch_then_resume_equals_unbroken_run(work, tmp_path):
     assert not (tmp_path / "killed" / "metrics.json").exists()
     saved = load_checkpoint(checkpoint)
     assert saved["step_in_epoch"] > 0, "the kill should land mid-epoch"
-    assert len(saved["rng"]) == 1 and saved["micro_batches_consumed"] == saved["step_in_epoch"] * 4
+    assert len(saved["rng"]) == 1 and "micro_batches_consumed" not in saved
 
     resumed = subprocess.run(command + cli_args(killed) + ["--resume"], env=subprocess_env(),
                              capture_output=True, text=True, timeout=180)
@@ -158,7 +159,7 @@ def test_resume_errors_are_clear(work, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def real_gap(tmp_path_factory):
-    prep_gap = pytest.importorskip("prep.gap")
+    prep_gap = pytest.importorskip("tasks.gap.prep")
     source = SHARED_DATA / "gap" / "gap-validation.tsv"
     if not source.is_file():
         pytest.skip(f"GAP data not found at {source}")
@@ -192,7 +193,7 @@ def test_gap_heads_train_on_real_gap_features(work, real_gap_subset, tmp_path, h
 
 
 def test_squad_trains_on_real_squad_features(work, tmp_path):
-    prep_squad = pytest.importorskip("prep.squad")
+    prep_squad = pytest.importorskip("tasks.squad.prep")
     source = SHARED_DATA / "squad" / "dev-v1.1.json"
     if not source.is_file():
         pytest.skip(f"SQuAD data not found at {source}")
@@ -216,7 +217,8 @@ def test_squad_trains_on_real_squad_features(work, tmp_path):
     assert metrics["final_eval"]["eval_rows"] > 0
     model, saved = load_finetuned(tmp_path / "out")
     assert saved["max_seq_length"] == 384
-    from train.data import FeatureSet, collate_squad
+    from tasks.squad.model import collate_squad
+    from train.data import FeatureSet
 
     batch = collate_squad(FeatureSet(features["eval"]).__getitems__([0, 1]))
     with torch.no_grad():

@@ -8,14 +8,17 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from train.data import collate_gap, collate_squad
-from train.model import (
-    GapModel, SquadModel, build_model, compute_loss, load_finetuned, mean_pool_spans, resize_token_types,
-    save_finetuned,
-)
-from train.testing import TINY_BERT, make_tiny_model_dir, synthetic_gap_table, synthetic_squad_table
+from tasks import get_task
+from tasks.gap.model import GapModel, collate_gap, mean_pool_spans, resize_token_types, synthetic_gap_table
+from tasks.squad.model import SquadModel, collate_squad, synthetic_squad_table
+from train.model import build_model, load_finetuned, save_finetuned
+from train.testing import TINY_BERT, make_tiny_model_dir
 
 GAP_HEADS = ("concat", "multiply", "segment")
+
+
+def compute_loss(output, batch):
+    return get_task("squad" if isinstance(output, tuple) else "gap").loss(output, batch)
 
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")

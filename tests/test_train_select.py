@@ -17,7 +17,8 @@ from train.dist import single_process
 from train.evaluation import evaluate
 from train.loop import train
 from train.model import load_finetuned
-from train.testing import make_tiny_model_dir, synthetic_gap_table, write_feature_dir
+from train.testing import make_tiny_model_dir, write_feature_dir
+from tasks.gap.model import synthetic_gap_table
 
 LOCAL = single_process("cpu")
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -113,7 +114,7 @@ def test_calibrate_fits_a_temperature_that_the_saved_model_carries(work, tmp_pat
 def test_selection_needs_held_out_data_and_calibration_is_for_gap(work, tmp_path):
     with pytest.raises(ValueError, match="need eval features"):
         config(work, tmp_path, work["held_out"], eval_features_dir=None, select_best=True)
-    with pytest.raises(ValueError, match="calibrate is for the GAP"):
+    with pytest.raises(ValueError, match="calibrate fits a classifier.s softmax temperature; task squad has none"):
         TrainConfig(task="squad", head="span", features_dir="f", out_dir="o", model_dir="m",
                     eval_features_dir="e", calibrate=True)
 

@@ -3,7 +3,7 @@
 ``OUT/checkpoints/last.pt`` holds::
 
     {"schema_version", "model", "optimizer", "scheduler", "scaler",
-     "step", "epoch", "step_in_epoch", "micro_batches_consumed",
+     "step", "epoch", "step_in_epoch",
      "rng": [per-rank RNG states, index = rank], "world_size", "config"}
 
 ``step`` counts optimizer steps done; ``epoch`` / ``step_in_epoch`` say where in the data the

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-TASKS = ("squad", "gap")
-GAP_HEADS = ("concat", "multiply", "segment")
-SQUAD_HEAD = "span"
 PRECISIONS = ("fp16", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -30,53 +27,66 @@ class TrainConfig:
     ``global_batch_size = per_device_batch_size * world_size * accumulation_steps()``.
     """
 
-    task: str
-    features_dir: str
-    out_dir: str
-    model_dir: str  # a local BertModel folder (the entry point fills in the packaged MiniLM)
-    head: str = "multiply"  # GAP: concat | multiply | segment; SQuAD: span
-    eval_features_dir: str | None = None
-    select_best: bool = False  # end on the epoch with the lowest eval loss (needs eval features)
-    calibrate: bool = False  # GAP: fit a softmax temperature on the eval features at the end
-    precision: str = "fp16"
-    global_batch_size: int = 32
-    per_device_batch_size: int | None = None  # None: global / world size, capped at 32
-    world_size: int = 1
-    epochs: int = 2
-    max_steps: int | None = None  # caps the run (smoke tests, benchmarks)
-    lr: float = 3e-5
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    seed: int = 42
-    length_bucketing: bool = True
-    bucket_window_steps: int = 50  # optimizer steps whose sequences are sorted together
-    pad_to_multiple_of: int = 8
-    num_workers: int = 0
-    device: str = "auto"
-    log_every_n_steps: int = 10
-    save_every_n_steps: int | None = 200  # plus one at every epoch end and at the end
-    nvtx: bool = False
-    resume: bool = False
-    progress_bar: bool = True
+    task: str = field(metadata={"help": "a registered task (tasks/<name>/)"})
+    features_dir: str = field(metadata={"help": "prep output folder with the training features"})
+    out_dir: str = field(metadata={"help": "the run folder: checkpoints, model, logs, metrics"})
+    model_dir: str | None = field(
+        default=None, metadata={"help": "pretrained encoder folder (default: the packaged MiniLM)"})
+    head: str | None = field(default=None, metadata={"help": "one of the task's heads (default: its default head)"})
+    eval_features_dir: str | None = field(
+        default=None, metadata={"help": "held-out features evaluated at every epoch end"})
+    select_best: bool = field(default=False, metadata={
+        "help": "end on the epoch with the lowest eval loss (kept in checkpoints/best.pt; needs eval features)"})
+    calibrate: bool = field(default=False, metadata={
+        "help": "classifiers: fit a softmax temperature on the eval features after training "
+                "(lowers log loss, keeps every prediction)"})
+    precision: str = field(default="auto", metadata={
+        "help": "fp16 (autocast + GradScaler), bf16, fp32, or auto: fp16 on CUDA, fp32 on CPU (which emulates fp16)",
+        "choices": (*PRECISIONS, "auto")})
+    global_batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step, all ranks"})
+    per_device_batch_size: int | None = field(
+        default=None, metadata={"help": "sequences per forward pass (default: global / world size, at most 32)"})
+    world_size: int = field(default=1, metadata={"help": "processes (set by the launcher, not by hand)"})
+    epochs: int = field(default=2, metadata={"help": "passes over the training features"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
+    lr: float = field(default=3e-5, metadata={"help": "peak learning rate (linear warm-up, then linear decay)"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of the steps spent warming up"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases / LayerNorm)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
+    adam_eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
+    seed: int = field(default=42, metadata={"help": "seeds the head, the data order and dropout"})
+    length_bucketing: bool = field(default=True, metadata={"help": "sort rows by length within windows of steps"})
+    bucket_window_steps: int = field(default=50, metadata={"help": "optimizer steps whose rows are sorted together"})
+    pad_to_multiple_of: int = field(default=8, metadata={"help": "pad each batch's length up to a multiple of this"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes (spawned)"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when available), cpu or cuda",
+                                                 "choices": DEVICES})
+    log_every_n_steps: int = field(default=10, metadata={"help": "steps between log lines / TensorBoard points"})
+    save_every_n_steps: int | None = field(
+        default=200, metadata={"help": "checkpoint interval, plus every epoch end and the end (unset or 0: only those)"})
+    nvtx: bool = field(default=False, metadata={"help": "NVTX / record_function ranges for profilers"})
+    resume: bool = field(default=False, metadata={"help": "continue from OUT/checkpoints/last.pt"})
+    progress_bar: bool = field(default=True, metadata={"help": "a tqdm bar on rank 0"})
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
-        if self.task == "squad" and self.head != SQUAD_HEAD:
-            raise ValueError(f"task squad has one head, {SQUAD_HEAD!r}; got head={self.head!r}")
-        if self.task == "gap" and self.head not in GAP_HEADS:
-            raise ValueError(f"GAP head must be one of {GAP_HEADS}, got {self.head!r}")
+        from tasks import get_task
+
+        spec = get_task(self.task)  # raises, naming the registered tasks, on an unknown one
+        if self.head is None:
+            object.__setattr__(self, "head", spec.default_head)
+        if self.save_every_n_steps == 0:
+            object.__setattr__(self, "save_every_n_steps", None)
+        if self.head not in spec.heads:
+            raise ValueError(f"task {self.task} has the heads {spec.heads}; got head={self.head!r}")
         if (self.select_best or self.calibrate) and not self.eval_features_dir:
             raise ValueError("select_best and calibrate need eval features (--eval-features): "
                              "they choose on held-out data, never on the training set")
-        if self.calibrate and self.task != "gap":
-            raise ValueError("calibrate is for the GAP classifier; SQuAD has its own no-answer threshold")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.calibrate and not spec.calibratable:
+            raise ValueError(f"calibrate fits a classifier's softmax temperature; task {self.task} has none")
+        if self.precision not in (*PRECISIONS, "auto"):
+            raise ValueError(f"precision must be one of {(*PRECISIONS, 'auto')}, got {self.precision!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         for name in ("global_batch_size", "world_size", "epochs", "log_every_n_steps",
@@ -100,9 +110,19 @@ class TrainConfig:
                 f"per_device_batch_size {self.micro_batch_size()} x world_size {self.world_size}"
             )
 
+    def resolved(self, device_type: str, model_dir: str | None = None) -> "TrainConfig":
+        """The config a run uses: precision ``auto`` resolved for ``device_type`` (fp16 on CUDA, fp32
+        elsewhere: CPUs emulate fp16 matmuls, several times slower), the encoder folder filled in."""
+        precision = self.precision
+        if precision == "auto":
+            precision = "fp16" if device_type == "cuda" else "fp32"
+        return self.replace(precision=precision, model_dir=self.model_dir or model_dir)
+
     @staticmethod
     def default_head(task: str) -> str:
-        return SQUAD_HEAD if task == "squad" else "multiply"
+        from tasks import get_task
+
+        return get_task(task).default_head
 
     def micro_batch_size(self) -> int:
         """Sequences per forward pass on one device."""

@@ -2,8 +2,8 @@
 
 Features are read with :func:`prep.features.open_features`, which memory-maps the Arrow files:
 every rank (and every DataLoader worker) maps the same pages instead of holding its own copy.
-A batch is a ``pyarrow.Table`` of rows taken from the map; :func:`collate_squad` /
-:func:`collate_gap` pad it to its longest row (rounded up to ``pad_to_multiple_of``) and return
+A batch is a ``pyarrow.Table`` of rows taken from the map; the task's ``collate`` pads it to
+its longest row (rounded up to ``pad_to_multiple_of``, with :func:`pad_list_column`) and returns
 tensors. Evaluation builds its batches with the same functions.
 
 Batch plan (``plan_epoch``): the order comes from ``DistributedSampler`` (``set_epoch`` each
@@ -37,9 +37,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from prep.artifact import read_manifest
 from prep.features import open_features
-
-GAP_POSITION_COLUMNS = ("p_start", "p_end", "a_start", "a_end", "b_start", "b_end")
-
 
 class FeatureSet:
     """A prep output folder as a map-style dataset whose items are rows of the memory-mapped table.
@@ -111,59 +108,20 @@ def pad_list_column(column, pad_id: int = 0, pad_to_multiple_of: int = 1) -> tup
     return out, lengths
 
 
-def _mask(lengths: np.ndarray, width: int) -> np.ndarray:
-    return (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+def attention_mask_for(lengths: np.ndarray, width: int) -> torch.Tensor:
+    """``[rows, width]`` int64: 1 on each row's first ``lengths[row]`` positions."""
+    return torch.from_numpy((np.arange(width)[None, :] < lengths[:, None]).astype(np.int64))
 
 
-def _scalar(rows: pa.Table, name: str) -> torch.Tensor:
+def int_column(rows: pa.Table, name: str) -> torch.Tensor:
     return torch.from_numpy(rows.column(name).to_numpy().astype(np.int64))
 
 
-def collate_squad(rows: pa.Table, pad_id: int = 0, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
-    """SQuAD rows -> ``input_ids, attention_mask, token_type_ids`` ``[B, T]`` (+ start/end_positions ``[B]``).
-
-    Labels are included when the rows have them; the eval split's ``offset_mapping`` stays in
-    the table (post-processing reads it by ``feature_id``, which is returned too).
-    """
-    input_ids, lengths = pad_list_column(rows.column("input_ids"), pad_id, pad_to_multiple_of)
-    token_type_ids, _ = pad_list_column(rows.column("token_type_ids"), 0, pad_to_multiple_of)
-    batch = {
-        "input_ids": torch.from_numpy(input_ids),
-        "attention_mask": torch.from_numpy(_mask(lengths, input_ids.shape[1])),
-        "token_type_ids": torch.from_numpy(token_type_ids),
-        "feature_id": _scalar(rows, "feature_id"),
-    }
-    for name in ("start_positions", "end_positions"):
-        if name in rows.column_names:
-            batch[name] = _scalar(rows, name)
-    return batch
-
-
-def collate_gap(rows: pa.Table, pad_id: int = 0, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
-    """GAP rows -> ``input_ids, attention_mask, segment_ids`` ``[B, T]``, the six span bounds and ``label`` ``[B]``.
-
-    GAP inputs are one segment, so there are no ``token_type_ids`` (the model uses zeros, or
-    ``segment_ids`` with the segmentation head).
-    """
-    input_ids, lengths = pad_list_column(rows.column("input_ids"), pad_id, pad_to_multiple_of)
-    segment_ids, _ = pad_list_column(rows.column("segment_ids"), 0, pad_to_multiple_of)
-    batch = {
-        "input_ids": torch.from_numpy(input_ids),
-        "attention_mask": torch.from_numpy(_mask(lengths, input_ids.shape[1])),
-        "segment_ids": torch.from_numpy(segment_ids),
-        "feature_id": _scalar(rows, "feature_id"),
-    }
-    for name in GAP_POSITION_COLUMNS:
-        batch[name] = _scalar(rows, name)
-    if "label" in rows.column_names:
-        batch["label"] = _scalar(rows, "label")
-    return batch
-
-
 def make_collate(task: str, pad_id: int = 0, pad_to_multiple_of: int = 1) -> Callable[[pa.Table], dict]:
-    """The collate function for ``task`` (picklable, for DataLoader workers)."""
-    fn = {"squad": collate_squad, "gap": collate_gap}[task]
-    return functools.partial(fn, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
+    """Task ``task``'s collate function with the padding settings bound (picklable, for DataLoader workers)."""
+    from tasks import get_task
+
+    return functools.partial(get_task(task).collate, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
 
 
 def steps_per_epoch(num_rows: int, global_batch_size: int) -> int:

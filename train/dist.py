@@ -132,14 +132,5 @@ def all_gather_objects(obj, env: DistEnv) -> list:
     return gathered
 
 
-def broadcast_object(obj, env: DistEnv):
-    """Rank 0's ``obj`` on every rank."""
-    if not env.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def to_device(batch: dict, device: torch.device) -> dict:
     return {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}

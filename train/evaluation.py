@@ -1,4 +1,4 @@
-"""Scoring on the held-out split during training: loss and accuracy, GAP logits, calibration.
+"""Scoring on the held-out split during training: loss, the task's counts, classifier logits, calibration.
 
 The trainer calls :func:`evaluate` at every epoch end (``--eval-features``) and, with
 ``--calibrate``, :func:`calibrate_temperature` once at the end. Each rank takes a disjoint share
@@ -15,7 +15,8 @@ from train.calibrate import fit_temperature, nll
 from train.config import TrainConfig
 from train.data import FeatureSet, eval_batches
 from train.dist import DistEnv, all_gather_objects, all_reduce_sum, to_device
-from train.model import autocast_context, compute_loss, unwrap
+from tasks import get_task
+from train.model import autocast_context, unwrap
 
 
 @torch.no_grad()
@@ -35,31 +36,30 @@ def _eval_outputs(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv,
 
 
 def evaluate(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate) -> dict:
-    """Loss (and accuracy for GAP) over the whole eval set: each rank takes a disjoint share
-    (no padded duplicates), sums are all-reduced."""
-    sums = torch.zeros(4, dtype=torch.float64, device=env.device)  # loss*n, correct, n, span_correct
+    """``eval_loss`` and, per count the task reports (``eval_counts``), ``eval_<name>`` = count / rows,
+    over the whole eval set: each rank takes a disjoint share (no padded duplicates), sums are
+    all-reduced."""
+    spec = get_task(config.task)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
+    rows = torch.zeros((), dtype=torch.float64, device=env.device)
+    counts: dict[str, torch.Tensor] = {}
     for output, batch in _eval_outputs(model, dataset, config, env, collate):
         n = len(batch["input_ids"])
-        sums[0] += compute_loss(output, batch).double() * n
-        sums[2] += n
-        if config.task == "gap":
-            sums[1] += (output.argmax(dim=-1) == batch["label"]).sum()
-        else:
-            start, end = output
-            sums[3] += ((start.argmax(-1) == batch["start_positions"])
-                        & (end.argmax(-1) == batch["end_positions"])).sum()
+        loss_sum += spec.loss(output, batch).double() * n
+        rows += n
+        for name, count in spec.eval_counts(output, batch).items():
+            counts[name] = counts.get(name, torch.zeros((), dtype=torch.float64, device=env.device)) + count
+    names = sorted(counts)
+    sums = torch.stack([loss_sum, rows, *(counts[name] for name in names)])
     all_reduce_sum(sums, env)
-    count = max(sums[2].item(), 1.0)
-    metrics = {"eval_loss": sums[0].item() / count, "eval_rows": int(sums[2].item())}
-    if config.task == "gap":
-        metrics["eval_accuracy"] = sums[1].item() / count
-    else:
-        metrics["eval_span_exact"] = sums[3].item() / count  # start and end token both right
+    total = max(sums[1].item(), 1.0)
+    metrics = {"eval_loss": sums[0].item() / total, "eval_rows": int(sums[1].item())}
+    metrics.update({f"eval_{name}": sums[2 + k].item() / total for k, name in enumerate(names)})
     return metrics
 
 
-def gap_eval_logits(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate):
-    """``(logits [N, 3], labels [N])`` float64 / int64 NumPy arrays of the whole eval set, on every rank."""
+def classifier_eval_logits(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate):
+    """``(logits [N, classes], labels [N])`` float64 / int64 NumPy arrays of the whole eval set, on every rank."""
     logits, labels = [], []
     for output, batch in _eval_outputs(model, dataset, config, env, collate):
         logits.append(output.float().cpu())
@@ -70,10 +70,10 @@ def gap_eval_logits(model, dataset: FeatureSet, config: TrainConfig, env: DistEn
 
 
 def calibrate_temperature(model, dataset: FeatureSet, config: TrainConfig, env: DistEnv, collate) -> dict:
-    """Fit the GAP head's temperature on ``dataset`` (the eval split) and set it on ``model``."""
+    """Fit the classifier head's temperature on ``dataset`` (the eval split) and set it on ``model``."""
     head = unwrap(model).head
     head.temperature.fill_(1.0)
-    logits, labels = gap_eval_logits(model, dataset, config, env, collate)
+    logits, labels = classifier_eval_logits(model, dataset, config, env, collate)
     temperature = fit_temperature(logits, labels)
     head.temperature.fill_(temperature)
     return {"temperature": temperature, "eval_loss_before": nll(logits, labels),

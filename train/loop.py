@@ -1,4 +1,4 @@
-"""The training loop: one explicit loop for SQuAD and GAP, on one process or many (DDP).
+"""The training loop: one explicit loop for every task, on one process or many (DDP).
 
 Per optimizer step, on every rank::
 
@@ -32,7 +32,8 @@ from train.data import FeatureSet, make_collate, make_loader, plan_epoch, steps_
 from train.dist import DistEnv, all_gather_objects, all_reduce_sum, barrier, to_device
 from train.metrics_log import METRICS_FILE, RunLogger, TrainClock, write_json_atomic
 from train.evaluation import calibrate_temperature, evaluate
-from train.model import TRAIN_CONFIG_FILE, autocast_context, build_model, compute_loss, save_finetuned
+from tasks import get_task
+from train.model import TRAIN_CONFIG_FILE, autocast_context, build_model, save_finetuned
 from train.tracing import NullProfiler, Tracer
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,12 @@ def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
     """
     if config.world_size != env.world_size:
         raise ValueError(f"config.world_size {config.world_size} != launched world size {env.world_size}")
+    if config.precision == "auto" or config.model_dir is None:
+        from prep.tokenizer import default_model_dir
+
+        config = config.resolved(env.device.type, str(default_model_dir()))
     profiler = profiler or NullProfiler()
+    task = get_task(config.task)
     out_dir = Path(config.out_dir)
     ckpt_file = ckpt.checkpoint_path(out_dir)
     saved = None
@@ -232,8 +238,7 @@ def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
                 "schema_version": ckpt.SCHEMA_VERSION, "model": raw_model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "step": step, "epoch": epoch_now,
-                "step_in_epoch": step_in_epoch_now, "micro_batches_consumed": step_in_epoch_now * accum,
-                "rng": rng, "world_size": env.world_size, "config": config.to_dict(),
+                "step_in_epoch": step_in_epoch_now, "rng": rng, "world_size": env.world_size, "config": config.to_dict(),
             })
         barrier(env)
 
@@ -274,7 +279,7 @@ def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
                 syncing = micro_step == accum - 1 or not env.distributed
                 with contextlib.nullcontext() if syncing else model.no_sync():
                     with tracer.range("forward"), autocast_context(config.precision, env.device):
-                        loss = compute_loss(model(**batch), batch)
+                        loss = task.loss(model(**batch), batch)
                     with tracer.range("backward"):
                         scaler.scale(loss / accum).backward()
                 window.loss += loss.detach()

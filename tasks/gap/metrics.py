@@ -10,7 +10,7 @@ Two scorers look at the same predictions differently:
   the pronoun; precision, recall and F1 in percent; bias = F1 feminine / F1 masculine (reported
   only when both are non-zero, like the scorer's "-").
 
-Pure functions over arrays and small records, no files (see :mod:`eval.gap_formats`).
+Pure functions over arrays and small records, no files (see :mod:`tasks.gap.formats`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from tasks.gap.read import PRONOUN_GENDER  # noqa: F401 - the one pronoun table, re-exported
+
 LABELS = ("A", "B", "NEITHER")
 KAGGLE_EPS = 1e-15
-# The GAP scorer's pronoun -> gender table (constants.PRONOUNS); reflexives are not in GAP.
-PRONOUN_GENDER = {"she": "F", "her": "F", "hers": "F", "he": "M", "his": "M", "him": "M"}
 GENDER_NAMES = {None: "overall", "M": "masculine", "F": "feminine"}
 
 

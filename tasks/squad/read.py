@@ -42,7 +42,7 @@ def _field(obj, name: str, kind, path: Path, where: str):
 
 
 def read_squad(path: Path, split: str, contexts_per_chunk: int, max_articles: int | None = None) -> ReadResult:
-    """Parse and validate a SQuAD file into chunks for :func:`prep.squad.convert_chunk`.
+    """Parse and validate a SQuAD file into chunks for :func:`tasks.squad.prep.convert_chunk`.
 
     A chunk is a list of ``(context, questions)``; a question is the tuple
     ``(example_index, id, question, answer_start, answer_text, is_impossible)`` where the answer
@@ -120,6 +120,7 @@ def read_squad(path: Path, split: str, contexts_per_chunk: int, max_articles: in
         "squad_version": version,
         "articles_in_file": articles_in_file,
         "articles_used": len(articles),
+        "subset": {"unit": "articles", "used": len(articles), "of": articles_in_file},
         "version_2_with_negative": has_impossible_field or (str(version).startswith("v2")),
         "impossible_questions": impossible,
         "eval_questions_without_span_label": unlabelled,

@@ -1,22 +1,76 @@
 """GAP evaluation: gold TSV in, Kaggle and GAP-benchmark outputs and scores out.
 
-``evaluate_gap(model, features, gold, cfg)`` is the model-in, results-out core;
-:func:`eval.run.run_gap_eval` wraps it with files and checks.
+``evaluate_gap(model, features, gold, cfg)`` is the model-in, results-out core; :func:`evaluate`
+is what the evaluation engine (:mod:`eval.run`) calls. Outputs: ``submission.csv`` (Kaggle:
+ID,A,B,NEITHER) and ``gap_predictions.tsv`` (the GAP scorer's headerless ID / A-coref /
+B-coref).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 
-from eval.config import GapEvalConfig
-from eval.gap_metrics import GapGold, coref_decisions, predicted_labels, score_gap
-from eval.inference import gap_probabilities, ordered_table
+from eval.inference import length_batches, ordered_table, row_lengths
+from tasks.gap.formats import read_gap_gold, write_submission_csv, write_system_tsv
+from tasks.gap.metrics import GapGold, coref_decisions, predicted_labels, score_gap
+from tasks.gap.model import collate_gap
+from tasks.spec import EvalContext, EvalOutcome
+
+MODEL_INPUTS = ("segment_ids", "p_start", "p_end", "a_start", "a_end", "b_start", "b_end")
 
 UNIFORM = np.full(3, 1.0 / 3.0)
+
+
+@dataclass(frozen=True)
+class GapEvalConfig:
+    """GAP scoring has no decoding knobs; only the inference batch size."""
+
+    batch_size: int = field(default=64, metadata={"help": "inference batch (speed only)"})
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _gap_outputs(output):
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    if hasattr(output, "logits"):
+        return output.logits
+    raise TypeError(f"a GAP model must return logits [B, 3], got {type(output).__name__}")
+
+
+@torch.inference_mode()
+def gap_probabilities(model, table: pa.Table, batch_size: int, device: str = "cpu", pad_id: int = 0) -> np.ndarray:
+    """Per-feature softmax probabilities ``[N, 3]`` (A, B, NEITHER), float64."""
+    lengths = row_lengths(table)
+    probs = np.zeros((len(lengths), 3), dtype=np.float64)
+    for rows in length_batches(lengths, batch_size):
+        batch = collate_gap(table.take(pa.array(rows)), pad_id=pad_id)
+        logits = _gap_outputs(model(
+            batch["input_ids"].to(device),
+            batch["attention_mask"].to(device),
+            token_type_ids=None,
+            **{name: batch[name].to(device) for name in MODEL_INPUTS},
+        ))
+        if tuple(logits.shape) != (len(rows), 3):
+            raise ValueError(f"model returned logits {tuple(logits.shape)} for a batch of {len(rows)}; expected [B, 3]")
+        probs[rows] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+    return probs
+
+
 
 
 @dataclass
@@ -84,3 +138,18 @@ def evaluate_gap(model, features: pa.Table, gold: list[GapGold], cfg: GapEvalCon
         timing={"inference_seconds": inference_s,
                 "features_per_second": table.num_rows / inference_s if inference_s > 0 else None},
     )
+
+
+def evaluate(context: EvalContext) -> EvalOutcome:
+    """The evaluation engine's entry: score the run against the gold TSV, list the files to write."""
+    gold = read_gap_gold(context.data_path)
+    results = evaluate_gap(context.model, context.features, gold, context.config, device=context.device,
+                           pad_id=context.pad_id, skipped_ids=context.skipped_ids)
+    summary = {"metrics": results.metrics, "scorecard": results.scorecard,
+               "confusion_matrix": results.confusion_matrix, "counts": results.counts, "timing": results.timing}
+
+    def write_files(folder: Path) -> None:
+        write_submission_csv(folder / "submission.csv", results.example_ids, results.probabilities)
+        write_system_tsv(folder / "gap_predictions.tsv", results.example_ids, results.decisions)
+
+    return EvalOutcome(summary=summary, write_files=write_files)

@@ -13,15 +13,14 @@ from typing import Sequence
 
 import numpy as np
 
-from eval.gap_metrics import LABELS, PRONOUN_GENDER, GapGold
+from tasks.gap.metrics import LABELS, GapGold
+from tasks.gap.read import PRONOUN_GENDER, GapFormatError
 
 GOLD_COLUMNS = ("ID", "Text", "Pronoun", "Pronoun-offset", "A", "A-offset", "A-coref", "B",
                 "B-offset", "B-coref", "URL")
 SUBMISSION_HEADER = ("ID", *LABELS)
 
 
-class GapFormatError(ValueError):
-    pass
 
 
 def _bool(value: str, path: Path, line: int, column: str) -> bool:

@@ -1,22 +1,32 @@
 """SQuAD evaluation: data file in, official-format predictions and official-script metrics out.
 
 ``evaluate_squad(model, features, data, cfg)`` is the model-in, results-out core (tested with a
-tiny in-process model); :func:`eval.run.run_squad_eval` wraps it with files and checks.
+tiny in-process model); :func:`evaluate` is what the evaluation engine (:mod:`eval.run`) calls:
+it adds the data file, the files written and the report's plot data.
+
+Outputs: ``predictions.json`` ({id: answer}, the official scripts' input; "" is the no-answer
+spelling), ``nbest.json``, ``null_odds.json`` (v2: the official v2.0 script's
+``--na-prob-file``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import torch
 
-from eval.config import SquadEvalConfig
-from eval.inference import ordered_table, squad_logits, squad_offsets
-from eval.squad_decode import decode_predictions
-from eval.squad_metrics import (
+from eval.inference import length_batches, ordered_table, row_lengths
+from tasks.spec import EvalContext, EvalOutcome
+from tasks.squad.model import collate_squad
+from tasks.squad.decode import decode_predictions
+from tasks.squad.metrics import (
     evaluate_squad_predictions,
     find_all_best_thresh,
     iter_qas,
@@ -24,6 +34,91 @@ from eval.squad_metrics import (
     raw_scores_v1,
     raw_scores_v2,
 )
+
+
+@dataclass(frozen=True)
+class SquadEvalConfig:
+    """How SQuAD answers are decoded and scored (the canonical run_squad / utils_qa names).
+
+    ``version_2_with_negative=None`` follows the data: on when any question has
+    ``is_impossible`` or the file says version 2.x.
+    """
+
+    n_best_size: int = field(default=20, metadata={"help": "span candidates kept per question"})
+    max_answer_length: int = field(default=30, metadata={"help": "longest answer in tokens"})
+    version_2_with_negative: bool | None = field(
+        default=None, metadata={"help": "SQuAD 2.0 scoring with no-answer predictions (default: follow the data)"})
+    null_score_diff_threshold: float = field(
+        default=0.0, metadata={"help": "v2: answer \"\" when null score - best span score exceeds this"})
+    max_context_only: bool = field(
+        default=True, metadata={"help": "score a span start only in the window where it has most context"})
+    batch_size: int = field(default=64, metadata={"help": "inference batch (speed only)"})
+
+    def __post_init__(self):
+        if self.n_best_size < 1:
+            raise ValueError(f"n_best_size must be >= 1, got {self.n_best_size}")
+        if self.max_answer_length < 1:
+            raise ValueError(f"max_answer_length must be >= 1, got {self.max_answer_length}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def decode_kwargs(self, version_2_with_negative: bool) -> dict:
+        """Keyword arguments of :func:`tasks.squad.decode.decode_example`."""
+        return {
+            "n_best_size": self.n_best_size,
+            "max_answer_length": self.max_answer_length,
+            "version_2_with_negative": version_2_with_negative,
+            "null_score_diff_threshold": self.null_score_diff_threshold,
+            "max_context_only": self.max_context_only,
+        }
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+
+def _squad_outputs(output):
+    if isinstance(output, (tuple, list)):
+        return output[0], output[1]
+    if hasattr(output, "start_logits"):
+        return output.start_logits, output.end_logits
+    raise TypeError(f"a SQuAD model must return (start_logits, end_logits), got {type(output).__name__}")
+
+
+@torch.inference_mode()
+def squad_logits(model, table: pa.Table, batch_size: int, device: str = "cpu", pad_id: int = 0):
+    """Per-feature ``(start_logits, end_logits)`` lists (float32, cut to each row's length)."""
+    lengths = row_lengths(table)
+    starts: list = [None] * len(lengths)
+    ends: list = [None] * len(lengths)
+    for rows in length_batches(lengths, batch_size):
+        batch = collate_squad(table.take(pa.array(rows)), pad_id=pad_id)
+        start, end = _squad_outputs(model(
+            batch["input_ids"].to(device),
+            batch["attention_mask"].to(device),
+            token_type_ids=batch["token_type_ids"].to(device),
+        ))
+        start = start.float().cpu().numpy()
+        end = end.float().cpu().numpy()
+        if start.shape[0] != len(rows) or end.shape != start.shape:
+            raise ValueError(f"model returned logits {start.shape}/{end.shape} for a batch of {len(rows)}")
+        for k, row in enumerate(rows):
+            starts[row] = start[k, : lengths[row]].copy()
+            ends[row] = end[k, : lengths[row]].copy()
+    return starts, ends
+
+
+def squad_offsets(table: pa.Table) -> list[np.ndarray]:
+    """The ``offset_mapping`` column as one int array ``[T, 2]`` per feature (-1 where null)."""
+    if "offset_mapping" not in table.column_names:
+        raise ValueError("the SQuAD features have no offset_mapping: evaluate the eval split (prep --split eval)")
+    column = table.column("offset_mapping")
+    items = pc.list_flatten(column)
+    valid = items.is_valid().to_numpy(zero_copy_only=False)
+    pairs = np.full((len(valid), 2), -1, dtype=np.int64)
+    pairs[valid] = pc.list_flatten(items).to_numpy(zero_copy_only=False).reshape(-1, 2)
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.split(pairs, np.cumsum(lengths)[:-1])
 
 
 class SquadDataError(ValueError):
@@ -217,3 +312,49 @@ def breakdown_by_question_type(data: SquadData, exact: dict, f1: dict) -> list[d
             "f1": 100.0 * sum(f1[q] for q in qids) / len(qids),
         })
     return sorted(rows, key=lambda row: (-row["count"], row["type"]))
+
+
+def evaluate(context: EvalContext) -> EvalOutcome:
+    """The evaluation engine's entry: score the run on ``context.data_path``, list the files to write."""
+    cfg = context.config
+    manifest = context.manifest
+    # Features built from the first N articles (prep --max-articles) are scored on those articles.
+    articles_used = manifest["input"].get("articles_used")
+    subset = articles_used if articles_used != manifest["input"].get("articles_in_file") else None
+    data = load_squad_data(context.data_path, max_articles=subset)
+    results = evaluate_squad(context.model, context.features, data, cfg, device=context.device,
+                             pad_id=context.pad_id, skipped_ids=context.skipped_ids)
+    summary = {
+        "metrics": results.metrics,
+        "breakdown_by_question_type": breakdown_by_question_type(data, results.exact, results.f1),
+        "counts": results.counts,
+        "timing": results.timing,
+    }
+    if results.threshold_search is not None:
+        summary["threshold_search_over_spans"] = results.threshold_search
+    plot_data = {"null_odds": null_odds_split(data, results.null_odds)} if results.version_2_with_negative else None
+
+    def write_files(folder: Path) -> None:
+        _write_json(folder / "predictions.json", results.predictions)
+        _write_json(folder / "nbest.json", results.nbest)
+        if results.version_2_with_negative:
+            _write_json(folder / "null_odds.json", results.null_odds)
+
+    config = {"version_2_with_negative": results.version_2_with_negative, "articles_scored": len(data.dataset),
+              "articles_in_file": manifest["input"].get("articles_in_file")}
+    return EvalOutcome(summary=summary, write_files=write_files, config=config, plot_data=plot_data)
+
+
+def _write_json(path: Path, payload) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+
+def null_odds_split(data: SquadData, null_odds: dict) -> dict:
+    """null-odds of answerable and unanswerable questions (the report's histogram)."""
+    has_ans = make_qid_to_has_ans(data.dataset)
+    return {
+        "has_answer": [null_odds[q] for q, v in has_ans.items() if v and q in null_odds],
+        "no_answer": [null_odds[q] for q, v in has_ans.items() if not v and q in null_odds],
+    }

@@ -1,20 +1,16 @@
-"""Re-score prediction files without a model (the official scripts' job, with strict id checks).
+"""Re-score a SQuAD ``predictions.json`` without a model (the official scripts' job, with strict id checks).
 
     python -m eval score-squad --data dev-v2.0.json --predictions predictions.json --na-probs null_odds.json
-    python -m eval score-gap --data gap-test.tsv --predictions submission.csv
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from eval.gap_formats import read_gap_gold, read_submission_csv, read_system_tsv
-from eval.gap_metrics import gap_scorecard, gap_scorer_tallies, score_gap
-from eval.squad import load_squad_data
-from eval.squad_metrics import PredictionIdError, evaluate_squad_predictions
+from tasks.squad.evaluate import load_squad_data
+from tasks.squad.metrics import PredictionIdError, evaluate_squad_predictions
 
 
 def read_json_object(path: str | Path, what: str) -> dict:
@@ -30,6 +26,7 @@ def read_json_object(path: str | Path, what: str) -> dict:
     if not isinstance(payload, dict):
         raise PredictionIdError(f"{path}: {what} must be a JSON object {{question id: ...}}, got {type(payload).__name__}")
     return payload
+
 
 
 def score_squad_file(data_path: str | Path, predictions_path: str | Path, na_probs_path: str | Path | None = None,
@@ -51,14 +48,14 @@ def score_squad_file(data_path: str | Path, predictions_path: str | Path, na_pro
                                       na_probs=na_probs, null_score_diff_threshold=na_prob_thresh)
 
 
-def score_gap_file(data_path: str | Path, predictions_path: str | Path) -> dict:
-    """Scores of a Kaggle ``submission.csv`` (all metrics) or a GAP system TSV (scorer F1 and bias only)."""
-    gold = read_gap_gold(data_path)
-    gold_ids = [row.example_id for row in gold]
-    predictions_path = Path(predictions_path)
-    if predictions_path.suffix.lower() == ".csv":
-        probs = read_submission_csv(predictions_path, gold_ids)
-        return score_gap(gold, np.asarray(probs))["metrics"]
-    card = gap_scorecard(gap_scorer_tallies(gold, read_system_tsv(predictions_path, gold_ids)))
-    return {"f1_overall": card["overall"]["f1"], "f1_masculine": card["masculine"]["f1"],
-            "f1_feminine": card["feminine"]["f1"], "bias_f_over_m": card["bias_f_over_m"], "scorecard": card}
+
+def add_score_args(parser: argparse.ArgumentParser) -> None:
+    """``score-squad``'s own flags (besides --data and --predictions)."""
+    parser.add_argument("--na-probs", default=None, help="v2: null_odds.json (the official --na-prob-file)")
+    parser.add_argument("--na-prob-thresh", type=float, default=1.0)
+    parser.add_argument("--version-2-with-negative", action=argparse.BooleanOptionalAction, default=None)
+
+
+def score_file(args: argparse.Namespace) -> dict:
+    return score_squad_file(args.data, args.predictions, args.na_probs, args.version_2_with_negative,
+                            args.na_prob_thresh)

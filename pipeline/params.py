@@ -1,0 +1,48 @@
+"""Luigi parameters derived from a stage's config dataclass, so the two can never disagree.
+
+Each field becomes a parameter of the same name and default (Optional types become Luigi's
+Optional* parameters, booleans take explicit true/false on the command line); a field's
+``metadata["help"]`` is its description.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import luigi
+
+from train.cli_args import MISSING, _base_type
+
+
+def luigi_parameter(field: dataclasses.Field, hint, *, default=MISSING, significant: bool = True,
+                    choices=None) -> luigi.Parameter:
+    base, optional = _base_type(hint)
+    if default is MISSING:
+        default = field.default if field.default is not MISSING else luigi.parameter._no_value
+    kwargs = {"description": field.metadata.get("help", ""), "significant": significant}
+    if default is not luigi.parameter._no_value:
+        kwargs["default"] = default
+    choices = choices or field.metadata.get("choices")
+    if base is bool:
+        if optional:
+            return luigi.OptionalBoolParameter(**kwargs)
+        return luigi.BoolParameter(parsing=luigi.BoolParameter.EXPLICIT_PARSING, **kwargs)
+    if base is int:
+        return (luigi.OptionalIntParameter if optional else luigi.IntParameter)(**kwargs)
+    if base is float:
+        return (luigi.OptionalFloatParameter if optional else luigi.FloatParameter)(**kwargs)
+    if choices:
+        return (luigi.OptionalChoiceParameter if optional else luigi.ChoiceParameter)(choices=tuple(choices), **kwargs)
+    return (luigi.OptionalParameter if optional else luigi.Parameter)(**kwargs)
+
+
+def dataclass_parameters(cls: type, *, skip=(), insignificant=(), defaults=None, choices=None) -> dict:
+    """``{field name: luigi parameter}`` for the fields of ``cls`` (less ``skip``)."""
+    hints = typing.get_type_hints(cls)
+    defaults, choices = dict(defaults or {}), dict(choices or {})
+    return {
+        field.name: luigi_parameter(field, hints[field.name], default=defaults.get(field.name, MISSING),
+                                    significant=field.name not in insignificant, choices=choices.get(field.name))
+        for field in dataclasses.fields(cls) if field.name not in skip and field.init
+    }

@@ -1,0 +1,54 @@
+"""GAP gendered pronoun resolution (A, B or NEITHER), as one task on the seam (see tasks/spec.py).
+
+Modules: ``read`` (the GAP TSV reader prep uses), ``formats`` (gold, Kaggle submission and
+scorer TSV files), ``prep`` (P/A/B span features on the shared pool; ``python -m prep.gap``),
+``model`` (the concat / multiply / segment heads, loss, batches), ``metrics`` (Kaggle log loss,
+the GAP scorer's F1 and bias), ``evaluate``, ``report``, ``score`` (re-score files, ensembles).
+"""
+
+from __future__ import annotations
+
+from tasks.gap import evaluate, model, prep, report, score
+from tasks.gap.read import GapFormatError
+from tasks.spec import DataRole, FullRunPlan, OfficialFile, TaskSpec
+
+_REPO = "https://raw.githubusercontent.com/google-research-datasets/gap-coreference/master/"
+DATA_FILES = {
+    "gap-development": OfficialFile(_REPO + "gap-development.tsv",
+                                    "sha256:b9a01434fcf58d8c2f9bc762480c27e58ce466cf1ffe8b09cfecbc7a20d2d634"),
+    "gap-validation": OfficialFile(_REPO + "gap-validation.tsv",
+                                   "sha256:2d784f66b390404f554704b9aef6dcde8845e79dda9886b8391cf7e9a24fdb98"),
+    "gap-test": OfficialFile(_REPO + "gap-test.tsv",
+                             "sha256:1c35e36d5b14f6313ec3f6cd67b275de282595dd59e59390e00cfff9897a6819"),
+}
+
+SPEC = TaskSpec(
+    name="gap",
+    description="GAP coreference: log loss, F1 by gender and the bias factor F/M",
+    data_files=DATA_FILES,
+    fullrun=FullRunPlan(train=DataRole("gap-development"), select=DataRole("gap-validation"),
+                        test=DataRole("gap-test")),
+    prep_config=prep.GapPrepConfig,
+    prepare=prep.prepare_gap,
+    prep_main=prep.main,
+    summarize=prep.summarize,
+    input_errors=(GapFormatError,),
+    heads=model.HEADS,
+    default_head="multiply",
+    build_model=model.build_model,
+    collate=model.collate_gap,
+    loss=model.loss,
+    eval_counts=model.eval_counts,
+    synthetic_features=model.synthetic_gap_table,
+    calibratable=True,
+    eval_config=evaluate.GapEvalConfig,
+    evaluate=evaluate.evaluate,
+    metric_rows=report.metric_rows,
+    report_sections=report.report_sections,
+    headline=report.headline,
+    aggregate_metrics=report.AGGREGATE_METRICS,
+    metric_labels=report.METRIC_LABELS,
+    ensemble=score.ensemble,
+    score_file=score.score_file,
+    score_file_args=score.add_score_args,
+)

@@ -1,0 +1,151 @@
+"""What a task hands the engines: one frozen :class:`TaskSpec` of module-level functions.
+
+The engines call these and nothing else task-specific:
+
+- prep (``prep/``): ``prep_config`` (a frozen dataclass whose fields are the CLI flags and
+  Luigi parameters), ``prepare(input_path, out_dir, encoder_dir, config, nproc, mode,
+  reserve_cpus, progress) -> manifest`` (runs :func:`prep.stage.run_stage` on the shared pool),
+  ``prep_main(argv)`` (its CLI, ``python -m prep <name>``), ``summarize(manifest, out_dir)`` (the CLI's one-line report), ``input_errors`` (exception
+  types that mean bad input, printed without a traceback).
+- training (``train/``): ``heads``/``default_head``, ``build_model(head, encoder)``,
+  ``collate(rows, pad_id, pad_to_multiple_of)``, ``loss(output, batch)``,
+  ``eval_counts(output, batch)`` (held-out counts: ``{"accuracy": correct rows}`` gives
+  ``eval_accuracy``), ``calibratable`` (a classifier whose head has a ``temperature`` buffer and
+  whose batches carry ``label``), ``synthetic_features(rows, seed)`` (profiling, tests),
+  ``check_features(manifest, features_dir, purpose)``.
+- evaluation (``eval/``): ``eval_config`` (dataclass), ``evaluate(context) -> EvalOutcome``,
+  ``metric_rows(summary)`` and ``report_sections(summary, out_dir, plot_data, written)`` for
+  report.md, ``headline(metrics)`` for compare / summaries, ``aggregate_metrics`` and
+  ``ensemble(run_dirs, summaries)`` for ``eval aggregate``, ``score_file`` for ``score-<task>``.
+- data and the DAG (``pipeline/``): ``data_files`` (official name -> :class:`OfficialFile`) and
+  ``fullrun`` (which data file plays which role in FullRun).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+
+@dataclass(frozen=True)
+class OfficialFile:
+    """A benchmark file at its official URL, with the checksum a copy must have."""
+
+    url: str
+    checksum: str  # "sha256:<hex>" or "md5:<hex>"
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+
+@dataclass(frozen=True)
+class DataRole:
+    """One data file's part in FullRun: which official file, with which prep settings.
+
+    ``prep`` fixes prep-config fields for this role (SQuAD's ``split``); ``subset_flag`` names a
+    FullRun parameter (``<task>_<subset_flag>``) that sets the prep field ``subset_field``
+    (SQuAD's ``--squad-train-articles`` -> ``max_articles``); 0 or unset means all.
+    """
+
+    data: str
+    prep: Mapping[str, Any] = field(default_factory=dict)
+    subset_flag: str | None = None
+    subset_field: str | None = None
+    subset_help: str = ""
+
+
+@dataclass(frozen=True)
+class FullRunPlan:
+    """Train on ``train``, choose (epoch selection, calibration) on ``select``, score on ``test``."""
+
+    train: DataRole
+    test: DataRole
+    select: DataRole | None = None
+
+    def roles(self) -> dict[str, DataRole]:
+        found = {"train": self.train, "select": self.select, "test": self.test}
+        return {role: value for role, value in found.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What the evaluation engine hands a task's ``evaluate``."""
+
+    model: Any  # the fine-tuned model in eval mode (train.model.load_finetuned)
+    features: Any  # pyarrow.Table of the eval features
+    manifest: dict  # the features' manifest
+    data_path: Path  # the benchmark file the features were built from
+    config: Any  # the task's eval_config instance
+    device: str
+    pad_id: int
+
+    @property
+    def skipped_ids(self) -> tuple[str, ...]:
+        """Examples prep skipped: still scored (as a wrong / uniform answer), never dropped."""
+        return tuple(s["example_id"] for s in self.manifest.get("skipped", []) if s.get("example_id"))
+
+
+@dataclass
+class EvalOutcome:
+    """A task's evaluation: the metrics.json fields, its files, and data for its report plots.
+
+    ``summary`` holds at least ``metrics``; ``config`` adds resolved settings to the recorded
+    config; ``write_files(folder)`` writes the task's prediction files into the output folder.
+    """
+
+    summary: dict
+    write_files: Callable[[Path], None]
+    config: dict = field(default_factory=dict)
+    plot_data: dict | None = None
+
+
+def _none(*_args, **_kwargs):
+    return None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    description: str
+    # data
+    data_files: Mapping[str, OfficialFile]
+    fullrun: FullRunPlan
+    # prep
+    prep_config: type
+    prepare: Callable[..., dict]
+    prep_main: Callable[[list[str] | None], int]
+    summarize: Callable[[dict, Path], str]
+    input_errors: tuple[type[BaseException], ...]
+    # training
+    heads: tuple[str, ...]
+    default_head: str
+    build_model: Callable[[str, Any], Any]
+    collate: Callable[..., dict]
+    loss: Callable[[Any, dict], Any]
+    eval_counts: Callable[[Any, dict], dict]
+    synthetic_features: Callable[..., Any]
+    calibratable: bool = False
+    check_features: Callable[[dict, Path, str], None] = _none
+    # evaluation
+    eval_config: type | None = None
+    evaluate: Callable[[EvalContext], EvalOutcome] | None = None
+    metric_rows: Callable[[dict], list] | None = None
+    report_sections: Callable[..., list[str]] | None = None
+    headline: Callable[[dict], dict] | None = None
+    aggregate_metrics: tuple[str, ...] = ()
+    metric_labels: Mapping[str, str] = field(default_factory=dict)
+    ensemble: Callable[[list[Path], list[dict]], dict] | None = None
+    score_file: Callable[..., dict] | None = None
+    score_file_args: Callable[[Any], None] | None = None  # adds score-<task>'s own flags to a parser
+
+    @property
+    def luigi_prefix(self) -> str:
+        """``Squad`` for squad: the prefix of this task's Luigi classes (SquadFeatures, SquadFineTuned)."""
+        return "".join(part.capitalize() for part in self.name.replace("-", "_").split("_"))
+
+    def make_prep_config(self, **values):
+        names = {f.name for f in dataclasses.fields(self.prep_config)}
+        return self.prep_config(**{k: v for k, v in values.items() if k in names})
