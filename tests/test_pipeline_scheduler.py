@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +91,85 @@ def test_failed_task_exits_non_zero(tmp_path, luigid):
     assert done.returncode == 30  # [retcode] task_failed in luigi.cfg
     failed = api(luigid, "task_list", status="FAILED", upstream_status="", search="")
     assert [t["name"] for t in failed.values()] == ["DataFile"]
+
+
+def process_ids_with_arg(arg: str) -> list[int]:
+    """Pids of the processes with ``arg`` among their command-line arguments (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if arg in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"):
+                    pids.append(int(entry.name))
+            except OSError:  # it ended while we looked
+                continue
+    return pids
+
+
+def test_running_training_reports_its_step_and_percentage_to_luigid(tmp_path, luigid):
+    """What FineTuned reports while it trains reaches luigid, read back through its HTTP API.
+
+    The trainer is paused (SIGSTOP) once its progress file says it is training, so the step the
+    scheduler must show is known and stays put until luigi's next progress poll reports it.
+    """
+    from train.launch import read_progress
+    from train.testing import make_tiny_model_dir, synthetic_gap_table, write_feature_dir
+
+    model = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+    features = write_feature_dir(tmp_path / "gap", synthetic_gap_table(400), "gap", "train", 64)
+    runs = tmp_path / "runs"
+    config = write_config(tmp_path, luigid)
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(config), "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "luigi.log"  # a file, not a pipe nobody drains while the test waits
+    # 100 steps; progress.json is rewritten every 10 (the trainer's log interval).
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", "FineTuned", "--task", "gap",
+             "--features-dir", str(features), "--out-dir", str(runs), "--model-dir", str(model), "--precision",
+             "fp32", "--global-batch-size", "4", "--epochs", "1", "--device", "cpu"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (found := [p.parent for p in runs.glob("finetune-gap-*/progress.json")
+                             if (read_progress(p.parent) or {}).get("phase") == "train"]):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "training never reported a step"
+            time.sleep(0.005)
+        [run_dir] = found
+        trainers = process_ids_with_arg(str(run_dir))  # python -m train ... --out RUN_DIR
+        assert len(trainers) == 1, f"not one trainer process for {run_dir}: {trainers}"
+        [trainer] = trainers
+        os.kill(trainer, signal.SIGSTOP)
+        try:
+            frozen = read_progress(run_dir)
+            assert frozen["phase"] == "train", f"training ended before it could be paused: {frozen}"
+            step, total = frozen["step"], frozen["total_steps"]
+            expected = f"train: step {step}/{total}, loss {frozen['loss']:.4f}"
+            percent = int(100 * step / total)
+            assert 0 < step < total and 0 < percent < 100
+            deadline = time.monotonic() + 60  # luigi polls the progress file every few seconds
+            while True:
+                running = api(luigid, "task_list", status="RUNNING", upstream_status="", search="")
+                training = {task_id: task for task_id, task in running.items() if task["name"] == "FineTuned"}
+                if any(task["status_message"] == expected for task in training.values()):
+                    break
+                assert time.monotonic() < deadline, f"luigid never showed {expected!r}: {running}"
+                time.sleep(0.2)
+            [(task_id, task)] = training.items()
+            assert task["progress_percentage"] == percent
+            assert api(luigid, "get_task_status_message", task_id=task_id)["statusMessage"] == expected
+            assert api(luigid, "get_task_progress_percentage", task_id=task_id)["progressPercentage"] == percent
+        finally:
+            os.kill(trainer, signal.SIGCONT)
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # Finished: the last report says so, at 100 %.
+    done = api(luigid, "task_list", status="DONE", upstream_status="", search="")[task_id]
+    assert re.fullmatch(rf"done: step {total}/{total}, loss \d+\.\d{{4}}", done["status_message"])
+    assert done["progress_percentage"] == 100
 
 
 def chromium_binary() -> str:
