@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,36 @@ def chromium(args: list[str], profile: Path, timeout: int = 120) -> subprocess.C
     return subprocess.run([chromium_binary(), *flags, *args], capture_output=True, text=True, timeout=timeout)
 
 
+class GraphNodes(HTMLParser):
+    """The task nodes of luigid's dependency graph in a rendered page.
+
+    luigi's visualiser (static/visualiser/js/graph.js, the default "svg" view) draws each task as
+    ``<g class="node"><circle/><a class="graph-node-a" data-task-id=ID data-task-status=STATUS>
+    <text>Family</text></a></g>``; ``nodes`` maps each ID to its (family, status).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.nodes: dict[str, tuple[str, str]] = {}
+        self._open: tuple[str, str] | None = None  # (task id, status) of the <a> being read
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a" and "graph-node-a" in (attrs.get("class") or "").split():
+            self._open, self._text = (attrs["data-task-id"], attrs.get("data-task-status")), []
+
+    def handle_data(self, data):
+        if self._open:
+            self._text.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "a" and self._open:
+            task_id, status = self._open
+            self.nodes[task_id] = ("".join(self._text).strip(), status)
+            self._open = None
+
+
 def test_web_ui_shows_the_finished_fullrun_graph(tmp_path, luigid, tiny_setup):
     from tests.test_pipeline_fullrun import write_cfg
 
@@ -198,16 +229,26 @@ def test_web_ui_shows_the_finished_fullrun_graph(tmp_path, luigid, tiny_setup):
     })
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", "FullRun", "--nproc",
-                           "1", "--model", str(model), "--squad", "false"],
+                           "1", "--model", str(model)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     tasks = api(luigid, "task_list", status="DONE", upstream_status="", search="")
     fullrun = [task_id for task_id, task in tasks.items() if task["name"] == "FullRun"]
-    assert len(fullrun) == 1 and {"GapFeatures", "GapFineTuned", "Evaluation"} <= {t["name"] for t in tasks.values()}
+    assert len(fullrun) == 1
+    graph = api(luigid, "dep_graph", task_id=fullrun[0], include_done=True)  # what the page asks luigid for
 
     url = f"http://127.0.0.1:{luigid}/static/visualiser/index.html#tab=graph&taskId={urllib.parse.quote(fullrun[0])}"
     screenshot = tmp_path / "fullrun-graph.png"
     shot = chromium([f"--screenshot={screenshot}", url], tmp_path / "profile-shot")
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000, (browser, shot.stderr[-2000:])
-    dom = chromium(["--dump-dom", url], tmp_path / "profile-dom").stdout
-    assert "FullRun" in dom and "GapFineTuned" in dom
+    parser = GraphNodes()
+    parser.feed(chromium(["--dump-dom", url], tmp_path / "profile-dom").stdout)
+    # Every task of FullRun's graph is a node on the page, under its family's name, done.
+    assert parser.nodes == {task_id: (task["name"], "DONE") for task_id, task in graph.items()}
+    families = {family for family, _ in parser.nodes.values()}
+    assert {"FullRun", "DataFile", "GapFeatures", "SquadFeatures", "GapFineTuned", "SquadFineTuned", "Evaluation",
+            "Profile"} <= families
+    counts = {family: [f for f, _ in parser.nodes.values()].count(family) for family in families}
+    # 5 data files (3 GAP, 2 SQuAD), 3 GAP and 2 SQuAD feature sets, 2 evaluations, 1 profile.
+    assert (counts["DataFile"], counts["GapFeatures"], counts["SquadFeatures"], counts["Evaluation"],
+            counts["Profile"], counts["FullRun"]) == (5, 3, 2, 2, 1, 1)
