@@ -133,26 +133,117 @@ def write_cfg(path: Path, config: dict) -> Path:
     return path
 
 
-def test_killed_fullrun_completes_when_started_again(tiny_setup, tmp_path):
+def start_fullrun(command: list[str], env: dict) -> subprocess.Popen:
+    # A session of its own: the kill reaches luigi, its prep pool and the trainer alike.
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -> list[Path]:
+    """SIGKILL ``proc``'s process group as soon as ``ready()`` returns something; returns it.
+
+    The kill points are states on disk (a temp folder, a checkpoint), not delays: the test
+    knows what the run was doing when it died.
+    """
+    deadline = time.monotonic() + timeout
+    while not (found := ready()):
+        assert proc.poll() is None, f"FullRun ended (exit {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return found
+
+
+def temp_dirs(folder: Path) -> list[Path]:
+    """atomic_output_dir's hidden temp folders (``.<name>.tmp-<pid>-<id>``) in ``folder``."""
+    return [p for p in folder.glob(".*.tmp-*") if p.is_dir()] if folder.is_dir() else []
+
+
+def final_dir(temp: Path) -> Path:
+    return temp.with_name(temp.name[1:].rsplit(".tmp-", 1)[0])
+
+
+def load_tensors(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {**{f"encoder.{k}": v for k, v in load_file(run_dir / "model" / "model.safetensors").items()},
+            **{f"head.{k}": v for k, v in load_file(run_dir / "head.safetensors").items()}}
+
+
+def test_fullrun_killed_in_prep_training_and_evaluation_resumes_and_matches_an_unbroken_run(
+        tiny_setup, tmp_path, monkeypatch):
+    """The README's claim: a run killed at any point and started again completes, a training run
+    found half done resumes from its checkpoint, and what it ends with is what an unbroken run
+    ends with."""
+    import torch
+
+    from prep.features import open_features
+    from train.checkpoint import load_checkpoint
+
     root, model, config = tiny_setup
+    # Several epochs (a checkpoint at each end, evaluated on gap-validation) so a kill after the
+    # first checkpoint lands with most of the run still to do.
+    training = {**{k: v for k, v in config["GapFineTuned"].items() if k != "max_steps"}, "epochs": 8}
+    config = {**config, "GapFineTuned": training}
+
+    # The unbroken reference, in its own runs folder.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    reference = tmp_path / "reference"
+    with configured({**config, "bertflow": {"runs_dir": reference}}):
+        result, _ = build_fullrun(model, squad=False, profile=False)
+    assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
+
     runs = tmp_path / "runs"
     cfg = write_cfg(tmp_path / "luigi.cfg", {**config, "bertflow": {"runs_dir": runs}})
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg), "OMP_NUM_THREADS": "1"}
     command = [str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", "FullRun", "--local-scheduler",
-               "--nproc", "1", "--model", str(model), "--squad", "false"]
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 240
-    while not list(runs.glob("finetune-gap-*/train.log")):  # kill it while training
-        assert proc.poll() is None and time.monotonic() < deadline, "FullRun ended before training started"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not list(runs.glob("run-*/summary.md"))
+               "--nproc", "1", "--model", str(model), "--squad", "false", "--profile", "false"]
+
+    # 1. Killed while a feature folder is being written.
+    [temp] = kill_when(start_fullrun(command, env), lambda: temp_dirs(runs / "features"), "a prep temp folder")
+    assert not (final_dir(temp) / "manifest.json").exists()
+
+    # 2. Killed in training, after its first checkpoint.
+    checkpoints = kill_when(start_fullrun(command, env), lambda: list(runs.glob("finetune-gap-*/checkpoints/last.pt")),
+                            "a training checkpoint")
+    run_dir = checkpoints[0].parents[1]
+    assert not (run_dir / "metrics.json").exists(), "training ended before it could be killed"
+    killed_at = load_checkpoint(checkpoints[0])["step"]
+    total = json.loads(next(reference.glob("finetune-gap-*/metrics.json")).read_text())["steps"]
+    assert 0 < killed_at < total
+
+    # 3. Killed while the evaluation folder is being written (training is done by then).
+    [temp] = kill_when(start_fullrun(command, env), lambda: temp_dirs(runs / "eval"), "an evaluation temp folder")
+    assert not (final_dir(temp) / "manifest.json").exists()
+
+    # 4. Started again: it completes.
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(list(runs.glob("run-*/summary.md"))) == 1
-    assert not list(runs.rglob(".*.tmp-*"))  # no half-written artifact left behind
+    assert not list(runs.rglob(".*.tmp-*")) and not list(runs.rglob(".*.old-*"))  # nothing half-written left
+
+    # The training resumed from the checkpoint it was killed after ...
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    [ref_run] = reference.glob("finetune-gap-*")
+    ref_metrics = json.loads((ref_run / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == killed_at and ref_metrics["resumed_from_step"] is None
+    # ... and ended where the unbroken run ended: same weights, same selected epoch and temperature.
+    assert metrics["steps"] == ref_metrics["steps"] == total
+    torch.testing.assert_close(load_tensors(run_dir), load_tensors(ref_run), rtol=0, atol=0)
+    assert metrics["selected"] == ref_metrics["selected"] and metrics["final_eval"] == ref_metrics["final_eval"]
+    assert metrics["calibration"] == ref_metrics["calibration"]
+
+    # Features and evaluation equal the unbroken run's (feature folders are named by content alone).
+    names = sorted(p.name for p in (reference / "features").iterdir())
+    assert sorted(p.name for p in (runs / "features").iterdir()) == names and len(names) == 3
+    for name in names:
+        assert open_features(runs / "features" / name).equals(open_features(reference / "features" / name)), name
+    [evaluation], [ref_evaluation] = (runs / "eval").iterdir(), (reference / "eval").iterdir()
+    assert json.loads((evaluation / "metrics.json").read_text())["metrics"] == \
+        json.loads((ref_evaluation / "metrics.json").read_text())["metrics"]
+    for name in ("submission.csv", "gap_predictions.tsv"):
+        assert (evaluation / name).read_bytes() == (ref_evaluation / name).read_bytes()
 
 
 def test_gap_results_table_over_heads_and_seeds_then_one_more_seed(tiny_setup, monkeypatch):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -91,6 +94,85 @@ def test_failed_task_exits_non_zero(tmp_path, luigid):
     assert [t["name"] for t in failed.values()] == ["DataFile"]
 
 
+def process_ids_with_arg(arg: str) -> list[int]:
+    """Pids of the processes with ``arg`` among their command-line arguments (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if arg in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"):
+                    pids.append(int(entry.name))
+            except OSError:  # it ended while we looked
+                continue
+    return pids
+
+
+def test_running_training_reports_its_step_and_percentage_to_luigid(tmp_path, luigid):
+    """What FineTuned reports while it trains reaches luigid, read back through its HTTP API.
+
+    The trainer is paused (SIGSTOP) once its progress file says it is training, so the step the
+    scheduler must show is known and stays put until luigi's next progress poll reports it.
+    """
+    from train.launch import read_progress
+    from train.testing import make_tiny_model_dir, synthetic_gap_table, write_feature_dir
+
+    model = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+    features = write_feature_dir(tmp_path / "gap", synthetic_gap_table(400), "gap", "train", 64)
+    runs = tmp_path / "runs"
+    config = write_config(tmp_path, luigid)
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(config), "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "luigi.log"  # a file, not a pipe nobody drains while the test waits
+    # 100 steps; progress.json is rewritten every 10 (the trainer's log interval).
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", "FineTuned", "--task", "gap",
+             "--features-dir", str(features), "--out-dir", str(runs), "--model-dir", str(model), "--precision",
+             "fp32", "--global-batch-size", "4", "--epochs", "1", "--device", "cpu"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (found := [p.parent for p in runs.glob("finetune-gap-*/progress.json")
+                             if (read_progress(p.parent) or {}).get("phase") == "train"]):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "training never reported a step"
+            time.sleep(0.005)
+        [run_dir] = found
+        trainers = process_ids_with_arg(str(run_dir))  # python -m train ... --out RUN_DIR
+        assert len(trainers) == 1, f"not one trainer process for {run_dir}: {trainers}"
+        [trainer] = trainers
+        os.kill(trainer, signal.SIGSTOP)
+        try:
+            frozen = read_progress(run_dir)
+            assert frozen["phase"] == "train", f"training ended before it could be paused: {frozen}"
+            step, total = frozen["step"], frozen["total_steps"]
+            expected = f"train: step {step}/{total}, loss {frozen['loss']:.4f}"
+            percent = int(100 * step / total)
+            assert 0 < step <= total and 0 < percent <= 100
+            deadline = time.monotonic() + 60  # luigi polls the progress file every few seconds
+            while True:
+                running = api(luigid, "task_list", status="RUNNING", upstream_status="", search="")
+                training = {task_id: task for task_id, task in running.items() if task["name"] == "FineTuned"}
+                if any(task["status_message"] == expected for task in training.values()):
+                    break
+                assert time.monotonic() < deadline, f"luigid never showed {expected!r}: {running}"
+                time.sleep(0.2)
+            [(task_id, task)] = training.items()
+            assert task["progress_percentage"] == percent
+            assert api(luigid, "get_task_status_message", task_id=task_id)["statusMessage"] == expected
+            assert api(luigid, "get_task_progress_percentage", task_id=task_id)["progressPercentage"] == percent
+        finally:
+            os.kill(trainer, signal.SIGCONT)
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # Finished: the last report says so, at 100 %.
+    done = api(luigid, "task_list", status="DONE", upstream_status="", search="")[task_id]
+    assert re.fullmatch(rf"done: step {total}/{total}, loss \d+\.\d{{4}}", done["status_message"])
+    assert done["progress_percentage"] == 100
+
+
 def chromium_binary() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
@@ -106,6 +188,36 @@ def chromium(args: list[str], profile: Path, timeout: int = 120) -> subprocess.C
     return subprocess.run([chromium_binary(), *flags, *args], capture_output=True, text=True, timeout=timeout)
 
 
+class GraphNodes(HTMLParser):
+    """The task nodes of luigid's dependency graph in a rendered page.
+
+    luigi's visualiser (static/visualiser/js/graph.js, the default "svg" view) draws each task as
+    ``<g class="node"><circle/><a class="graph-node-a" data-task-id=ID data-task-status=STATUS>
+    <text>Family</text></a></g>``; ``nodes`` maps each ID to its (family, status).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.nodes: dict[str, tuple[str, str]] = {}
+        self._open: tuple[str, str] | None = None  # (task id, status) of the <a> being read
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a" and "graph-node-a" in (attrs.get("class") or "").split():
+            self._open, self._text = (attrs["data-task-id"], attrs.get("data-task-status")), []
+
+    def handle_data(self, data):
+        if self._open:
+            self._text.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "a" and self._open:
+            task_id, status = self._open
+            self.nodes[task_id] = ("".join(self._text).strip(), status)
+            self._open = None
+
+
 def test_web_ui_shows_the_finished_fullrun_graph(tmp_path, luigid, tiny_setup):
     from tests.test_pipeline_fullrun import write_cfg
 
@@ -117,16 +229,26 @@ def test_web_ui_shows_the_finished_fullrun_graph(tmp_path, luigid, tiny_setup):
     })
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", "FullRun", "--nproc",
-                           "1", "--model", str(model), "--squad", "false"],
+                           "1", "--model", str(model)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     tasks = api(luigid, "task_list", status="DONE", upstream_status="", search="")
     fullrun = [task_id for task_id, task in tasks.items() if task["name"] == "FullRun"]
-    assert len(fullrun) == 1 and {"GapFeatures", "GapFineTuned", "Evaluation"} <= {t["name"] for t in tasks.values()}
+    assert len(fullrun) == 1
+    graph = api(luigid, "dep_graph", task_id=fullrun[0], include_done=True)  # what the page asks luigid for
 
     url = f"http://127.0.0.1:{luigid}/static/visualiser/index.html#tab=graph&taskId={urllib.parse.quote(fullrun[0])}"
     screenshot = tmp_path / "fullrun-graph.png"
     shot = chromium([f"--screenshot={screenshot}", url], tmp_path / "profile-shot")
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000, (browser, shot.stderr[-2000:])
-    dom = chromium(["--dump-dom", url], tmp_path / "profile-dom").stdout
-    assert "FullRun" in dom and "GapFineTuned" in dom
+    parser = GraphNodes()
+    parser.feed(chromium(["--dump-dom", url], tmp_path / "profile-dom").stdout)
+    # Every task of FullRun's graph is a node on the page, under its family's name, done.
+    assert parser.nodes == {task_id: (task["name"], "DONE") for task_id, task in graph.items()}
+    families = {family for family, _ in parser.nodes.values()}
+    assert {"FullRun", "DataFile", "GapFeatures", "SquadFeatures", "GapFineTuned", "SquadFineTuned", "Evaluation",
+            "Profile"} <= families
+    counts = {family: [f for f, _ in parser.nodes.values()].count(family) for family in families}
+    # 5 data files (3 GAP, 2 SQuAD), 3 GAP and 2 SQuAD feature sets, 2 evaluations, 1 profile.
+    assert (counts["DataFile"], counts["GapFeatures"], counts["SquadFeatures"], counts["Evaluation"],
+            counts["Profile"], counts["FullRun"]) == (5, 3, 2, 2, 1, 1)

@@ -132,7 +132,9 @@ def test_sigkill_mid_epoch_then_resume_equals_unbroken_run(work, tmp_path):
     a, _ = load_finetuned(tmp_path / "unbroken")
     b, _ = load_finetuned(tmp_path / "killed")
     torch.testing.assert_close(b.state_dict(), a.state_dict())
-    assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["steps"] == 30
+    metrics = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert metrics["steps"] == 30 and metrics["resumed_from_step"] == saved["step"]
+    assert json.loads((tmp_path / "unbroken" / "metrics.json").read_text())["resumed_from_step"] is None
 
 
 def test_resume_errors_are_clear(work, tmp_path, capsys):

@@ -346,6 +346,8 @@ def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
     metrics = {
         "task": config.task, "head": config.head, "precision": config.precision,
         "world_size": env.world_size, "device": str(env.device), "steps": step, "epochs_completed": epoch,
+        # --resume: the checkpoint's step (the histories below start after it); None: a fresh run.
+        "resumed_from_step": first_step if saved is not None else None,
         "global_batch_size": config.global_batch_size, "micro_batch_size": micro, "accumulation_steps": accum,
         "final_train_loss": last_loss, "train_loss_history": loss_history, "eval": eval_history,
         "final_eval": eval_history[-1] if eval_history else None,
