@@ -114,7 +114,8 @@ def test_running_training_reports_its_step_and_percentage_to_luigid(tmp_path, lu
     scheduler must show is known and stays put until luigi's next progress poll reports it.
     """
     from train.launch import read_progress
-    from train.testing import make_tiny_model_dir, synthetic_gap_table, write_feature_dir
+    from tasks.gap.model import synthetic_gap_table
+    from train.testing import make_tiny_model_dir, write_feature_dir
 
     model = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
     features = write_feature_dir(tmp_path / "gap", synthetic_gap_table(400), "gap", "train", 64)
@@ -137,7 +138,7 @@ def test_running_training_reports_its_step_and_percentage_to_luigid(tmp_path, lu
             assert time.monotonic() < deadline, "training never reported a step"
             time.sleep(0.005)
         [run_dir] = found
-        trainers = process_ids_with_arg(str(run_dir))  # python -m train ... --out RUN_DIR
+        trainers = process_ids_with_arg(str(run_dir / "launch_config.json"))  # python -m train --config RUN_DIR/...
         assert len(trainers) == 1, f"not one trainer process for {run_dir}: {trainers}"
         [trainer] = trainers
         os.kill(trainer, signal.SIGSTOP)
