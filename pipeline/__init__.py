@@ -7,11 +7,12 @@ Per registered task (tasks/<name>/) three classes are generated: ``<Task>Feature
 e.g. ``SquadFeatures``, ``GapFineTuned``, ``GapResults``.
 """
 
+from pipeline import console  # noqa: F401 - registers the start / end lines
 from pipeline.artifacts import bertflow
 from pipeline.data import DataFile, inputs
 from pipeline.evaluate import Evaluation
-from pipeline.finetune import FineTuned
-from pipeline.fullrun import FINETUNED, FullRun
+from pipeline.finetune import FINETUNED, FineTuned
+from pipeline.fullrun import FullRun
 from pipeline.prep_tasks import FEATURES
 from pipeline.profile import Profile
 from pipeline.results import RESULTS, Results

@@ -53,6 +53,34 @@ def artifact_dir(kind: str, payload: dict) -> Path:
     return Path(bertflow().runs_dir) / f"{kind}-{digest(payload)}"
 
 
+def pending_dir(kind: str, payload: dict) -> Path:
+    """Where an artifact would go while an input it is named after does not exist yet.
+
+    Luigi asks every task of the graph for its output before any runs; an artifact named after
+    a data file's content has no name until that file is there. This path is never created, so
+    the task counts as incomplete; by the time it runs, its real path is known.
+    """
+    return Path(bertflow().runs_dir) / "pending" / f"{kind}-{digest(payload)}"
+
+
+def upstream_dir(task: luigi.Task) -> Path | None:
+    """The folder an upstream artifact task writes (its output's parent), or None while unknown."""
+    try:
+        return Path(task.output().path).parent
+    except FileNotFoundError:  # an input file it is named after is not there yet
+        return None
+
+
+class FolderOutput(luigi.ExternalTask):
+    """A finished artifact folder given by path (its marker file is written last)."""
+
+    path = luigi.Parameter()
+    marker = luigi.Parameter(default="manifest.json", description="the file written last")
+
+    def output(self):
+        return luigi.LocalTarget(str(Path(self.path) / self.marker))
+
+
 class SchedulerProgress:
     """A ``progress(done, total, ...)`` callback that reports to Luigi's scheduler, throttled."""
 

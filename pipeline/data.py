@@ -21,6 +21,7 @@ from pathlib import Path
 
 import luigi
 
+from pipeline.console import say
 from pipeline.artifacts import content_hash  # memoised, so repeated complete() checks stay cheap
 from prep.artifact import file_digest
 from tasks import all_tasks
@@ -64,14 +65,22 @@ def verify(path: Path, checksum: str) -> None:
                             "remove the file to download it again, or point [inputs] at your own copy")
 
 
-def download(spec: OfficialFile, dest: Path, timeout_s: float) -> None:
-    """Fetch ``spec.url`` into ``dest`` through a ``.part`` file, verified before the rename."""
+def download(spec: OfficialFile, dest: Path, timeout_s: float, progress=None) -> None:
+    """Fetch ``spec.url`` into ``dest`` through a ``.part`` file, verified before the rename.
+
+    ``progress(bytes_done, bytes_total_or_None)`` is called after every MiB.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + f".part-{os.getpid()}")
     try:
         with urllib.request.urlopen(spec.url, timeout=timeout_s) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            done = 0
             while chunk := response.read(1 << 20):
                 out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
     except (urllib.error.URLError, OSError) as err:
         part.unlink(missing_ok=True)
         raise RuntimeError(
@@ -126,4 +135,14 @@ class DataFile(luigi.Task):
             verify(self.path, self.spec.checksum)  # raises: a wrong local copy is never replaced silently
             return
         self.set_status_message(f"downloading {self.spec.url}")
-        download(self.spec, self.path, inputs().download_timeout_s)
+        say(f"downloading {self.spec.url} -> {self.path}")
+        download(self.spec, self.path, inputs().download_timeout_s, progress=self._progress)
+
+    def _progress(self, done: int, total: int | None) -> None:
+        tenth = (10 * done // total) if total else done >> 24  # every 10%, or every 16 MiB
+        if tenth != getattr(self, "_reported", None):
+            self._reported = tenth
+            share = f" ({100 * done / total:.0f}%)" if total else ""
+            say(f"{self.name}: {done / 1e6:.1f} MB{share}")
+            if total:
+                self.set_progress_percentage(round(100 * done / total))

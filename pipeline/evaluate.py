@@ -23,14 +23,17 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import artifact_dir, content_hash, significant_params
+from pipeline.artifacts import FolderOutput, artifact_dir, content_hash, pending_dir, significant_params, upstream_dir
 from pipeline.data import OFFICIAL, DataFile
+from pipeline.finetune import FINETUNED
 from pipeline.params import dataclass_parameters
+from pipeline.prep_tasks import features_task
+from prep.pool import available_cpus
 from tasks import all_tasks, get_task, task_names
 from prep.artifact import MANIFEST
 
 
-_COMMON = ("task", "model_dir", "features_dir", "input", "data")
+_COMMON = ("task", "finetune", "test_features", "model_dir", "features_dir", "input", "data")
 
 
 def _eval_parameters() -> dict:
@@ -43,24 +46,6 @@ def _eval_parameters() -> dict:
     return params
 
 
-class TrainingOutput(luigi.ExternalTask):
-    """A finished training run folder (train writes metrics.json last)."""
-
-    path = luigi.Parameter()
-
-    def output(self):
-        return luigi.LocalTarget(str(Path(self.path) / "metrics.json"))
-
-
-class FeaturesOutput(luigi.ExternalTask):
-    """A finished prep output folder (its manifest.json is written last)."""
-
-    path = luigi.Parameter()
-
-    def output(self):
-        return luigi.LocalTarget(str(Path(self.path) / MANIFEST))
-
-
 class Evaluation(luigi.Task):
     """A fine-tuned run scored on eval features; the task's eval-config fields are parameters.
 
@@ -68,30 +53,66 @@ class Evaluation(luigi.Task):
     """
 
     task = luigi.ChoiceParameter(choices=task_names())
-    model_dir = luigi.Parameter(description="the folder train wrote (FineTuned's run folder)")
-    features_dir = luigi.Parameter(description="the eval-split features folder")
+    # What is scored: upstream tasks (DAG edges) by their parameters, or finished folders by path.
+    finetune = luigi.OptionalDictParameter(
+        default=None, description="the <Task>FineTuned parameters of the model (default: the task's FullRun plan)")
+    test_features = luigi.OptionalDictParameter(
+        default=None, description="the eval features' <Task>Features parameters (default: the plan's test file)")
+    model_dir = luigi.OptionalParameter(default=None, description="a finished run folder, instead of --finetune")
+    features_dir = luigi.OptionalParameter(default=None, description="a finished eval features folder, instead")
     input = luigi.OptionalParameter(default=None, description="the benchmark file the features were built from")
     data = luigi.OptionalChoiceParameter(choices=tuple(OFFICIAL), default=None,
-                                         description="an official file by name, fetched by DataFile")
+                                         description="an official file by name (default: the test features' file)")
+    world_size = luigi.IntParameter(default=1, significant=False, description="training processes, if it trains")
+    prep_nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     device = luigi.Parameter(default="auto", significant=False)
     locals().update(_eval_parameters())
 
+    def _plan(self) -> tuple[dict, dict]:
+        """(fine-tune parameters, test features parameters): given, or the task's FullRun roles."""
+        plan = get_task(self.task).fullrun
+        finetune = dict(self.finetune) if self.finetune is not None else {
+            "train_features": {"data": plan.train.data, **plan.train.prep},
+            "select_features": {"data": plan.select.data, **plan.select.prep} if plan.select else None,
+        }
+        test = dict(self.test_features) if self.test_features is not None else {"data": plan.test.data,
+                                                                                 **plan.test.prep}
+        return finetune, test
+
     def requires(self):
-        required = {"model": TrainingOutput(path=self.model_dir), "features": FeaturesOutput(path=self.features_dir)}
-        if self.data:
-            required["data"] = DataFile(name=self.data)
+        finetune, test = self._plan()
+        required = {
+            "model": (FolderOutput(path=self.model_dir, marker="metrics.json") if self.model_dir else
+                      FINETUNED[self.task](**finetune, world_size=self.world_size, prep_nproc=self.prep_nproc)),
+            "features": (FolderOutput(path=self.features_dir) if self.features_dir else
+                         features_task(self.task, test, finetune.get("model_dir"), self.prep_nproc)),
+        }
+        if self.data_name:
+            required["data"] = DataFile(name=self.data_name)
         return required
 
     @property
+    def data_name(self) -> str | None:
+        if self.input is not None:
+            return None
+        return self.data or (None if self.features_dir else self._plan()[1].get("data"))
+
+    @property
     def input_path(self) -> Path:
-        if (self.input is None) == (self.data is None):
+        if (self.input is None) == (self.data_name is None):
             raise ValueError(f"{self.task_family}: give exactly one of --input FILE or --data NAME")
-        return Path(self.input) if self.input else DataFile(name=self.data).path
+        return Path(self.input) if self.input else DataFile(name=self.data_name).path
 
     def eval_config(self):
         spec = get_task(self.task)
         names = {f.name for f in dataclasses.fields(spec.eval_config)}
         return spec.eval_config(**{name: getattr(self, name) for name in names})
+
+    def upstream_dirs(self) -> dict[str, Path] | None:
+        """``{"model": run folder, "features": eval features folder}``, or None while one has no name yet."""
+        required = self.requires()
+        found = {key: upstream_dir(required[key]) for key in ("model", "features")}
+        return None if None in found.values() else found
 
     @property
     def out_dir(self) -> Path:
@@ -99,12 +120,12 @@ class Evaluation(luigi.Task):
 
         mine = {f.name for f in dataclasses.fields(get_task(self.task).eval_config)}
         params = {k: v for k, v in significant_params(self).items() if k in _COMMON or k in mine}
-        payload = {**params, "data_sha256": content_hash(self.input_path), "schema_version": SCHEMA_VERSION}
+        upstream = self.upstream_dirs()
+        if upstream is None or not self.input_path.is_file():
+            return pending_dir(f"eval-{self.task}", params)
+        payload = {**params, "upstream": {key: folder.name for key, folder in upstream.items()},
+                   "data_sha256": content_hash(self.input_path), "schema_version": SCHEMA_VERSION}
         return artifact_dir(f"eval/{self.task}", payload)
-
-    def complete(self):
-        # Before the data file exists there is no content hash, hence no output path.
-        return self.input_path.is_file() and super().complete()
 
     def output(self):
         return luigi.LocalTarget(str(self.out_dir / MANIFEST))
@@ -112,7 +133,10 @@ class Evaluation(luigi.Task):
     def run(self):
         from eval.run import run_evaluation
 
+        if self.complete():  # finished by an earlier run after the scheduler looked (its data was missing then)
+            return
+        upstream = self.upstream_dirs()
         self.set_status_message(f"evaluating {self.task} on {self.input_path.name}")
-        run_evaluation(self.task, self.model_dir, self.features_dir, self.input_path, self.out_dir,
+        run_evaluation(self.task, upstream["model"], upstream["features"], self.input_path, self.out_dir,
                        self.eval_config(), self.device)
         self.set_status_message(f"done: {self.out_dir}")

@@ -1,14 +1,19 @@
 """``FineTuned``: a fine-tuned model folder, produced by ``python -m train`` in a subprocess.
 
-    luigi --module pipeline FineTuned --task gap --features-dir runs/gap-dev-<hash> \\
-        --eval-features-dir runs/gap-val-<hash> --world-size 2 --local-scheduler
+    luigi --module pipeline GapFineTuned --train-features '{"data": "gap-development"}' \\
+        --select-features '{"data": "gap-validation"}' --world-size 2 --local-scheduler
+    luigi --module pipeline FineTuned --task gap --features-dir runs/features/gap-development-<hash> \\
+        --eval-features-dir runs/features/gap-validation-<hash> --local-scheduler
+
+With ``--train-features`` / ``--select-features`` (a ``<Task>Features`` task's parameters) the
+features are upstream tasks, built first; ``--features-dir`` takes a finished folder instead.
 
 Every field of :class:`train.config.TrainConfig` is a parameter of the same name; the task writes
 the run's config to ``<run folder>/launch_config.json`` and launches
 ``python -m train --config <that file>``.
 
-The run folder is ``<out_dir>/finetune-<task>-<head>-<hash>``, the hash covering the
-parameters that change the result (world_size, per_device_batch_size, device and num_workers
+The run folder is ``<runs_dir>/finetune-<task>-<head>-<hash>``, the hash covering the
+parameters that change the result and the (content-addressed) features folders' names (world_size, per_device_batch_size, device and num_workers
 are ``significant=False``: the global batch is fixed, so they only change speed). The
 trainer is launched as a fresh process (``torchrun --standalone`` for world_size > 1), never
 forked from this one; a folder left by a crashed attempt is continued with ``--resume``.
@@ -23,11 +28,15 @@ from pathlib import Path
 
 import luigi
 
-from train.checkpoint import SCHEMA_VERSION, checkpoint_path
+from pipeline.artifacts import FolderOutput, bertflow, pending_dir, upstream_dir
+from pipeline.console import TrainingReporter
 from pipeline.params import dataclass_parameters
-from tasks import task_names
-from train.config import TrainConfig
+from pipeline.prep_tasks import features_task
 from prep.artifact import write_json_atomic
+from prep.pool import available_cpus
+from tasks import all_tasks, task_names
+from train.checkpoint import SCHEMA_VERSION, checkpoint_path
+from train.config import TrainConfig
 from train.launch import check_world_size, launch_command, read_progress, run_logged, visible_cuda_devices
 
 _POLL_SECONDS = 5.0
@@ -45,10 +54,19 @@ class FineTuned(luigi.Task):
     """A fine-tuned run folder; every TrainConfig field is a parameter (``--FineTuned-weight-decay 0``)."""
 
     locals().update(dataclass_parameters(
-        TrainConfig, skip=("out_dir", "resume", "progress_bar"), insignificant=(*_INSIGNIFICANT, "world_size"),
-        choices={"task": task_names()},
+        TrainConfig, skip=("out_dir", "resume", "progress_bar", "features_dir", "eval_features_dir"),
+        insignificant=(*_INSIGNIFICANT, "world_size"), choices={"task": task_names()},
     ))
-    out_dir = luigi.Parameter(default="runs", description="the runs root; the run folder is named inside it")
+    # The features: <Task>Features parameters (an edge in the DAG), or finished folders by path.
+    train_features = luigi.OptionalDictParameter(
+        default=None, description='the <Task>Features parameters of the training features, e.g. {"data": "gap-development"}')
+    select_features = luigi.OptionalDictParameter(
+        default=None, description="the held-out features' <Task>Features parameters (epoch selection, calibration)")
+    features_dir = luigi.OptionalParameter(default=None, description="a finished features folder, instead")
+    eval_features_dir = luigi.OptionalParameter(default=None, description="a finished held-out features folder")
+    prep_nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False,
+                                    description="processes for the features this run needs")
+    out_dir = luigi.OptionalParameter(default=None, description="the runs root (default: [bertflow] runs_dir)")
 
     @property
     def resources(self):
@@ -58,6 +76,23 @@ class FineTuned(luigi.Task):
     def resolved_head(self) -> str:
         return self.head or TrainConfig.default_head(self.task)
 
+    def requires(self):
+        required = {}
+        for role, params, path in (("train", self.train_features, self.features_dir),
+                                   ("select", self.select_features, self.eval_features_dir)):
+            if params is not None:
+                required[role] = features_task(self.task, params, self.model_dir, self.prep_nproc)
+            elif path:
+                required[role] = FolderOutput(path=path)
+        if "train" not in required:
+            raise ValueError(f"{self.task_family}: give train_features (a DAG edge) or features_dir (a folder)")
+        return required
+
+    def feature_dirs(self) -> dict[str, Path] | None:
+        """``{"train": folder, "select": folder}``, or None while one has no name yet (data missing)."""
+        found = {role: upstream_dir(task) for role, task in self.requires().items()}
+        return None if None in found.values() else found
+
     @property
     def run_dir(self) -> Path:
         significant = {
@@ -66,8 +101,14 @@ class FineTuned(luigi.Task):
         }
         significant["head"] = self.resolved_head
         significant["schema_version"] = SCHEMA_VERSION
+        folders = self.feature_dirs()
+        name = f"finetune-{self.task}-{self.resolved_head}"
+        if folders is None:
+            return pending_dir(name, significant)
+        # Content-addressed features folders: new data or prep settings give a new run folder.
+        significant["features"] = {role: folder.name for role, folder in folders.items()}
         digest = hashlib.sha256(json.dumps(significant, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        return Path(self.out_dir) / f"finetune-{self.task}-{self.resolved_head}-{digest}"
+        return Path(self.out_dir or bertflow().runs_dir) / f"{name}-{digest}"
 
     @classmethod
     def _params_by_name(cls) -> dict:
@@ -79,15 +120,21 @@ class FineTuned(luigi.Task):
     def train_config(self) -> TrainConfig:
         """The run's TrainConfig (world size and device resolved by the launched trainer)."""
         values = {name: getattr(self, name) for name in self._train_fields()}
+        folders = self.feature_dirs()
+        select = folders.get("select")
         return TrainConfig(**{**values, "out_dir": str(self.run_dir), "head": self.resolved_head,
+                              "features_dir": str(folders["train"]),
+                              "eval_features_dir": str(select) if select is not None else None,
                               "resume": checkpoint_path(self.run_dir).is_file(), "progress_bar": False})
 
     @classmethod
     def _train_fields(cls) -> list[str]:
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        return [name for name, _ in cls.get_params() if name in names and name != "out_dir"]
+        names = {f.name for f in dataclasses.fields(TrainConfig)} - {"out_dir", "features_dir", "eval_features_dir"}
+        return [name for name, _ in cls.get_params() if name in names]
 
     def run(self):
+        if self.complete():  # finished by an earlier run after the scheduler looked (its data was missing then)
+            return
         check_world_size(self.world_size, self.device)
         run_dir = self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -97,8 +144,14 @@ class FineTuned(luigi.Task):
         self._run_and_report(launch_command(argv, self.world_size), run_dir)
 
     def _run_and_report(self, command: list[str], run_dir: Path) -> None:
-        run_logged(command, run_dir / "train.log", "training",
-                   on_poll=lambda: self._report(read_progress(run_dir)), poll_seconds=_POLL_SECONDS)
+        console = TrainingReporter(self.task_family, self.global_batch_size)
+
+        def report() -> None:
+            progress = read_progress(run_dir)
+            self._report(progress)
+            console(progress)
+
+        run_logged(command, run_dir / "train.log", "training", on_poll=report, poll_seconds=_POLL_SECONDS)
         self._report(read_progress(run_dir))
 
     def _report(self, progress: dict | None) -> None:
@@ -111,3 +164,18 @@ class FineTuned(luigi.Task):
             f"{progress.get('phase', 'train')}: step {progress.get('step')}/{total}"
             + (f", loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
         )
+
+
+class FineTunedTask(FineTuned):
+    """Base of the generated ``<Task>FineTuned`` classes: FineTuned with its own luigi.cfg section."""
+
+
+def _finetuned_class(spec) -> type:
+    return type(f"{spec.luigi_prefix}FineTuned", (FineTunedTask,), {
+        "task": luigi.ChoiceParameter(choices=task_names(), default=spec.name), "__module__": __name__,
+        "__doc__": f"FineTuned for {spec.name}, with its own [{spec.luigi_prefix}FineTuned] section in luigi.cfg.",
+    })
+
+
+FINETUNED = {spec.name: _finetuned_class(spec) for spec in all_tasks()}
+globals().update({cls.__name__: cls for cls in FINETUNED.values()})

@@ -8,13 +8,17 @@ every other knob comes from luigi.cfg sections named after the tasks ([SquadFeat
 [GapFineTuned], [SquadFineTuned], [Evaluation], [Profile], [FullRun]) or ``--Task-param`` flags.
 Each registered task takes part (``--<task> false`` leaves one out) with the data roles its
 ``fullrun`` plan names: train on one file, choose epochs / calibrate on another (optional),
-score on a third. ``<Task>FineTuned`` classes are generated here, one per task.
+score on a third.
 
-Artifacts are content-addressed (see pipeline.artifacts), so stages chain through dynamic
-dependencies: a feature folder's path needs its input's sha256, so the data files come first,
-then features, then models, then evaluations. The run's own output, ``<runs_dir>/run-<hash>/
-summary.md``, is named after the hash of every artifact path in the plan: rerunning with
-nothing changed finds it and does no work.
+The DAG is static: FullRun requires the evaluations and the profile, an evaluation its
+fine-tune, eval features and data file, a fine-tune its features, features their data file,
+so ``luigi-deps-tree --module pipeline FullRun`` and luigid's graph show the whole chain before
+anything runs. Artifacts are content-addressed (see pipeline.artifacts): a features folder is
+named after its input file's sha256 and its settings, a run folder after its settings and its
+features folders' names, and so on down the chain, so an edited data file re-runs exactly what
+depends on it. Until a data file exists, the artifacts named after it have a pending name. The
+run's own output, ``<runs_dir>/run-<hash>/summary.md``, is named after every artifact folder
+of the run: rerunning with nothing changed finds it and does no work.
 """
 
 from __future__ import annotations
@@ -23,31 +27,14 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import bertflow, digest
-from pipeline.data import DataFile
+from pipeline.artifacts import bertflow, digest, pending_dir, upstream_dir
 from pipeline.evaluate import Evaluation
-from pipeline.finetune import FineTuned
-from pipeline.prep_tasks import FEATURES
+from pipeline.finetune import FINETUNED
 from pipeline.profile import Profile
 from prep.pool import available_cpus
-from tasks import all_tasks, task_names
+from tasks import all_tasks
 
 SUMMARY = "summary.md"
-
-
-class FineTunedTask(FineTuned):
-    """Base of the generated ``<Task>FineTuned`` classes: FineTuned with its own luigi.cfg section."""
-
-
-def _finetuned_class(spec) -> type:
-    return type(f"{spec.luigi_prefix}FineTuned", (FineTunedTask,), {
-        "task": luigi.ChoiceParameter(choices=task_names(), default=spec.name), "__module__": __name__,
-        "__doc__": f"FineTuned for {spec.name}, with its own [{spec.luigi_prefix}FineTuned] section in luigi.cfg.",
-    })
-
-
-FINETUNED = {spec.name: _finetuned_class(spec) for spec in all_tasks()}
-globals().update({cls.__name__: cls for cls in FINETUNED.values()})
 
 
 def _task_switches() -> dict:
@@ -78,90 +65,79 @@ class FullRun(luigi.Task):
     def tasks(self) -> list:
         return [spec for spec in all_tasks() if getattr(self, spec.name)]
 
-    def data_tasks(self) -> list[DataFile]:
-        names = [role.data for spec in self.tasks() for role in spec.fullrun.roles().values()]
-        return [DataFile(name=name) for name in dict.fromkeys(names)]
+    def features_params(self, spec, role_name: str) -> dict | None:
+        """The ``<Task>Features`` parameters of one data role (None: the task has no such role)."""
+        role = spec.fullrun.roles().get(role_name)
+        if role is None:
+            return None
+        params = {"data": role.data, **role.prep}
+        if role.subset_flag:
+            params[role.subset_field] = getattr(self, f"{spec.name}_{role.subset_flag}") or None
+        if self.model is not None:
+            params["tokenizer"] = self.model
+        return params
 
-    def feature_tasks(self) -> dict[str, luigi.Task]:
-        """``{"<task>-<role>": features task}`` for the roles train / select / test."""
-        common = dict(tokenizer=self.model, nproc=self.nproc)
-        tasks = {}
-        for spec in self.tasks():
-            for role_name, role in spec.fullrun.roles().items():
-                values = dict(role.prep)
-                if role.subset_flag:
-                    values[role.subset_field] = getattr(self, f"{spec.name}_{role.subset_flag}") or None
-                tasks[f"{spec.name}-{role_name}"] = FEATURES[spec.name](data=role.data, **common, **values)
-        return tasks
+    def finetune_params(self, spec) -> dict:
+        return {"train_features": self.features_params(spec, "train"),
+                "select_features": self.features_params(spec, "select"), "model_dir": self.model}
 
-    def model_tasks(self, features: dict) -> dict[str, FineTuned]:
-        common = dict(model_dir=self.model, world_size=self.world_size, out_dir=bertflow().runs_dir)
-        tasks = {}
-        for spec in self.tasks():
-            select = features.get(f"{spec.name}-select")
-            tasks[spec.name] = FINETUNED[spec.name](
-                features_dir=str(features[f"{spec.name}-train"].out_dir),
-                eval_features_dir=str(select.out_dir) if select is not None else None, **common)
-        return tasks
-
-    def eval_tasks(self, features: dict, models: dict) -> dict[str, Evaluation]:
-        return {spec.name: Evaluation(task=spec.name, model_dir=str(models[spec.name].run_dir),
-                                      features_dir=str(features[f"{spec.name}-test"].out_dir),
-                                      data=spec.fullrun.test.data)
+    def eval_tasks(self) -> dict[str, Evaluation]:
+        return {spec.name: Evaluation(task=spec.name, finetune=self.finetune_params(spec),
+                                      test_features=self.features_params(spec, "test"),
+                                      world_size=self.world_size, prep_nproc=self.nproc)
                 for spec in self.tasks()}
 
-    def profile_tasks(self, models: dict) -> dict[str, Profile]:
-        """Profile training steps of one task's model on its own features.
+    def profile_tasks(self) -> dict[str, Profile]:
+        """Profile training steps of one task's model on its own training features.
 
         The profile takes the model, head, precision and batch of that fine-tuning task, so a
         knob that changes a step's work re-profiles; the learning rate, which does not, doesn't.
         """
-        if not self.profile or not models:
+        names = [spec.name for spec in self.tasks()]
+        if not self.profile or not names:
             return {}
-        name = self.profile_task if self.profile_task in models else sorted(models)[-1]
-        trained = models[name]
-        return {name: Profile(task=name, features_dir=trained.features_dir, model_dir=self.model,
+        name = self.profile_task if self.profile_task in names else names[-1]
+        trained = FINETUNED[name](**self.finetune_params(next(s for s in self.tasks() if s.name == name)))
+        return {name: Profile(task=name, train_features=trained.train_features, model_dir=self.model,
                               world_size=self.world_size, head=trained.resolved_head, precision=trained.precision,
-                              global_batch_size=trained.global_batch_size)}
+                              global_batch_size=trained.global_batch_size, prep_nproc=self.nproc)}
 
-    def plan(self) -> dict | None:
-        """Every artifact task of the run, or None while a data file is still missing."""
-        if not all(task.complete() for task in self.data_tasks()):
-            return None
-        features = self.feature_tasks()
-        models = self.model_tasks(features)
-        return {"features": features, "models": models, "evals": self.eval_tasks(features, models),
-                "profiles": self.profile_tasks(models)}
+    def requires(self):
+        return {"evals": self.eval_tasks(), "profiles": self.profile_tasks()}
 
-    def run_dir(self, plan: dict) -> Path:
-        paths = sorted(str(t.output().path) for stage in plan.values() for t in stage.values())
+    def artifacts(self) -> dict[str, dict[str, Path]] | None:
+        """Every artifact folder of the run by stage and name, or None while one has no name yet."""
+        found: dict[str, dict[str, Path | None]] = {"features": {}, "models": {}, "evals": {}, "profiles": {}}
+        for name, evaluation in self.eval_tasks().items():
+            upstream = evaluation.requires()
+            found["evals"][name] = upstream_dir(evaluation)
+            found["models"][name] = upstream_dir(upstream["model"])
+            found["features"][f"{name}-test"] = upstream_dir(upstream["features"])
+            for role, task in upstream["model"].requires().items():
+                found["features"][f"{name}-{role}"] = upstream_dir(task)
+        for name, profile in self.profile_tasks().items():
+            found["profiles"][name] = upstream_dir(profile)
+        folders = [folder for stage in found.values() for folder in stage.values()]
+        return None if None in folders or any("pending" in folder.parts for folder in folders) else found
+
+    def run_dir(self) -> Path:
+        found = self.artifacts()
+        names = {"tasks": [spec.name for spec in self.tasks()], "profile": self.profile}
+        if found is None:
+            return pending_dir("run", names)
+        paths = sorted(str(folder) for stage in found.values() for folder in stage.values())
         return Path(bertflow().runs_dir) / f"run-{digest({'artifacts': paths})}"
 
     # --- Luigi ------------------------------------------------------------------------------
     def output(self):
-        plan = self.plan()
-        if plan is None:  # no input hashes yet, so no run folder: point at one that cannot exist
-            return luigi.LocalTarget(str(Path(bertflow().runs_dir) / "run-pending" / "not-yet" / SUMMARY))
-        return luigi.LocalTarget(str(self.run_dir(plan) / SUMMARY))
+        return luigi.LocalTarget(str(self.run_dir() / SUMMARY))
 
     def run(self):
         from eval.summary import write_run_summary
 
-        self.set_status_message("data: fetching or checking the input files")
-        yield self.data_tasks()
-        plan = self.plan()
-        stages = (("features", 25), ("models", 50), ("evals", 75), ("profiles", 95))
-        for stage, percent in stages:
-            self.set_status_message(f"{stage}: {len(plan[stage])} tasks")
-            yield list(plan[stage].values())
-            self.set_progress_percentage(percent)
-        run_dir = self.run_dir(plan)
-        write_run_summary(
-            run_dir / SUMMARY,
-            features={name: t.out_dir for name, t in plan["features"].items()},
-            models={name: t.run_dir for name, t in plan["models"].items()},
-            evals={name: t.out_dir for name, t in plan["evals"].items()},
-            profiles={name: t.out_dir for name, t in plan["profiles"].items()},
-        )
+        found = self.artifacts()
+        summary = self.run_dir() / SUMMARY
+        write_run_summary(summary, features=found["features"], models=found["models"], evals=found["evals"],
+                          profiles=found["profiles"])
         self.set_progress_percentage(100)
-        print(f"bertflow: run summary at {run_dir / SUMMARY}")
+        print(f"bertflow: run summary at {summary}")

@@ -93,3 +93,11 @@ def _features_class(spec) -> type:
 
 FEATURES = {spec.name: _features_class(spec) for spec in all_tasks()}
 globals().update({cls.__name__: cls for cls in FEATURES.values()})
+
+
+def features_task(task: str, params, tokenizer: str | None = None, nproc: int | None = None) -> FeaturesTask:
+    """Task ``task``'s ``<Task>Features`` with ``params`` (its own parameters, ``data`` included)."""
+    extra = {"tokenizer": tokenizer} if tokenizer is not None else {}
+    if nproc is not None:
+        extra["nproc"] = nproc
+    return FEATURES[task](**{**dict(params), **extra})

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import artifact_dir, significant_params
-from pipeline.evaluate import FeaturesOutput
+from pipeline.artifacts import FolderOutput, artifact_dir, pending_dir, significant_params, upstream_dir
+from pipeline.prep_tasks import features_task
+from prep.pool import available_cpus
 from profiling.config import BACKENDS
 from tasks import task_names
 from train.config import DEVICES, PRECISIONS
@@ -27,7 +28,10 @@ from train.launch import visible_cuda_devices
 
 class Profile(luigi.Task):
     task = luigi.ChoiceParameter(choices=task_names())
-    features_dir = luigi.OptionalParameter(default=None, description="prep output folder (None: synthetic)")
+    train_features = luigi.OptionalDictParameter(
+        default=None, description="the features' <Task>Features parameters (an upstream task)")
+    features_dir = luigi.OptionalParameter(default=None, description="a finished features folder (neither: synthetic)")
+    prep_nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     model_dir = luigi.OptionalParameter(default=None, description="model folder (None: the packaged MiniLM)")
     world_size = luigi.IntParameter(default=1, description="training processes; changes the profile")
     warmup_steps = luigi.IntParameter(default=3)
@@ -61,6 +65,20 @@ class Profile(luigi.Task):
         except ValueError:
             return "unavailable"
 
+    def requires(self):
+        if self.train_features is not None:
+            return features_task(self.task, self.train_features, self.model_dir, self.prep_nproc)
+        return FolderOutput(path=self.features_dir) if self.features_dir else []
+
+    def resolved_features_dir(self) -> Path | None:
+        """The features folder profiled (None: synthetic); raises FileNotFoundError while it has no name."""
+        if self.train_features is None:
+            return Path(self.features_dir) if self.features_dir else None
+        folder = upstream_dir(self.requires())
+        if folder is None:
+            raise FileNotFoundError("the features' input file is not there yet")
+        return folder
+
     @property
     def out_dir(self) -> Path:
         from profiling.summary import SCHEMA_VERSION
@@ -71,10 +89,13 @@ class Profile(luigi.Task):
             "resolved_backend": self._resolved_backend(),
             "schema_version": SCHEMA_VERSION,
         }
+        try:
+            features = self.resolved_features_dir()
+        except FileNotFoundError:
+            return pending_dir(f"profile-{self.task}", payload)
+        if self.train_features is not None:
+            payload["features"] = features.name
         return artifact_dir(f"profile-{self.task}", payload)
-
-    def requires(self):
-        return FeaturesOutput(path=self.features_dir) if self.features_dir else []
 
     def output(self):
         from profiling.summary import SUMMARY_JSON
@@ -87,7 +108,7 @@ class Profile(luigi.Task):
 
         return ProfileConfig(
             task=self.task, model_dir=str(Path(self.model_dir or default_model_dir()).resolve()),
-            features_dir=str(Path(self.features_dir).resolve()) if self.features_dir else None,
+            features_dir=str(features.resolve()) if (features := self.resolved_features_dir()) else None,
             world_size=self.world_size, warmup_steps=self.warmup_steps, active_steps=self.active_steps,
             precision=self.precision, global_batch_size=self.global_batch_size,
             per_device_batch_size=self.per_device_batch_size, head=self.head, backend=self.backend,
@@ -99,6 +120,8 @@ class Profile(luigi.Task):
     def run(self):
         from profiling import run_profile
 
+        if self.complete():  # finished by an earlier run after the scheduler looked (its data was missing then)
+            return
         run_profile(self.config(), self.out_dir, progress=self._report)
 
     def _report(self, message: str, percent: float) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import bertflow, digest
+from pipeline.artifacts import bertflow, digest, pending_dir, upstream_dir
 from pipeline.fullrun import FullRun
 from prep.pool import available_cpus
 from tasks import all_tasks, get_task
@@ -45,11 +45,8 @@ class Results(luigi.Task):
         only = {spec.name: spec.name == self.task for spec in all_tasks()}
         return FullRun(model=self.model, nproc=self.nproc, world_size=self.world_size, profile=False, **only)
 
-    def plan(self) -> dict | None:
-        """The feature, model and evaluation tasks, or None while a data file is still missing."""
-        run = self._fullrun()
-        if not all(task.complete() for task in run.data_tasks()):
-            return None
+    def eval_tasks(self) -> dict[tuple, luigi.Task]:
+        """One Evaluation per (head, seed): FullRun's evaluation of the task, its fine-tune re-headed and re-seeded."""
         heads = self.head_list()
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds or not heads:
             raise ValueError(f"{self.task_family}: give distinct seeds and at least one head (seeds {list(self.seeds)})")
@@ -57,34 +54,29 @@ class Results(luigi.Task):
         unknown = sorted(set(heads) - set(known))
         if unknown:
             raise ValueError(f"{self.task_family}: unknown heads {unknown}; choose from {list(known)}")
-        features = run.feature_tasks()
-        base = run.model_tasks(features)[self.task]
-        test = run.eval_tasks(features, {self.task: base})[self.task]
-        models = {(head, seed): base.clone(head=head, seed=seed) for head in heads for seed in self.seeds}
-        evals = {key: test.clone(model_dir=str(model.run_dir)) for key, model in models.items()}
-        return {"data": run.data_tasks(), "features": features, "models": models, "evals": evals}
+        base = self._fullrun().eval_tasks()[self.task]
+        return {(head, seed): base.clone(finetune={**base.finetune, "head": head, "seed": seed})
+                for head in heads for seed in self.seeds}
 
-    def out_dir(self, plan: dict) -> Path:
-        folders = [str(plan["evals"][key].out_dir) for key in sorted(plan["evals"])]
-        return Path(bertflow().runs_dir) / "results" / f"{self.task}-{digest({'evals': folders})}"
+    def requires(self):
+        return list(self.eval_tasks().values())
+
+    def out_dir(self) -> Path:
+        evals = self.eval_tasks()
+        folders = [upstream_dir(evals[key]) for key in sorted(evals)]
+        if None in folders or any("pending" in folder.parts for folder in folders):
+            return pending_dir(f"results-{self.task}", {"evals": sorted(map(str, evals))})
+        return Path(bertflow().runs_dir) / "results" / f"{self.task}-{digest({'evals': [str(f) for f in folders]})}"
 
     def output(self):
-        plan = self.plan()
-        if plan is None:
-            return luigi.LocalTarget(str(Path(bertflow().runs_dir) / "results" / "pending" / "not-yet" / self.table_name))
-        return luigi.LocalTarget(str(self.out_dir(plan) / self.table_name))
+        return luigi.LocalTarget(str(self.out_dir() / self.table_name))
 
     def run(self):
         from eval.aggregate import aggregate_to_files
 
-        yield self._fullrun().data_tasks()
-        plan = self.plan()
-        for stage, percent in (("features", 10), ("models", 80), ("evals", 95)):
-            self.set_status_message(f"{stage}: {len(plan[stage])} tasks")
-            yield list(plan[stage].values())
-            self.set_progress_percentage(percent)
-        eval_dirs = [plan["evals"][(head, seed)].out_dir for head in self.head_list() for seed in self.seeds]
-        out = self.out_dir(plan) / self.table_name
+        evals = self.eval_tasks()
+        eval_dirs = [upstream_dir(evals[(head, seed)]) for head in self.head_list() for seed in self.seeds]
+        out = self.out_dir() / self.table_name
         ensemble = len(self.seeds) > 1 and get_task(self.task).ensemble is not None
         aggregate_to_files(eval_dirs, out, by=("head",), ensemble=ensemble)
         self.set_progress_percentage(100)

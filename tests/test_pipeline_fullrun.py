@@ -286,7 +286,9 @@ def test_zero_articles_means_the_whole_file(tiny_setup):
 
     root, model, config = tiny_setup
     with configured(config):
-        everything = FullRun(model=str(model), nproc=1, squad_train_articles=0, squad_dev_articles=0).feature_tasks()
-        first = FullRun(model=str(model), nproc=1, squad_train_articles=1, squad_dev_articles=1).feature_tasks()
-    assert everything["squad-train"].max_articles is None and everything["squad-test"].max_articles is None
-    assert first["squad-train"].max_articles == 1
+        everything = FullRun(model=str(model), nproc=1, squad_train_articles=0, squad_dev_articles=0).eval_tasks()
+        first = FullRun(model=str(model), nproc=1, squad_train_articles=1, squad_dev_articles=1).eval_tasks()
+    for evaluation, articles in ((everything["squad"], None), (first["squad"], 1)):
+        upstream = evaluation.requires()
+        assert upstream["features"].max_articles == articles
+        assert upstream["model"].requires()["train"].max_articles == articles
