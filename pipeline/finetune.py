@@ -18,6 +18,7 @@ from pathlib import Path
 
 import luigi
 
+from prep.locking import artifact_lock
 from train.checkpoint import SCHEMA_VERSION, checkpoint_path
 from train.config import PRECISIONS, TASKS, TrainConfig
 from train.launch import (check_world_size, launch_command, read_progress, run_logged, train_argv,
@@ -79,6 +80,12 @@ class FineTuned(luigi.Task):
         return luigi.LocalTarget(str(self.run_dir / "metrics.json"))
 
     def run(self):
+        # One trainer per run folder: a concurrent run of this task waits here, then finds it done.
+        with artifact_lock(self.run_dir, f"training ({self.task_id})"):
+            if not self.complete():
+                self._train()
+
+    def _train(self):
         check_world_size(self.world_size, self.device)
         run_dir = self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Stopping is clean: a stopped run leaves no process behind."""
+"""Stopping is clean: a stopped run leaves no process behind, and one artifact has one writer at a time."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import luigi
 import pytest
 
 from tests.conftest import REPO, shared_data
-from tests.test_pipeline_fullrun import write_cfg
+from tests.test_pipeline_fullrun import STARTED, configured, write_cfg
 
 psutil = pytest.importorskip("psutil", reason="psutil (the bench extra) finds a run's processes")
 
@@ -136,3 +138,119 @@ def test_sigterm_during_prep_leaves_no_worker(tmp_path):
     sigterm_and_check_nothing_left(proc, str(runs))
     assert proc.returncode != 0
     assert not list(runs.rglob(".*.tmp-*")), "the stopped run left its temp folder"
+
+
+def test_two_concurrent_runs_of_one_finetune_train_it_once(tiny_gap, tmp_path, monkeypatch):
+    """Two luigi commands at once, the second while the first trains: one training, both succeed."""
+    from pipeline import GapFineTuned
+
+    model, features = tiny_gap
+    runs = tmp_path / "runs"
+    first = subprocess.Popen(finetune_command(model, features, runs, "--max-steps", "30"), cwd=REPO,
+                             env=luigi_env(tmp_path, {}), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: list(runs.glob("finetune-gap-*/train.log")), first, "training to start")
+        # The second run, in this process so its summary can be read: the fine-tune is not complete
+        # yet, so Luigi runs it, and it waits for the first instead of training the folder too.
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        STARTED.clear()
+        with configured({}):
+            task = GapFineTuned(features_dir=str(features), model_dir=str(model), out_dir=str(runs), device="cpu",
+                                precision="fp32", global_batch_size=8, max_steps=30, select_best=False,
+                                calibrate=False)
+            result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+        _, stderr = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, stderr[-3000:]
+    assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
+    assert STARTED == ["GapFineTuned"]  # it ran (waited), rather than finding the model already made
+    (run_dir,) = runs.glob("finetune-gap-*")
+    assert run_dir == Path(task.output().path).parent
+    assert (run_dir / "metrics.json").is_file()
+    launches = [line for line in (run_dir / "train.log").read_text().splitlines() if line.startswith("$ ")]
+    assert len(launches) == 1, launches
+    assert not list(runs.glob(".*.lock"))  # the lock file goes with its last holder
+
+
+def test_two_commands_started_together_train_once(tiny_gap, tmp_path):
+    """Luigi's own pid lock turns away a second identical command line (exit 10, already_running);
+    two different commands that reach one artifact (here: a knob that does not change it) are
+    what the artifact lock is for."""
+    model, features = tiny_gap
+    runs = tmp_path / "runs"
+    env = luigi_env(tmp_path, {})
+    commands = [finetune_command(model, features, runs, "--max-steps", "5", "--num-workers", str(n)) for n in (0, 1)]
+    procs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for command in commands]
+    try:
+        errors = [proc.communicate(timeout=300)[1] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [proc.returncode for proc in procs] == [0, 0], [e[-2000:] for e in errors]
+    (run_dir,) = runs.glob("finetune-gap-*")
+    assert (run_dir / "metrics.json").is_file()
+    assert sum(line.startswith("$ ") for line in (run_dir / "train.log").read_text().splitlines()) == 1
+
+
+def test_a_second_writer_waits_then_reuses_what_the_first_wrote(tmp_path):
+    from prep.artifact import MANIFEST, atomic_output_dir, read_manifest, write_json_atomic
+
+    out = tmp_path / "features"
+    writing = threading.Event()
+
+    def first_run():
+        with atomic_output_dir(out) as tmp:
+            writing.set()
+            time.sleep(0.5)
+            write_json_atomic(tmp / MANIFEST, {"schema_version": 1, "writer": "first"})
+
+    first = threading.Thread(target=first_run)
+    first.start()
+    assert writing.wait(30)
+    with atomic_output_dir(out, reuse_if_made_while_waiting=True) as tmp:
+        reused = tmp is None
+    first.join()
+    assert reused and read_manifest(out)["writer"] == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]  # no lock file, no temp folder
+
+
+def test_a_lock_held_too_long_fails_naming_its_holder(tmp_path):
+    from prep.locking import ArtifactLocked, artifact_lock
+
+    out = tmp_path / "finetune-gap-x"
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with artifact_lock(out, "training FineTuned(x)"):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(ArtifactLocked, match=rf"pid {os.getpid()} on .*training FineTuned\(x\)"):
+            with artifact_lock(out, timeout_s=0.3):
+                pass
+        with artifact_lock(tmp_path / "other", timeout_s=0):  # other artifacts are not held up
+            pass
+    finally:
+        release.set()
+        thread.join()
+    with artifact_lock(out, timeout_s=0) as lock, artifact_lock(out, timeout_s=0) as again:  # re-entrant
+        assert not lock.waited and not again.waited
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    from prep.locking import artifact_lock
+
+    out = tmp_path / "features"
+    code = ("import os, signal, sys; from prep.locking import artifact_lock\n"
+            "with artifact_lock(sys.argv[1]):\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, check=False, timeout=60)
+    with artifact_lock(out, timeout_s=0) as lock:  # the kernel let go of it with its holder
+        assert not lock.waited
