@@ -64,12 +64,12 @@ def processes_mentioning(text: str) -> list[psutil.Process]:
     return found
 
 
-def sigterm_and_check_nothing_left(proc: subprocess.Popen, marker: str) -> None:
-    """SIGTERM the luigi process alone; within STOP_DEADLINE_S it and every process it started are gone."""
+def signal_and_check_nothing_left(proc: subprocess.Popen, marker: str, signum: int = signal.SIGTERM) -> None:
+    """Signal the luigi process alone; within STOP_DEADLINE_S it and every process it started are gone."""
     descendants = psutil.Process(proc.pid).children(recursive=True)
     assert descendants, "the run had started no process to stop"
     started = time.monotonic()
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signum)
     try:
         proc.wait(timeout=STOP_DEADLINE_S)
     except subprocess.TimeoutExpired:
@@ -78,8 +78,8 @@ def sigterm_and_check_nothing_left(proc: subprocess.Popen, marker: str) -> None:
     gone, alive = psutil.wait_procs(left, timeout=max(0.0, STOP_DEADLINE_S - (time.monotonic() - started)))
     stragglers = {p.pid for p in alive} | {p.pid for p in processes_mentioning(marker)}
     try:
-        assert proc.returncode is not None, f"luigi pid {proc.pid} still running {STOP_DEADLINE_S:.0f}s after SIGTERM"
-        assert not stragglers, f"processes left {STOP_DEADLINE_S:.0f}s after SIGTERM: {sorted(stragglers)}"
+        assert proc.returncode is not None, f"luigi pid {proc.pid} still running {STOP_DEADLINE_S:.0f}s after the signal"
+        assert not stragglers, f"processes left {STOP_DEADLINE_S:.0f}s after the signal: {sorted(stragglers)}"
     finally:  # never leave a test's processes running, whatever it found
         for pid in [proc.pid, *stragglers]:
             with _no_such_process():
@@ -95,9 +95,10 @@ class _no_such_process:  # noqa: N801 - a tiny suppress() for a race the caller 
         return kind is not None and issubclass(kind, (ProcessLookupError, psutil.NoSuchProcess))
 
 
-@pytest.mark.parametrize("world_size,workers", [(1, 1), (2, 1), (1, 2)],
-                         ids=["in-process", "torchrun", "luigi-worker-process"])
-def test_sigterm_during_training_leaves_no_process(tiny_gap, tmp_path, world_size, workers):
+@pytest.mark.parametrize("world_size,workers,signum", [(1, 1, signal.SIGTERM), (2, 1, signal.SIGTERM),
+                                                      (1, 2, signal.SIGTERM), (1, 1, signal.SIGINT)],
+                         ids=["in-process", "torchrun", "luigi-worker-process", "ctrl-c"])
+def test_sigterm_during_training_leaves_no_process(tiny_gap, tmp_path, world_size, workers, signum):
     model, features = tiny_gap
     runs = tmp_path / "runs"
     command = finetune_command(model, features, runs, "--max-steps", "100000", "--epochs", "1000",
@@ -110,7 +111,7 @@ def test_sigterm_during_training_leaves_no_process(tiny_gap, tmp_path, world_siz
     except BaseException:
         proc.kill()
         raise
-    sigterm_and_check_nothing_left(proc, str(run_dir))
+    signal_and_check_nothing_left(proc, str(run_dir), signum)
     assert proc.returncode != 0  # a stopped run is not a successful one
     assert not (run_dir / "metrics.json").exists()
 
@@ -135,7 +136,7 @@ def test_sigterm_during_prep_leaves_no_worker(tmp_path):
         proc.kill()
         raise
     # Spawned workers' command lines name multiprocess's entry point, not the run folder.
-    sigterm_and_check_nothing_left(proc, str(runs))
+    signal_and_check_nothing_left(proc, str(runs))
     assert proc.returncode != 0
     assert not list(runs.rglob(".*.tmp-*")), "the stopped run left its temp folder"
 
