@@ -116,7 +116,9 @@ def run_evaluation(task: str, model_dir: str | Path, features_dir: str | Path, d
     outcome = spec.evaluate(context)
     summary = _summary(task, model_dir, artifacts, {**cfg.to_dict(), **outcome.config, "device": device})
     summary.update(outcome.summary)
-    with atomic_output_dir(out_dir) as tmp:
+    with atomic_output_dir(out_dir, reuse_if_made_while_waiting=True) as tmp:
+        if tmp is None:  # a concurrent evaluation of the same inputs wrote out_dir while we waited
+            return load_run(out_dir)
         outcome.write_files(tmp)
         _finish(tmp, summary, model_dir, started, outcome.plot_data)
     return summary

@@ -33,6 +33,7 @@ from pipeline.console import TrainingReporter
 from pipeline.params import dataclass_parameters
 from pipeline.prep_tasks import features_task
 from prep.artifact import write_json_atomic
+from prep.locking import artifact_lock
 from prep.pool import available_cpus
 from tasks import all_tasks, task_names
 from train.checkpoint import SCHEMA_VERSION, checkpoint_path
@@ -133,8 +134,13 @@ class FineTuned(luigi.Task):
         return [name for name, _ in cls.get_params() if name in names]
 
     def run(self):
-        if self.complete():  # finished by an earlier run after the scheduler looked (its data was missing then)
-            return
+        # One trainer per run folder: a concurrent run of this task waits here, then finds it done
+        # (as does a run whose output was made after the scheduler looked, its data missing then).
+        with artifact_lock(self.run_dir, f"training ({self.task_id})"):
+            if not self.complete():
+                self._train()
+
+    def _train(self):
         check_world_size(self.world_size, self.device)
         run_dir = self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """Atomic output folders and the manifest that says what is in them.
 
 A prep run writes into a hidden sibling folder and renames it into place only after
-``manifest.json`` is written, so a killed run never leaves a folder that looks complete.
+``manifest.json`` is written, so a killed run never leaves a folder that looks complete. One
+writer at a time: a second run writing the same folder waits for the first (``prep.locking``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+
+from prep.locking import artifact_lock
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -58,30 +61,39 @@ def _remove_stale_temps(out_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out_dir: str | Path, overwrite: bool = True):
-    """Yield a temp folder; on success it replaces ``out_dir`` in one rename, on error it is removed."""
+def atomic_output_dir(out_dir: str | Path, overwrite: bool = True, reuse_if_made_while_waiting: bool = False):
+    """Yield a temp folder; on success it replaces ``out_dir`` in one rename, on error it is removed.
+
+    The block runs under ``out_dir``'s lock, so two runs never write it at once: the second waits.
+    With ``reuse_if_made_while_waiting``, a run that waited and then finds ``out_dir`` complete
+    gets ``None`` instead of a folder and leaves ``out_dir`` as the other run made it.
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists (pass overwrite to replace it)")
-    _remove_stale_temps(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if not (tmp / MANIFEST).is_file():
-            raise RuntimeError(f"internal error: {tmp} finished without {MANIFEST}")
-        if out_dir.exists():
-            # rename() cannot replace a non-empty folder: move the old one aside first.
-            trash = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, trash)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with artifact_lock(out_dir, "writing") as lock:
+        if reuse_if_made_while_waiting and lock.waited and is_complete(out_dir):
+            yield None
+            return
+        if out_dir.exists() and not overwrite:
+            raise FileExistsError(f"{out_dir} exists (pass overwrite to replace it)")
+        _remove_stale_temps(out_dir)
+        tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            yield tmp
+            if not (tmp / MANIFEST).is_file():
+                raise RuntimeError(f"internal error: {tmp} finished without {MANIFEST}")
+            if out_dir.exists():
+                # rename() cannot replace a non-empty folder: move the old one aside first.
+                trash = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                os.replace(out_dir, trash)
+                os.replace(tmp, out_dir)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

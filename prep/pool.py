@@ -14,7 +14,9 @@ Workers are started with ``spawn``: a fork of a process whose Rust tokenizer alr
 thread pool can deadlock, and spawn behaves the same on every OS. Tokenizer threads are switched
 off inside workers so ``nproc`` is the real degree of parallelism. A worker that raises fails
 the run with its error; a worker that dies (SIGKILL, OOM) is noticed by the main process, which
-stops the pool and raises instead of waiting forever.
+stops the pool and raises instead of waiting forever. SIGTERM or SIGHUP to the main process stops
+the pool too (``prep.stopping``): the run raises ``Stopped`` and the workers are terminated, and
+on Linux a worker whose main process died without that (SIGKILL) is sent SIGTERM by the kernel.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import importlib
 import logging
 import os
 import pickle
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +35,8 @@ from typing import Any, Callable, Iterable
 import multiprocess
 import numpy as np
 import pyarrow as pa
+
+from prep.stopping import set_parent_death_signal, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +103,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(next_worker_id, nproc, counter, turn, turn_cond, barrier, setup_ref, setup_arg, convert_ref,
-                 schema, out_dir, mode, file_stem):
+                 schema, out_dir, mode, file_stem, main_pid):
+    set_parent_death_signal(signal.SIGTERM, expected_parent=main_pid)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     # A shared counter, not a Queue: a Queue's put() returns before its feeder thread has
     # written the item, so a fast worker's get_nowait() could find it empty (seen in CI).
@@ -223,6 +229,7 @@ def _wait(async_result, workers):
             _check_alive(workers)
 
 
+@stop_on_signals()
 def run_pool(
     chunks: Iterable[Any] | Callable[[], Iterable[Any]],
     *,
@@ -245,7 +252,8 @@ def run_pool(
     ``convert(state, chunk)`` returns ``(columns, stats)``: a dict of column name -> values for
     every schema field but ``feature_id``, and a dict of counts that are summed over chunks.
     Both must be module-level functions. ``progress(chunks_done, features_done)`` is called from
-    the main process as results arrive.
+    the main process as results arrive. SIGTERM/SIGHUP raise ``prep.stopping.Stopped`` here,
+    after the workers are terminated.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -264,7 +272,7 @@ def run_pool(
         nproc,
         initializer=_init_worker,
         initargs=(next_worker_id, nproc, counter, turn, turn_cond, barrier, _ref(setup), setup_arg, _ref(convert),
-                  schema, str(out_dir), mode, file_stem),
+                  schema, str(out_dir), mode, file_stem, os.getpid()),
     )
     workers = [p for p in ctx.active_children() if p.pid not in before]
     stats: dict = {}

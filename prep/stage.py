@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 
 from prep import pool
-from prep.artifact import MANIFEST, SCHEMA_VERSION, atomic_output_dir, sha256_file, write_json_atomic
+from prep.artifact import MANIFEST, SCHEMA_VERSION, atomic_output_dir, read_manifest, sha256_file, write_json_atomic
 from prep.tokenizer import describe_tokenizer, export_tokenizer
 
 
@@ -51,7 +51,8 @@ def run_stage(
     ``setup(export)`` runs once per worker with a :class:`prep.tokenizer.TokenizerExport`
     (``prep.tokenizer.load_backend(export)`` rebuilds the tokenizer from it).
     ``progress(chunks_done, chunks_total, features_done)`` is called from the main process.
-    Returns the manifest. Workers must report ``examples_converted`` (and may report a
+    Returns the manifest (that of a concurrent run which wrote ``out_dir`` first, if one did:
+    the stage then does no work). Workers must report ``examples_converted`` (and may report a
     ``skipped`` list) in their stats; the run fails if examples are not conserved.
     """
     started = time.perf_counter()
@@ -70,7 +71,9 @@ def run_stage(
     def report(done: int, features: int) -> None:
         progress(done, len(read_result[0].chunks), features)
 
-    with atomic_output_dir(out_dir) as tmp:
+    with atomic_output_dir(out_dir, reuse_if_made_while_waiting=True) as tmp:
+        if tmp is None:  # another run wrote this very output while we waited for its lock
+            return read_manifest(out_dir)
         export = export_tokenizer(tokenizer_dir, tmp / ".tokenizer.json")
         pooled = pool.run_pool(
             read_chunks,

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from prep.stopping import GRACE_S, start_process_group, stop_on_signals, stop_process_group
+
 PROGRESS_FILE = "progress.json"
 
 
@@ -82,24 +84,27 @@ def train_argv(**options) -> list[str]:
 
 
 def run_logged(command: list[str], log_path: Path, what: str, env: dict | None = None,
-               on_poll: Callable[[], None] | None = None, poll_seconds: float = 2.0) -> None:
+               on_poll: Callable[[], None] | None = None, poll_seconds: float = 2.0,
+               grace_s: float = GRACE_S) -> None:
     """Run ``command`` with its output appended to ``log_path``; raise with the log's tail on failure.
 
     ``on_poll`` is called every ``poll_seconds`` while it runs (progress reports). An interrupt
-    or error here terminates the child before it propagates, so no run is left orphaned.
+    (Ctrl-C, SIGTERM, SIGHUP) or error here stops the child's whole process group (SIGTERM, then
+    SIGKILL after ``grace_s``) before it propagates, so no run is left orphaned.
     """
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as log, stop_on_signals():
         log.write(("$ " + " ".join(command) + "\n").encode())
         log.flush()
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = None
         try:
+            process = start_process_group(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             while process.poll() is None:
                 time.sleep(poll_seconds)
                 if on_poll is not None:
                     on_poll()
         except BaseException:
-            process.terminate()
-            process.wait()
+            if process is not None:
+                stop_process_group(process, grace_s)
             raise
     if process.returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
