@@ -12,7 +12,9 @@ The engines call these and nothing else task-specific:
   ``eval_counts(output, batch)`` (held-out counts: ``{"accuracy": correct rows}`` gives
   ``eval_accuracy``), ``calibratable`` (a classifier whose head has a ``temperature`` buffer and
   whose batches carry ``label``), ``synthetic_features(rows, seed)`` (profiling, tests),
-  ``check_features(manifest, features_dir, purpose)``.
+  ``check_features(manifest, features_dir, purpose)``, ``save_pretrained(model, folder)`` (optional:
+  write ``OUT/model/`` as the Hugging Face class that loads with the head, e.g.
+  ``AutoModelForQuestionAnswering``; unset, the bare encoder is written).
 - evaluation (``eval/``): ``eval_config`` (dataclass), ``evaluate(context) -> EvalOutcome``,
   ``metric_rows(summary)`` and ``report_sections(summary, out_dir, plot_data, written)`` for
   report.md, ``headline(metrics)`` for compare / summaries, ``aggregate_metrics`` and
@@ -129,6 +131,7 @@ class TaskSpec:
     synthetic_features: Callable[..., Any]
     calibratable: bool = False
     check_features: Callable[[dict, Path, str], None] = _none
+    save_pretrained: Callable[[Any, Path], None] | None = None
     # evaluation
     eval_config: type | None = None
     evaluate: Callable[[EvalContext], EvalOutcome] | None = None

@@ -5,6 +5,12 @@ The heads live with their tasks (``tasks/<name>/model.py``, built through the ta
 encoder, autocast, float32 regions for heads, and the run folder's model files. The encoder is
 loaded without its pooler, so every parameter gets a gradient each step and DDP needs no
 ``find_unused_parameters``.
+
+``OUT/model/`` is what the ecosystem loads: a task with a Hugging Face counterpart writes it as
+that class through its spec's ``save_pretrained`` (SQuAD: ``AutoModelForQuestionAnswering``,
+encoder and span head together), and ``load_encoder`` still reads the encoder from it. Heads with
+no Hugging Face class (GAP's) live only in ``OUT/head.safetensors``: load those runs with
+:func:`load_finetuned` (``train.model.load_finetuned(run_dir)``).
 """
 
 from __future__ import annotations
@@ -100,18 +106,26 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_finetuned(model: nn.Module, out_dir: str | Path, source_model_dir: str | Path) -> None:
-    """Write ``OUT/model/`` (encoder safetensors + config + tokenizer files) and ``OUT/head.safetensors``.
+    """Write ``OUT/model/`` (weights + config + tokenizer files) and ``OUT/head.safetensors``.
 
-    Both land atomically: the model folder is written beside its destination and renamed.
+    ``OUT/model/`` holds the task's Hugging Face model when its spec has ``save_pretrained``
+    (encoder and head in one folder), else the bare encoder. Both land atomically: the model
+    folder is written beside its destination and renamed.
     """
     from safetensors.torch import save_file
 
+    from tasks import get_task
+
     model = unwrap(model)
+    save_pretrained = get_task(model.task).save_pretrained
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{MODEL_SUBDIR}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     with _quiet_transformers():
-        model.encoder.save_pretrained(str(tmp))
+        if save_pretrained is not None:
+            save_pretrained(model, tmp)
+        else:
+            model.encoder.save_pretrained(str(tmp))
     for name in TOKENIZER_FILES:
         source = Path(source_model_dir) / name
         if source.is_file():

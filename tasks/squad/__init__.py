@@ -58,6 +58,7 @@ SPEC = TaskSpec(
     eval_counts=model.eval_counts,
     synthetic_features=model.synthetic_squad_table,
     check_features=check_features,
+    save_pretrained=model.save_question_answering,
     eval_config=evaluate.SquadEvalConfig,
     evaluate=evaluate.evaluate,
     metric_rows=report.metric_rows,

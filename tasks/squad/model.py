@@ -8,9 +8,17 @@
     ``model(**batch)`` works.
 
 The head runs in float32 even under autocast (tiny, and keeps the loss out of fp16's range).
+
+:func:`save_question_answering` writes the model as Hugging Face's ``...ForQuestionAnswering``
+(``AutoModelForQuestionAnswering`` and the ``question-answering`` pipeline load it): same
+encoder, and ``qa_outputs`` is this head (channel 0 start, 1 end, HF's ``split`` order). HF's
+logits are not masked at padding; decoding never picks a padding position either way.
 """
 
 from __future__ import annotations
+
+import copy
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -48,6 +56,22 @@ class SquadModel(nn.Module):
         start_logits, end_logits = logits.unbind(dim=-1)
         return start_logits.contiguous(), end_logits.contiguous()
 
+
+
+def save_question_answering(model: SquadModel, folder: str | Path) -> None:
+    """Save ``model`` as ``AutoModelForQuestionAnswering`` (``BertForQuestionAnswering`` for BERT) in ``folder``.
+
+    The base model has no pooler, like our encoder, so both state dicts load strictly: every
+    weight of the saved model is ours and none is newly initialised on load.
+    """
+    from transformers import AutoModelForQuestionAnswering
+
+    config = copy.deepcopy(model.encoder.config)
+    config.num_labels = 2  # qa_outputs: start, end
+    qa = AutoModelForQuestionAnswering.from_config(config)
+    qa.base_model.load_state_dict(model.encoder.state_dict(), strict=True)
+    qa.qa_outputs.load_state_dict(model.head.state_dict(), strict=True)
+    qa.save_pretrained(str(folder))
 
 
 def build_model(head: str, encoder) -> SquadModel:
