@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from prep.gap import GapPrepConfig, prepare_gap
+from prep.squad import SquadPrepConfig, prepare_squad
+from tests.conftest import shared_data
 from train.__main__ import main as train_main
 from train.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from train.config import TrainConfig
@@ -22,7 +25,6 @@ from train.model import load_finetuned
 from train.testing import make_tiny_model_dir, synthetic_gap_table, write_feature_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 LOCAL = single_process("cpu")
 
 
@@ -158,12 +160,9 @@ def test_resume_errors_are_clear(work, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def real_gap(tmp_path_factory):
-    prep_gap = pytest.importorskip("prep.gap")
-    source = SHARED_DATA / "gap" / "gap-validation.tsv"
-    if not source.is_file():
-        pytest.skip(f"GAP data not found at {source}")
+    source = shared_data("gap/gap-validation.tsv")
     out = tmp_path_factory.mktemp("real-gap") / "features"
-    prep_gap.prepare_gap(source, out, config=prep_gap.GapPrepConfig(max_seq_length=128), nproc=1)
+    prepare_gap(source, out, config=GapPrepConfig(max_seq_length=128), nproc=1)
     return out
 
 
@@ -192,10 +191,7 @@ def test_gap_heads_train_on_real_gap_features(work, real_gap_subset, tmp_path, h
 
 
 def test_squad_trains_on_real_squad_features(work, tmp_path):
-    prep_squad = pytest.importorskip("prep.squad")
-    source = SHARED_DATA / "squad" / "dev-v1.1.json"
-    if not source.is_file():
-        pytest.skip(f"SQuAD data not found at {source}")
+    source = shared_data("squad/dev-v1.1.json")
     data = json.loads(source.read_text())
     data["data"] = [{**data["data"][0], "paragraphs": data["data"][0]["paragraphs"][:6]}]
     small = tmp_path / "squad-small.json"
@@ -203,8 +199,7 @@ def test_squad_trains_on_real_squad_features(work, tmp_path):
     features = {}
     for split in ("train", "eval"):
         features[split] = tmp_path / f"squad-{split}"
-        prep_squad.prepare_squad(small, features[split], None,
-                                 prep_squad.SquadPrepConfig(max_seq_length=384, split=split), nproc=1)
+        prepare_squad(small, features[split], None, SquadPrepConfig(max_seq_length=384, split=split), nproc=1)
     config = TrainConfig(task="squad", head="span", features_dir=str(features["train"]),
                          eval_features_dir=str(features["eval"]), out_dir=str(tmp_path / "out"),
                          model_dir=str(work["tiny"]), precision="bf16", global_batch_size=8, max_steps=6,
