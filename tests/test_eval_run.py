@@ -214,11 +214,12 @@ def test_oracle_gap_scores_perfectly(gap_run):
     features = open_features(gap_run["features"])
     gold = read_gap_gold(gap_run["data"])
     results = evaluate_gap(OracleGap(features), features, gold, GapEvalConfig(batch_size=8))
-    skipped = results.counts["examples_without_features"]
-    assert results.metrics["accuracy"] == pytest.approx(1 - skipped / len(gold))
-    if not skipped:
-        assert results.metrics["f1_overall"] == 100.0
-    assert results.metrics["log_loss"] < 0.1 + skipped * np.log(3) / len(gold)
+    assert results.counts["examples_without_features"] == 0  # prep skips none of these 40 real rows
+    assert len(gold) == 40
+    assert results.metrics["accuracy"] == 1.0
+    assert results.metrics["f1_overall"] == 100.0
+    assert results.metrics["f1_masculine"] == results.metrics["f1_feminine"] == 100.0
+    assert results.metrics["log_loss"] < 0.1
 
 
 # --- files, CLI and reports -------------------------------------------------------------------

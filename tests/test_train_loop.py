@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -177,6 +178,8 @@ def real_gap_subset(real_gap, tmp_path_factory):
 
 @pytest.mark.parametrize("head", ["concat", "multiply", "segment"])
 def test_gap_heads_train_on_real_gap_features(work, real_gap_subset, tmp_path, head):
+    """Each head fits 48 real prep rows (a tiny random BERT cannot generalise on real GAP, so the
+    eval set here is the training set and only the fit is asserted; held-out accuracy is below)."""
     config = gap_config(work, tmp_path / head, features_dir=str(real_gap_subset),
                         eval_features_dir=str(real_gap_subset), head=head, epochs=6, log_every_n_steps=3, lr=2e-3)
     metrics = train(config, LOCAL)
@@ -184,10 +187,30 @@ def test_gap_heads_train_on_real_gap_features(work, real_gap_subset, tmp_path, h
     evals = metrics["eval"]
     assert len(evals) == 6 and evals[-1]["eval_rows"] == 48
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
-    assert 0 <= evals[-1]["eval_accuracy"] <= 1
     model, saved = load_finetuned(tmp_path / head)
     assert (saved["head"], saved["max_seq_length"]) == (head, 128)
     assert model.encoder.config.type_vocab_size == (4 if head == "segment" else 2)
+
+
+@pytest.fixture(scope="module")
+def synthetic_split(work):
+    """320 training rows and 60 held-out rows (another seed) of the learnable synthetic GAP task."""
+    root = work["root"]
+    return (write_feature_dir(root / "gap-320", synthetic_gap_table(320), "gap", "train", 64),
+            write_feature_dir(root / "gap-held-out", synthetic_gap_table(60, seed=1), "gap", "validation", 64))
+
+
+@pytest.mark.parametrize("head", ["concat", "multiply", "segment"])
+def test_gap_heads_generalise_to_held_out_rows(work, synthetic_split, tmp_path, head):
+    """Accuracy on rows the model never trained on, well above the 1/3 of guessing (labels are uniform)."""
+    train_dir, held_out = synthetic_split
+    config = gap_config(work, tmp_path / head, features_dir=str(train_dir), eval_features_dir=str(held_out),
+                        head=head, epochs=6, global_batch_size=16, per_device_batch_size=16, lr=2e-3,
+                        log_every_n_steps=5)
+    evals = train(config, LOCAL)["eval"]
+    assert [entry["eval_rows"] for entry in evals] == [60] * 6
+    assert evals[-1]["eval_accuracy"] >= 0.6, evals
+    assert evals[-1]["eval_loss"] < math.log(3), evals  # better than the uniform guess's log loss
 
 
 def test_squad_trains_on_real_squad_features(work, tmp_path):
