@@ -55,7 +55,21 @@ def check_model_dir(model_dir: str | Path) -> Path:
             f"{model_dir}: missing {missing}; --model takes the folder train wrote (model/, head.safetensors, "
             "train_config.json)"
         )
+    _check_weight_files(model_dir)
     return model_dir
+
+
+def _check_weight_files(model_dir: Path) -> None:
+    """A truncated or corrupted .safetensors file is a ValueError naming it (safetensors' own
+    error names no file and is not a ValueError). Reading the header checks the file's length."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in [*sorted((model_dir / "model").glob("*.safetensors")), model_dir / "head.safetensors"]:
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{path}: truncated or corrupted safetensors file ({err})") from None
 
 
 def load_model(model_dir: str | Path, device: str = "cpu"):

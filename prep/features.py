@@ -27,8 +27,10 @@ def open_features(out_dir: str | Path) -> pa.Table:
     tables = []
     for entry in manifest["files"]:
         path = out_dir / entry["path"]
-        source = pa.memory_map(str(path), "r")
-        table = pa.ipc.open_file(source).read_all()
+        try:
+            table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+        except pa.ArrowInvalid as err:  # pyarrow's message does not say which file
+            raise ValueError(f"{path}: not a readable Arrow IPC file, truncated or corrupted? ({err})") from None
         if table.num_rows != entry["rows"]:
             raise ValueError(f"{path}: {table.num_rows} rows, manifest says {entry['rows']}")
         tables.append(table)

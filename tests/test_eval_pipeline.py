@@ -6,13 +6,12 @@ import json
 
 import pytest
 
-luigi = pytest.importorskip("luigi")
+import luigi
+from luigi.execution_summary import LuigiStatusCode
 
-from luigi.execution_summary import LuigiStatusCode  # noqa: E402
-
-from pipeline.evaluate import Evaluation  # noqa: E402
-from tests.conftest import luigi_config, shared_data  # noqa: E402
-from tests.test_eval_run import make_model_dir  # noqa: E402
+from pipeline.evaluate import Evaluation
+from tests.conftest import luigi_config, shared_data
+from tests.test_eval_run import make_model_dir
 
 
 def runs_dir(path):

@@ -215,11 +215,12 @@ def test_oracle_gap_scores_perfectly(gap_run):
     features = open_features(gap_run["features"])
     gold = read_gap_gold(gap_run["data"])
     results = evaluate_gap(OracleGap(features), features, gold, GapEvalConfig(batch_size=8))
-    skipped = results.counts["examples_without_features"]
-    assert results.metrics["accuracy"] == pytest.approx(1 - skipped / len(gold))
-    if not skipped:
-        assert results.metrics["f1_overall"] == 100.0
-    assert results.metrics["log_loss"] < 0.1 + skipped * np.log(3) / len(gold)
+    assert results.counts["examples_without_features"] == 0  # prep skips none of these 40 real rows
+    assert len(gold) == 40
+    assert results.metrics["accuracy"] == 1.0
+    assert results.metrics["f1_overall"] == 100.0
+    assert results.metrics["f1_masculine"] == results.metrics["f1_feminine"] == 100.0
+    assert results.metrics["log_loss"] < 0.1
 
 
 # --- files, CLI and reports -------------------------------------------------------------------
@@ -382,3 +383,103 @@ def test_evaluates_what_train_wrote(gap_run, tmp_path):
     assert "| train/loss |" in report and "| train/lr |" in report  # curves from train's TensorBoard logs
     assert "Evaluation during training, per epoch" in report
     assert (out / "training_curves.png").is_file()
+
+
+def _refused(args: list[str], out) -> None:
+    """The CLI exits 1 (an error message, no traceback) and writes nothing, not even a temp folder."""
+    assert eval_main([*args, "--out", str(out)]) == 1
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
+
+
+def _squad_args(model, features, data) -> list[str]:
+    return ["squad", "--model", str(model), "--features", str(features), "--data", str(data), "--device", "cpu"]
+
+
+def test_train_split_features_are_refused(squad_v1, tmp_path, tokenizer_dir):
+    from eval.run import run_evaluation
+    from tasks.squad.prep import SquadPrepConfig, prepare_squad
+
+    train_split = tmp_path / "train-features"
+    prepare_squad(squad_v1["data"], train_split, tokenizer_dir,
+                  SquadPrepConfig(max_seq_length=96, doc_stride=32, max_query_length=32, split="train"), nproc=1)
+    with pytest.raises(InputMismatchError, match="holds the 'train' split; evaluation needs features built with --split eval"):
+        run_evaluation("squad", squad_v1["model"], train_split, squad_v1["data"], tmp_path / "out", device="cpu")
+    _refused(_squad_args(squad_v1["model"], train_split, squad_v1["data"]), tmp_path / "out")
+
+
+def test_truncated_arrow_features_are_refused(squad_v1, tmp_path):
+    from eval.run import run_evaluation
+
+    features = tmp_path / "features"
+    shutil.copytree(squad_v1["features"], features)
+    arrow = sorted(features.glob("*.arrow"))[-1]
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size * 2 // 3])
+    with pytest.raises(ValueError, match=rf"{arrow.name}: not a readable Arrow IPC file, truncated or corrupted"):
+        run_evaluation("squad", squad_v1["model"], features, squad_v1["data"], tmp_path / "out", device="cpu")
+    _refused(_squad_args(squad_v1["model"], features, squad_v1["data"]), tmp_path / "out")
+
+
+@pytest.mark.parametrize("weights", ["model/model.safetensors", "head.safetensors"])
+def test_truncated_safetensors_are_refused(squad_v1, tmp_path, weights):
+    from eval.run import run_evaluation
+
+    model = tmp_path / "model-dir"
+    shutil.copytree(squad_v1["model"], model)
+    path = model / weights
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"{path.name}: truncated or corrupted safetensors file"):
+        run_evaluation("squad", model, squad_v1["features"], squad_v1["data"], tmp_path / "out", device="cpu")
+    _refused(_squad_args(model, squad_v1["features"], squad_v1["data"]), tmp_path / "out")
+
+
+def test_gap_features_from_another_tsv_are_refused(gap_run, tmp_path):
+    from eval.run import run_evaluation
+
+    lines = shared_data("gap/gap-development.tsv").read_text(encoding="utf-8").splitlines()
+    other = tmp_path / "other.tsv"
+    other.write_text("\n".join(lines[:1] + lines[41:81]) + "\n", encoding="utf-8")  # same header, other rows
+    with pytest.raises(InputMismatchError, match="not from the --data file given"):
+        run_evaluation("gap", gap_run["model"], gap_run["features"], other, tmp_path / "out", device="cpu")
+    _refused(["gap", "--model", str(gap_run["model"]), "--features", str(gap_run["features"]), "--data", str(other),
+              "--device", "cpu"], tmp_path / "out")
+
+
+def test_squad_v2_data_follows_the_data_and_refuses_an_explicit_v1(squad_v1, tmp_path, tokenizer_dir):
+    from eval.run import run_evaluation
+    from tasks.squad.prep import SquadPrepConfig, prepare_squad
+
+    data = subset_squad(shared_data("squad/dev-v2.0.reconstructed.json"), tmp_path / "dev2.json", slice(0, 1), 1)
+    assert load_squad_data(data).has_impossible
+    features = tmp_path / "features"
+    prepare_squad(data, features, tokenizer_dir, SquadPrepConfig(max_seq_length=128, doc_stride=48, split="eval"),
+                  nproc=1)
+    # No flag: the data decides (it has is_impossible questions), so v2 scoring and null_odds.json.
+    summary = run_evaluation("squad", squad_v1["model"], features, data, tmp_path / "auto", device="cpu")
+    assert summary["config"]["version_2_with_negative"] is True and "NoAns_total" in summary["metrics"]
+    assert (tmp_path / "auto" / "null_odds.json").is_file()
+    # Explicitly v1.1 on v2.0 data: an error, since v1.1 scoring has no gold for unanswerable questions.
+    with pytest.raises(ValueError, match="unanswerable questions .*drop --no-version-2-with-negative"):
+        run_evaluation("squad", squad_v1["model"], features, data, tmp_path / "v1", SquadEvalConfig(version_2_with_negative=False),
+                       device="cpu")
+    _refused([*_squad_args(squad_v1["model"], features, data), "--no-version-2-with-negative"], tmp_path / "v1")
+
+
+def test_missing_train_config_is_refused(squad_v1, tmp_path):
+    from eval.run import run_evaluation
+
+    model = tmp_path / "model-dir"
+    shutil.copytree(squad_v1["model"], model)
+    (model / "train_config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no train_config.json; --model takes the folder train wrote"):
+        run_evaluation("squad", model, squad_v1["features"], squad_v1["data"], tmp_path / "out", device="cpu")
+    _refused(_squad_args(model, squad_v1["features"], squad_v1["data"]), tmp_path / "out")
+
+
+def test_cuda_device_without_cuda_is_refused(squad_v1, tmp_path, monkeypatch):
+    from eval.run import run_evaluation
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="device 'cuda' requested but CUDA is not available"):
+        run_evaluation("squad", squad_v1["model"], squad_v1["features"], squad_v1["data"], tmp_path / "out", device="cuda")
+    args = _squad_args(squad_v1["model"], squad_v1["features"], squad_v1["data"])
+    _refused([*args[:-1], "cuda:0"], tmp_path / "out")

@@ -123,8 +123,12 @@ def test_no_valid_span_falls_back_like_bert():
     window = Window(np.zeros(6), np.zeros(6), offsets)
     assert decode_example(CONTEXT, [window]).text == EMPTY_TEXT
     v2 = decode_example(CONTEXT, [window], version_2_with_negative=True)
-    assert v2.text == "" or v2.text == EMPTY_TEXT
+    # As in bert / utils_qa: the placeholder is the best non-null entry, and the null score (0)
+    # does not beat it by more than the threshold (0), so the placeholder is the answer...
+    assert v2.text == EMPTY_TEXT and v2.null_odds == 0.0
     assert [e["text"] for e in v2.nbest] == [EMPTY_TEXT, ""]
+    # ...and a no-answer is always spelled "" (the official v2.0 scripts' empty prediction).
+    assert decode_example(CONTEXT, [window], version_2_with_negative=True, null_score_diff_threshold=-0.5).text == ""
 
 
 def test_array_offsets_and_padding_logits():

@@ -259,16 +259,32 @@ def _perturb(text: str, rng: random.Random, other: str) -> str:
     return text  # the gold answer itself
 
 
-def test_v1_matches_official_script_on_dev_sample():
+# dev-v1.1's three questions with a gold answer "." (it normalises to ""): the one place where
+# v1.1 and v2.0 scoring differ, so the v1.1 check must see them.
+EMPTY_GOLD_QUESTIONS = {"5725bad5271a42140099d0c1", "5730b7ce069b5314008322c4", "57340d124776f419006617bf"}
+
+
+def test_v1_matches_official_script_on_all_of_dev():
     payload = json.loads(shared_data("squad/dev-v1.1.json").read_text(encoding="utf-8"))
-    dataset = payload["data"][::6]  # 8 of the 48 articles, ~1,800 questions
+    dataset = payload["data"]  # all 48 articles, 10,570 questions
     rng = random.Random(0)
     qas = [qa for article in dataset for p in article["paragraphs"] for qa in p["qas"]]
+    assert len(qas) == 10570
+    empty_gold = {qa["id"] for qa in qas if any(not _official_normalize(a["text"]) for a in qa["answers"])}
+    assert empty_gold == EMPTY_GOLD_QUESTIONS
     answers = [qa["answers"][0]["text"] for qa in qas]
     predictions = {qa["id"]: _perturb(rng.choice(qa["answers"])["text"], rng, rng.choice(answers)) for qa in qas}
+    for qid in EMPTY_GOLD_QUESTIONS:
+        predictions[qid] = "."  # v1.1: EM 1 (both normalise to "") but F1 0; v2.0 drops that gold
     ours, official = evaluate_v1(dataset, predictions), _official_v1(dataset, predictions)
-    assert ours == official  # exact float equality: the last digit matches
+    assert ours == official  # exact float equality: the last digit
     assert 20.0 < ours["exact_match"] < 90.0
+    for qa in qas:
+        if qa["id"] in EMPTY_GOLD_QUESTIONS:
+            one = _dataset(qa)
+            assert evaluate_v1(one, {qa["id"]: "."}) == _official_v1(one, {qa["id"]: "."}) == {
+                "exact_match": 100.0, "f1": 0.0}
+            assert evaluate_v2(one, {qa["id"]: "."})["exact"] == 0.0  # the difference the check covers
 
 
 def test_v2_matches_official_script_on_dev_sample():

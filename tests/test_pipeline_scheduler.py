@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, shared_data
+from tests.conftest import REPO, shared_data, skip_or_fail
 from tests.test_pipeline_fullrun import tiny_setup  # noqa: F401 - a fixture
 
 LUIGID = Path(sys.executable).with_name("luigid")
@@ -178,7 +178,7 @@ def chromium_binary() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
             return path
-    pytest.skip("Chromium is not installed (`make test-deps` installs Debian's chromium; CI's .ci/run does)")
+    skip_or_fail("Chromium is not installed (`make test-deps` installs Debian's chromium; CI's .ci/run does)")
 
 
 def chromium(args: list[str], profile: Path, timeout: int = 120) -> subprocess.CompletedProcess:

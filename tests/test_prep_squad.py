@@ -89,9 +89,26 @@ def test_train_parity_on_fixture(tmp_path, tokenizer_dir, hf_tokenizer, version2
     assert_train_parity(ours, ref, 64, hf_tokenizer.sep_token_id)
     assert manifest["counts"]["multi_window_questions"] > 0
     if version2:
-        impossible = {qa for qa, row in zip(ours["example_id"].to_pylist(), ours["start_positions"].to_pylist())
-                      if int(qa[1:]) % 6 == 4}
-        assert impossible and manifest["input"]["version_2_with_negative"]
+        assert manifest["input"]["version_2_with_negative"]
+        assert_impossible_rows_point_at_cls(ours, impossible_ids(src))
+
+
+def impossible_ids(src) -> set[str]:
+    payload = json.loads(src.read_text())
+    return {qa["id"] for a in payload["data"] for p in a["paragraphs"] for qa in p["qas"] if qa.get("is_impossible")}
+
+
+def assert_impossible_rows_point_at_cls(table, impossible: set[str]):
+    """Every window of an unanswerable question is labelled start = end = 0 ([CLS]); no answerable one is."""
+    assert impossible
+    labels = zip(table["example_id"].to_pylist(), table["start_positions"].to_pylist(),
+                 table["end_positions"].to_pylist())
+    rows = {qid: [] for qid in impossible}
+    for qid, start, end in labels:
+        if qid in impossible:
+            rows[qid].append((start, end))
+    assert all(rows.values()), "every unanswerable question has at least one feature"
+    assert {label for windows in rows.values() for label in windows} == {(0, 0)}
 
 
 def test_train_parity_on_real_squad(tmp_path, tokenizer_dir, hf_tokenizer):
@@ -105,6 +122,8 @@ def test_train_parity_on_real_squad(tmp_path, tokenizer_dir, hf_tokenizer):
         ref = run_recipe(load_examples(src), hf_tokenizer, 384, 128)
         assert ours.num_rows == len(ref["input_ids"]) > 500
         assert_train_parity(ours, ref, 384, hf_tokenizer.sep_token_id)
+    assert len(impossible_ids(v2)) > 300  # dev-v2.0's first 3 articles: a third unanswerable
+    assert_impossible_rows_point_at_cls(ours, impossible_ids(v2))
 
 
 def test_eval_offsets_match_recipe(tmp_path, tokenizer_dir, hf_tokenizer):

@@ -184,7 +184,7 @@ def runs_dir(path):
 
 
 def test_profile_stage_world_size_2_on_gloo(tmp_path, monkeypatch):
-    luigi = pytest.importorskip("luigi")
+    import luigi
     from luigi.execution_summary import LuigiStatusCode
 
     from pipeline.profile import Profile

@@ -25,7 +25,8 @@ STOP_DEADLINE_S = 15.0
 @pytest.fixture(scope="module")
 def tiny_gap(tmp_path_factory):
     """A tiny model and synthetic GAP features: training starts in seconds and runs as long as asked."""
-    from train.testing import make_tiny_model_dir, synthetic_gap_table, write_feature_dir
+    from tasks.gap.model import synthetic_gap_table
+    from train.testing import make_tiny_model_dir, write_feature_dir
 
     root = tmp_path_factory.mktemp("stopping")
     model = make_tiny_model_dir(root / "tiny-bert", dropout=0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tasks.gap.prep import GapPrepConfig, prepare_gap
+from tasks.squad.prep import SquadPrepConfig, prepare_squad
+from tests.conftest import shared_data
 from train.__main__ import main as train_main
 from train.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from train.config import TrainConfig
@@ -23,7 +27,6 @@ from train.testing import make_tiny_model_dir, write_feature_dir
 from tasks.gap.model import synthetic_gap_table
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 LOCAL = single_process("cpu")
 
 
@@ -161,12 +164,9 @@ def test_resume_errors_are_clear(work, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def real_gap(tmp_path_factory):
-    prep_gap = pytest.importorskip("tasks.gap.prep")
-    source = SHARED_DATA / "gap" / "gap-validation.tsv"
-    if not source.is_file():
-        pytest.skip(f"GAP data not found at {source}")
+    source = shared_data("gap/gap-validation.tsv")
     out = tmp_path_factory.mktemp("real-gap") / "features"
-    prep_gap.prepare_gap(source, out, config=prep_gap.GapPrepConfig(max_seq_length=128), nproc=1)
+    prepare_gap(source, out, config=GapPrepConfig(max_seq_length=128), nproc=1)
     return out
 
 
@@ -181,6 +181,8 @@ def real_gap_subset(real_gap, tmp_path_factory):
 
 @pytest.mark.parametrize("head", ["concat", "multiply", "segment"])
 def test_gap_heads_train_on_real_gap_features(work, real_gap_subset, tmp_path, head):
+    """Each head fits 48 real prep rows (a tiny random BERT cannot generalise on real GAP, so the
+    eval set here is the training set and only the fit is asserted; held-out accuracy is below)."""
     config = gap_config(work, tmp_path / head, features_dir=str(real_gap_subset),
                         eval_features_dir=str(real_gap_subset), head=head, epochs=6, log_every_n_steps=3, lr=2e-3)
     metrics = train(config, LOCAL)
@@ -188,17 +190,34 @@ def test_gap_heads_train_on_real_gap_features(work, real_gap_subset, tmp_path, h
     evals = metrics["eval"]
     assert len(evals) == 6 and evals[-1]["eval_rows"] == 48
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
-    assert 0 <= evals[-1]["eval_accuracy"] <= 1
     model, saved = load_finetuned(tmp_path / head)
     assert (saved["head"], saved["max_seq_length"]) == (head, 128)
     assert model.encoder.config.type_vocab_size == (4 if head == "segment" else 2)
 
 
+@pytest.fixture(scope="module")
+def synthetic_split(work):
+    """320 training rows and 60 held-out rows (another seed) of the learnable synthetic GAP task."""
+    root = work["root"]
+    return (write_feature_dir(root / "gap-320", synthetic_gap_table(320), "gap", "train", 64),
+            write_feature_dir(root / "gap-held-out", synthetic_gap_table(60, seed=1), "gap", "validation", 64))
+
+
+@pytest.mark.parametrize("head", ["concat", "multiply", "segment"])
+def test_gap_heads_generalise_to_held_out_rows(work, synthetic_split, tmp_path, head):
+    """Accuracy on rows the model never trained on, well above the 1/3 of guessing (labels are uniform)."""
+    train_dir, held_out = synthetic_split
+    config = gap_config(work, tmp_path / head, features_dir=str(train_dir), eval_features_dir=str(held_out),
+                        head=head, epochs=6, global_batch_size=16, per_device_batch_size=16, lr=2e-3,
+                        log_every_n_steps=5)
+    evals = train(config, LOCAL)["eval"]
+    assert [entry["eval_rows"] for entry in evals] == [60] * 6
+    assert evals[-1]["eval_accuracy"] >= 0.6, evals
+    assert evals[-1]["eval_loss"] < math.log(3), evals  # better than the uniform guess's log loss
+
+
 def test_squad_trains_on_real_squad_features(work, tmp_path):
-    prep_squad = pytest.importorskip("tasks.squad.prep")
-    source = SHARED_DATA / "squad" / "dev-v1.1.json"
-    if not source.is_file():
-        pytest.skip(f"SQuAD data not found at {source}")
+    source = shared_data("squad/dev-v1.1.json")
     data = json.loads(source.read_text())
     data["data"] = [{**data["data"][0], "paragraphs": data["data"][0]["paragraphs"][:6]}]
     small = tmp_path / "squad-small.json"
@@ -206,8 +225,7 @@ def test_squad_trains_on_real_squad_features(work, tmp_path):
     features = {}
     for split in ("train", "eval"):
         features[split] = tmp_path / f"squad-{split}"
-        prep_squad.prepare_squad(small, features[split], None,
-                                 prep_squad.SquadPrepConfig(max_seq_length=384, split=split), nproc=1)
+        prepare_squad(small, features[split], None, SquadPrepConfig(max_seq_length=384, split=split), nproc=1)
     config = TrainConfig(task="squad", head="span", features_dir=str(features["train"]),
                          eval_features_dir=str(features["eval"]), out_dir=str(tmp_path / "out"),
                          model_dir=str(work["tiny"]), precision="bf16", global_batch_size=8, max_steps=6,

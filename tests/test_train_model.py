@@ -116,3 +116,21 @@ def test_save_and_load_finetuned_round_trip(tmp_path, task, head):
     saved_config = json.loads((out / "model" / "config.json").read_text())
     assert saved_config["type_vocab_size"] == (4 if head == "segment" else 2)
     assert (out / "model" / "model.safetensors").is_file() and (out / "head.safetensors").is_file()
+
+
+def test_segment_ids_change_the_segment_heads_logits():
+    """The segmentation head reads P/A/B only through segment_ids: other ids, other logits."""
+    batch = collate_gap(synthetic_gap_table(8, seed=2))
+    swapped = batch["segment_ids"].clone()
+    swapped[batch["segment_ids"] == 2], swapped[batch["segment_ids"] == 3] = 3, 2  # A and B trade places
+    blank = torch.zeros_like(batch["segment_ids"])
+    with torch.no_grad():
+        segment = tiny_gap_model("segment").eval()
+        logits = segment(**batch)
+        torch.testing.assert_close(segment(**batch), logits, rtol=0, atol=0)  # same ids, same logits
+        # Freshly grown type rows are row 0 plus small noise: the change is small, but in every row.
+        for other in (swapped, blank):
+            assert (segment(**{**batch, "segment_ids": other}) != logits).any(dim=1).all()
+        for head in ("concat", "multiply"):  # the mention heads ignore segment_ids
+            model = tiny_gap_model(head).eval()
+            torch.testing.assert_close(model(**{**batch, "segment_ids": swapped}), model(**batch))

@@ -6,14 +6,13 @@ import json
 
 import pytest
 
-luigi = pytest.importorskip("luigi")
+import luigi
+from luigi.execution_summary import LuigiStatusCode
 
-from luigi.execution_summary import LuigiStatusCode  # noqa: E402
-
-import pipeline.finetune as finetune  # noqa: E402
-from train import launch  # noqa: E402
+import pipeline.finetune as finetune
+from train import launch
+from tasks.gap.model import synthetic_gap_table
 from train.testing import make_tiny_model_dir, write_feature_dir
-from tasks.gap.model import synthetic_gap_table  # noqa: E402
 
 
 def test_launch_command_and_world_size_check(monkeypatch):
