@@ -121,12 +121,18 @@ def test_our_loaders_read_the_exported_folder(squad_run, capfd):
         torch.testing.assert_close(value, saved[f"head.{key}"], rtol=0, atol=0)
 
 
+# transformers 5 removed the question-answering pipeline; the project installs transformers 5, so
+# these two comparisons run where a 4.x is installed (checked with 4.57.6: both pass). The one
+# skip CI allows that is not about hardware (tests/test_ci_strict.py names it).
+needs_qa_pipeline = pytest.mark.skipif(
+    importlib.util.find_spec("transformers.pipelines.question_answering") is None,
+    reason="library gap: this transformers has no question-answering pipeline (removed in 5.0); needs transformers<5",
+)
+
+
 def question_answering_pipeline(model_dir):
     import transformers
 
-    if importlib.util.find_spec("transformers.pipelines.question_answering") is None:
-        pytest.skip(f"transformers {transformers.__version__} has no question-answering pipeline "
-                    "(removed in 5.0); this comparison needs transformers<5")
     return transformers.pipeline("question-answering", model=str(model_dir), tokenizer=str(model_dir), device="cpu")
 
 
@@ -166,6 +172,7 @@ def pipeline_rule_answers(model, features, contexts, max_answer_length):
     return {qid: max(answers, key=answers.get) for qid, answers in totals.items()}
 
 
+@needs_qa_pipeline
 def test_pipeline_ranks_windows_by_probability(squad_run, tokenizer_dir, tmp_path):
     """With several windows per question the two decoders may differ; the pipeline follows its rule exactly."""
     from eval.run import run_evaluation
@@ -198,6 +205,7 @@ def test_pipeline_ranks_windows_by_probability(squad_run, tokenizer_dir, tmp_pat
     assert any(ours[qid] != expected[qid] for qid in qids)
 
 
+@needs_qa_pipeline
 def test_pipeline_answers_equal_eval_squad(squad_run, tmp_path):
     from eval.run import run_evaluation
     from tasks.squad.evaluate import SquadEvalConfig, load_squad_data

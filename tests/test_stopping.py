@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import luigi
+import psutil  # the bench extra (make install installs it): finds a run's processes
 import pytest
 
 from tests.conftest import REPO, shared_data
 from tests.test_pipeline_fullrun import STARTED, configured, write_cfg
-
-psutil = pytest.importorskip("psutil", reason="psutil (the bench extra) finds a run's processes")
 
 LUIGI = str(Path(sys.executable).with_name("luigi"))
 STOP_DEADLINE_S = 15.0
