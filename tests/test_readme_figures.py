@@ -1,0 +1,240 @@
+"""Every figure in the README's Results and Benchmarks tables matches the committed JSON it came from.
+
+The tables are parsed from README.md and each row is found by its label (the first cell), so
+rows can be reworded around their labels, reordered or moved. A row that shows figures but
+that no check here recognises fails: a new figure needs its JSON (docs/results,
+docs/benchmarks) and a line here. Figures compare at the README's own precision: "75.3"
+agrees with 75.3242 (half a unit of the last digit shown).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+README = REPO / "README.md"
+RESULTS = REPO / "docs" / "results"
+BENCHMARKS = REPO / "docs" / "benchmarks"
+
+# A number standing alone (not the "1" of "F1" or the "2.0" of "dev-v2.0"), thousands commas and a
+# trailing "x" (a speed-up) allowed.
+_END = r"(?=x(?!\w)|[^\w.]|\.(?!\d)|$)"
+NUMBER = re.compile(rf"(?<![\w.\-])-?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?{_END}")
+
+
+def load(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def section(text: str, title: str) -> str:
+    match = re.search(rf"^## {re.escape(title)}\s*$(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    assert match, f"README has no '## {title}' section"
+    return match.group(1)
+
+
+def tables(text: str) -> list[list[dict]]:
+    """Markdown tables as lists of {header: cell} rows (bold markers stripped)."""
+    found, block = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([cell.strip().replace("**", "") for cell in line.strip().strip("|").split("|")])
+            continue
+        if len(block) > 2 and set("".join(block[1])) <= set("-: "):
+            found.append([dict(zip(block[0], row)) for row in block[2:]])
+        block = []
+    return found
+
+
+def numbers(cell: str) -> list[str]:
+    return [n.replace(",", "") for n in NUMBER.findall(cell)]
+
+
+def agrees(shown: str, value: float) -> bool:
+    decimals = len(shown.split(".")[1]) if "." in shown else 0
+    return abs(float(shown) - value) <= 0.5 * 10 ** -decimals + 1e-9
+
+
+def assert_figures(cell: str, expected: list[float], where: str) -> None:
+    shown = numbers(cell)
+    assert len(shown) == len(expected), f"{where}: the README shows {shown}, the JSON backs {len(expected)} figures"
+    wrong = [(s, e) for s, e in zip(shown, expected) if not agrees(s, e)]
+    assert not wrong, f"{where}: README figure vs JSON value: {wrong}"
+
+
+def find_row(rows: list[dict], column: str, pattern: str) -> dict:
+    matches = [row for row in rows if re.search(pattern, row[column])]
+    assert len(matches) == 1, f"expected one README row whose '{column}' matches {pattern!r}, found {len(matches)}"
+    return matches[0]
+
+
+def check_rows(rows: list[dict], label: str, checks: dict, figure_columns: list[str], where: str) -> None:
+    """Run each check on its row; any other row must show no figures."""
+    checked = set()
+    for pattern, check in checks.items():
+        row = find_row(rows, label, pattern)
+        checked.add(id(row))
+        check(row)
+    for row in rows:
+        if id(row) not in checked:
+            shown = [n for column in figure_columns for n in numbers(row[column])]
+            assert not shown, f"{where}: row {row[label]!r} shows {shown} but no JSON check covers it"
+
+
+# --- Results -----------------------------------------------------------------------------------
+
+
+def gap_group(head: str) -> dict:
+    groups = {g["group"]["head"]: g for g in load(RESULTS / "gap.json")["groups"]}
+    return groups[head]
+
+
+def test_results_table_matches_docs_results_json():
+    rows = next(t for t in tables(section(README.read_text(encoding="utf-8"), "Results")) if "result" in t[0])
+    multiply, concat, segment = (gap_group(h) for h in ("multiply", "concat", "segment"))
+    squad_v1 = load(RESULTS / "squad" / "squad-12201fa1221c.json")
+    squad_v2 = load(RESULTS / "squad" / "squad-2c7798437484.json")
+    walls = load(RESULTS / "wall_times.json")["commands"]
+
+    def mean_std(group, key):
+        return [group["metrics"][key]["mean"], group["metrics"][key]["std"]]
+
+    def minutes_seconds(seconds):
+        return list(divmod(seconds, 60))
+
+    checks = {
+        r"^GAP test, multiply head .*mean ± std": lambda row: assert_figures(row["result"], [
+            *mean_std(multiply, "f1_overall"), multiply["metrics"]["bias_f_over_m"]["mean"],
+            multiply["metrics"]["log_loss"]["mean"], multiply["metrics"]["accuracy"]["mean"]], row["what"]),
+        r"^GAP test, concat / segment heads": lambda row: assert_figures(row["result"], [
+            *mean_std(concat, "f1_overall"), *mean_std(segment, "f1_overall"),
+            concat["metrics"]["log_loss"]["mean"], segment["metrics"]["log_loss"]["mean"]], row["what"]),
+        r"^GAP test, multiply, the 3 seeds' probabilities averaged": lambda row: assert_figures(row["result"], [
+            multiply["ensemble"]["f1_overall"], multiply["ensemble"]["bias_f_over_m"],
+            multiply["ensemble"]["log_loss"]], row["what"]),
+        r"^GAP, all 3 heads x 3 seeds": lambda row: assert_figures(
+            row["result"], minutes_seconds(walls["gap_results"]["wall_seconds"]), row["what"]),
+        r"^SQuAD dev-v1\.1": lambda row: assert_figures(row["result"], [
+            squad_v1["metrics"]["exact_match"], squad_v1["metrics"]["f1"],
+            squad_v1["train_metrics"]["wall_seconds"] / 60, walls["squad_v1_subset"]["wall_seconds"] / 60], row["what"]),
+        r"^SQuAD dev-v2\.0": lambda row: assert_figures(row["result"], [
+            squad_v2["metrics"]["f1"], squad_v2["config"]["null_score_diff_threshold"],
+            squad_v2["metrics"]["best_f1"], squad_v2["metrics"]["best_f1_thresh"]], row["what"]),
+    }
+    check_rows(rows, "what", checks, ["result"], "README Results")
+    # The dev-v1.1 row's claim "all 10,570 questions" is what that evaluation scored.
+    assert "10,570" in find_row(rows, "what", r"^SQuAD dev-v1\.1")["what"] and squad_v1["counts"]["questions"] == 10570
+    assert squad_v1["config"]["articles_scored"] == squad_v1["config"]["articles_in_file"] == 48
+    assert len(multiply["seeds"]) == len(concat["seeds"]) == len(segment["seeds"]) == 3
+
+
+def test_make_run_table_matches_docs_results_make_run_json():
+    rows = next(t for t in tables(section(README.read_text(encoding="utf-8"), "Results")) if "figure" in t[0])
+    folder = RESULTS / "make-run"
+    walls = load(folder / "wall_times.json")
+    gap = load(folder / walls["evaluations"]["gap"])
+    squad = load(folder / walls["evaluations"]["squad"])
+    ours = {r["task"]: r for r in load(BENCHMARKS / "train_throughput-cpu.json")["cpu"] if r["runner"] == "ours"}
+    again = walls["again_with_nothing_changed"]
+
+    checks = {
+        r"^GAP test, multiply head, 1 epoch": lambda row: assert_figures(row["figure"], [
+            gap["metrics"][k] for k in ("f1_overall", "bias_f_over_m", "log_loss", "accuracy")], row["what"]),
+        r"^SQuAD dev, 1-article subset": lambda row: assert_figures(row["figure"], [
+            squad["metrics"]["exact_match"], squad["metrics"]["f1"]], row["what"]),
+        r"^wall time, fresh": lambda row: assert_figures(row["figure"], [
+            *divmod(walls["fresh_make_run_seconds"], 60), gap["train_metrics"]["wall_seconds"] / 60,
+            gap["train_metrics"]["throughput"]["sequences_per_second"]], row["what"]),
+        r"^wall time, again": lambda row: assert_figures(row["figure"], [
+            again["luigi_fullrun_seconds"], again["make_run_seconds"]], row["what"]),
+        r"^training speed": lambda row: assert_figures(row["figure"], [
+            ours["gap"]["batch"], ours["gap"]["sequences_per_second"], ours["squad"]["sequences_per_second"]],
+            row["what"]),
+    }
+    check_rows(rows, "what", checks, ["figure"], "README make run")
+    # The labels' settings are those of the evaluated runs.
+    assert (gap["train_config"]["head"], gap["train_config"]["epochs"]) == ("multiply", 1)
+    assert gap["inputs"]["data"]["path"].endswith("gap-test.tsv") and gap["metrics"]["total"] == 2000
+    assert squad["train_config"]["epochs"] == 2 and squad["config"]["articles_scored"] == 1
+    assert again["tasks_run"] == 0
+
+
+# --- Benchmarks --------------------------------------------------------------------------------
+
+
+def benchmark_tables() -> tuple[list[dict], list[dict]]:
+    found = tables(section(README.read_text(encoding="utf-8"), "Benchmarks"))
+    prep = next(t for t in found if "implementation" in t[0])
+    train = next(t for t in found if "runner" in t[0])
+    return prep, train
+
+
+def test_prep_scaling_table_matches_its_json():
+    prep, _ = benchmark_tables()
+    rows = load(BENCHMARKS / "prep_scaling.json")["rows"]
+    best: dict = {}
+    for r in rows:  # the README shows the best of the repeats
+        key = (r["input"], r["nproc"], r["impl"])
+        if key not in best or r["seconds"] < best[key]["seconds"]:
+            best[key] = r
+    shown = {(row["input"], int(row["nproc"]), row["implementation"]) for row in prep}
+    assert shown == set(best), "the README table and prep_scaling.json cover different points"
+    for row in prep:
+        key = (row["input"], int(row["nproc"]), row["implementation"])
+        r, recipe = best[key], best[(key[0], key[1], "hf-recipe")]
+        where = f"prep_scaling {key}"
+        assert_figures(row["seconds"], [r["seconds"]], where)
+        assert_figures(row["features/s"], [r["features_per_second"]], where)
+        assert_figures(row["vs recipe (same nproc)"], [r["features_per_second"] / recipe["features_per_second"]], where)
+        assert_figures(row["peak RSS, all processes"], [r["peak_rss_mb"]], where)
+
+
+RUNNERS = {r"^ours": "ours", r"^Trainer, padded to max length": "trainer/max_length",
+           r"^Trainer, dynamic padding": "trainer/dynamic"}
+TASKS = {r"^SQuAD": "squad", r"^GAP": "gap"}
+
+
+def test_train_throughput_table_matches_its_json():
+    _, train = benchmark_tables()
+    report = load(BENCHMARKS / "train_throughput-cpu.json")
+    runs = {(r["task"], r["runner"]): r for r in report["cpu"]}
+    seen = set()
+    for row in train:
+        task = next(name for pattern, name in TASKS.items() if re.search(pattern, row["task"]))
+        runner = next(name for pattern, name in RUNNERS.items() if re.search(pattern, row["runner"]))
+        seen.add((task, runner))
+        r, dynamic = runs[(task, runner)], runs[(task, "trainer/dynamic")]
+        where = f"train_throughput {task} {runner}"
+        assert_figures(row["sequences/s"], [r["sequences_per_second"]], where)
+        assert_figures(row["real tokens/s"], [r["tokens_per_second"]], where)
+        assert_figures(row["vs Trainer padded to max length"], [r["speedup_vs_trainer_max_length"]], where)
+        vs_dynamic = row["vs Trainer, dynamic padding"]
+        if runner != "trainer/max_length":
+            assert_figures(vs_dynamic, [r["sequences_per_second"] / dynamic["sequences_per_second"]], where)
+        else:
+            assert not numbers(vs_dynamic), where
+        assert r["batch"] == 16 and r["precision"] == "fp32"
+    assert seen == set(runs), "the README table and train_throughput-cpu.json cover different runs"
+    assert report["cpu_passes"] == 2 and {r["steps_measured"] for r in report["cpu"]} == {7}
+
+
+# --- the checker itself ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell, expected", [
+    ("F1 **75.3 ± 0.1**, bias F/M 0.966", ["75.3", "0.1", "0.966"]),
+    ("EM 50.3 / F1 63.1 (27 min training)", ["50.3", "63.1", "27"]),
+    ("F1 33.1 at threshold 0; best F1 50.3 at threshold -11.9", ["33.1", "0", "50.3", "-11.9"]),
+    ("dev-v2.0, 10,570 questions, 2.32x, 1,680 MB", ["10570", "2.32", "1680"]),
+])
+def test_numbers_are_read_as_shown(cell, expected):
+    assert numbers(cell.replace("**", "")) == expected
+
+
+def test_rounding_is_the_readme_precision():
+    assert agrees("75.3", 75.3242) and agrees("0.735", 0.7345) and agrees("5,467".replace(",", ""), 5467.4)
+    assert not agrees("75.3", 75.36) and not agrees("12.6", 19.3)
