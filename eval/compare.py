@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 from eval.report import train_throughput
+from prep.artifact import write_text_atomic
 from eval.run import load_run
 from tasks import get_task
 
@@ -124,7 +124,5 @@ def compare_runs(run_dirs, out: str | Path | None = None) -> str:
         text = {".csv": lambda: format_csv(rows), ".json": lambda: json.dumps(rows, indent=2) + "\n"}.get(
             out.suffix.lower(), lambda: markdown)()
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
+        write_text_atomic(out, text)
     return markdown

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from prep.artifact import read_manifest
 from prep.features import sorted_by_feature_id
@@ -25,14 +24,6 @@ MODEL_DIR_FILES = ("model", "head.safetensors", "train_config.json")
 
 class InputMismatchError(ValueError):
     """Model, features and data do not belong together (task, tokenizer, source file)."""
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-    return device
 
 
 def read_train_config(model_dir: str | Path) -> dict:

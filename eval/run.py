@@ -13,7 +13,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from eval.inference import check_inputs, load_model, read_train_config, resolve_device
+from eval.inference import check_inputs, load_model, read_train_config
+from train.dist import resolve_device
 from eval.report import write_report
 from prep.artifact import MANIFEST, atomic_output_dir, sha256_file, write_json_atomic
 from prep.features import open_features
@@ -22,12 +23,6 @@ from tasks.spec import EvalContext
 
 SCHEMA_VERSION = 1
 METRICS_FILE = "metrics.json"
-
-
-def _write_json(path: Path, payload) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
 
 
 def _read_json_if_any(path: Path):
@@ -79,7 +74,7 @@ def _summary(task: str, model_dir: Path, artifacts: dict, config: dict) -> dict:
 def _finish(tmp: Path, summary: dict, model_dir: Path, started: float, plot_data: dict | None = None) -> dict:
     """Write metrics.json, the report and the manifest (last) into the temp folder."""
     summary["seconds"] = round(time.perf_counter() - started, 3)
-    _write_json(tmp / METRICS_FILE, summary)
+    write_json_atomic(tmp / METRICS_FILE, summary)
     write_report(tmp, summary, model_dir, plot_data)
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     write_json_atomic(tmp / MANIFEST, {

@@ -61,17 +61,19 @@ def _remove_stale_temps(out_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out_dir: str | Path, overwrite: bool = True, reuse_if_made_while_waiting: bool = False):
+def atomic_output_dir(out_dir: str | Path, overwrite: bool = True, reuse_if_made_while_waiting: bool = False,
+                      marker: str = MANIFEST):
     """Yield a temp folder; on success it replaces ``out_dir`` in one rename, on error it is removed.
 
-    The block runs under ``out_dir``'s lock, so two runs never write it at once: the second waits.
-    With ``reuse_if_made_while_waiting``, a run that waited and then finds ``out_dir`` complete
-    gets ``None`` instead of a folder and leaves ``out_dir`` as the other run made it.
+    The block must write ``marker`` (the file written last, ``manifest.json`` by default). It runs
+    under ``out_dir``'s lock, so two runs never write it at once: the second waits. With
+    ``reuse_if_made_while_waiting``, a run that waited and then finds ``out_dir`` complete gets
+    ``None`` instead of a folder and leaves ``out_dir`` as the other run made it.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with artifact_lock(out_dir, "writing") as lock:
-        if reuse_if_made_while_waiting and lock.waited and is_complete(out_dir):
+        if reuse_if_made_while_waiting and lock.waited and (out_dir / marker).is_file():
             yield None
             return
         if out_dir.exists() and not overwrite:
@@ -81,34 +83,58 @@ def atomic_output_dir(out_dir: str | Path, overwrite: bool = True, reuse_if_made
         tmp.mkdir()
         try:
             yield tmp
-            if not (tmp / MANIFEST).is_file():
-                raise RuntimeError(f"internal error: {tmp} finished without {MANIFEST}")
-            if out_dir.exists():
-                # rename() cannot replace a non-empty folder: move the old one aside first.
-                trash = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-                os.replace(out_dir, trash)
-                os.replace(tmp, out_dir)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.replace(tmp, out_dir)
+            if not (tmp / marker).is_file():
+                raise RuntimeError(f"internal error: {tmp} finished without {marker}")
+            replace_dir(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
+def replace_dir(new: Path, final: Path) -> None:
+    """Put folder ``new`` at ``final``, replacing a folder already there (moved aside, then removed)."""
+    if final.exists():
+        # rename() cannot replace a non-empty folder: move the old one aside first.
+        trash = final.parent / f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, trash)
+        os.replace(new, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(new, final)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path):
+    """Yield a temp path beside ``path``; on success it is fsynced and renamed over ``path``, on error removed.
+
+    The one way files are written in place here (JSON records, checkpoints, model heads).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)  # the rename itself survives a power cut
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
-def write_json_atomic(path: str | Path, payload: dict) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, payload) -> None:
+    """``payload`` as indented UTF-8 JSON at ``path``, atomically."""
+    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_manifest(out_dir: str | Path) -> dict:

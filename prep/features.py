@@ -16,6 +16,20 @@ import pyarrow.compute as pc
 from prep.artifact import read_manifest
 
 
+def to_hf_dataset(out_dir: str | Path):
+    """A prep output as a Hugging Face ``datasets.Dataset`` over the same memory-mapped table.
+
+    The one-line loader (``datasets`` is the bench extra, not a core dependency)::
+
+        datasets.Dataset(datasets.table.InMemoryTable(prep.features.open_features(out_dir)))
+
+    ``InMemoryTable`` only wraps the table, so no row is copied.
+    """
+    import datasets
+
+    return datasets.Dataset(datasets.table.InMemoryTable(open_features(out_dir)))
+
+
 def open_features(out_dir: str | Path) -> pa.Table:
     """All feature rows of a prep output as one memory-mapped table (no copy into RAM).
 

@@ -1,6 +1,6 @@
 """The multiprocessing engine shared by every prep stage.
 
-Design (after the seed write-up 002): a ``multiprocess`` pool whose initializer gives each
+Design: a ``multiprocess`` pool whose initializer gives each
 worker a stable id (taken from a shared counter) and loads the large objects (the tokenizer) once per
 worker; tasks carry only a chunk of raw examples. A shared counter (a ``Value`` used under its
 own lock) hands out globally unique, dense feature ids. Ids are reserved in chunk order, so the
@@ -230,6 +230,39 @@ def _wait(async_result, workers):
 
 
 @stop_on_signals()
+def _collect(results, workers, stats: dict, merged_writer, progress) -> int:
+    """Take the workers' results in chunk order (checking they are alive); returns features written."""
+    written = done = 0
+    while True:
+        try:
+            count, batch, chunk_stats = results.next(timeout=_POLL_S)
+        except StopIteration:
+            return written
+        except multiprocess.TimeoutError:
+            _check_alive(workers)
+            continue
+        merge_stats(stats, chunk_stats)
+        if batch is not None:
+            merged_writer.write_batch(batch)
+        written += count
+        done += 1
+        if progress is not None:
+            progress(done, written)
+
+
+def _close_shards(pool, nproc: int, workers, out_dir: Path, schema: pa.Schema, file_stem: str) -> list[dict]:
+    """Shards mode: every worker closes its file; the list of shards (an empty file if no rows at all)."""
+    files = []
+    for worker_id, name, rows in sorted(_wait(pool.map_async(_close_task, range(nproc), chunksize=1), workers)):
+        if name is not None:
+            files.append({"path": name, "rows": rows, "worker": worker_id})
+    if not files:  # no rows at all: still publish the schema, as merge mode does
+        empty_name = f"{file_stem}-empty.arrow"
+        pa.ipc.new_file(str(out_dir / empty_name), schema).close()
+        files.append({"path": empty_name, "rows": 0})
+    return files
+
+
 def run_pool(
     chunks: Iterable[Any] | Callable[[], Iterable[Any]],
     *,
@@ -289,35 +322,12 @@ def run_pool(
             chunks = chunks()
         started = time.perf_counter()  # PoolResult.seconds: converting, not reading
         tasks = ((i, pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)) for i, chunk in enumerate(chunks))
-        results = pool.imap(_convert_task, tasks, chunksize=1)
-        done = 0
-        while True:
-            try:
-                count, batch, chunk_stats = results.next(timeout=_POLL_S)
-            except StopIteration:
-                break
-            except multiprocess.TimeoutError:
-                _check_alive(workers)
-                continue
-            merge_stats(stats, chunk_stats)
-            if batch is not None:
-                merged_writer.write_batch(batch)
-            written += count
-            done += 1
-            if progress is not None:
-                progress(done, written)
+        written = _collect(pool.imap(_convert_task, tasks, chunksize=1), workers, stats, merged_writer, progress)
         if merged_writer is not None:
             merged_writer.close()
             files.append({"path": merged_name, "rows": written})
         else:
-            closed = _wait(pool.map_async(_close_task, range(nproc), chunksize=1), workers)
-            for worker_id, name, rows in sorted(closed):
-                if name is not None:
-                    files.append({"path": name, "rows": rows, "worker": worker_id})
-            if not files:  # no rows at all: still publish the schema, as merge mode does
-                empty_name = f"{file_stem}-empty.arrow"
-                pa.ipc.new_file(str(out_dir / empty_name), schema).close()
-                files.append({"path": empty_name, "rows": 0})
+            files = _close_shards(pool, nproc, workers, out_dir, schema, file_stem)
     finally:
         # Every result is in and every shard closed (or we are failing): no need to wait for
         # the workers' interpreter teardown (~0.5 s), which close() + join() would.

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import pyarrow as pa
 
@@ -87,47 +87,54 @@ def run_stage(
             file_stem=f"{dataset}-{split}",
             progress=report if progress else None,
         )
-        result = read_result[0]
         Path(export.backend_file).unlink()
-        stats = dict(pooled.stats)
-        skipped = result.skipped + stats.pop("skipped", [])
-        converted = stats.pop("examples_converted", 0)
-        id_wait_seconds = stats.pop("id_wait_seconds", 0.0)
-        if converted + len(skipped) != result.examples_in:
-            raise RuntimeError(
-                f"examples not conserved: {result.examples_in} in, {converted} converted, "
-                f"{len(skipped)} skipped"
-            )
-        seconds = time.perf_counter() - started
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "dataset": dataset,
-            "split": split,
-            "input": {"path": str(input_path.resolve()), "sha256": input_sha,
-                      "bytes": input_path.stat().st_size, **result.info},
-            "config": config,
-            "tokenizer": tokenizer,
-            "mode": mode,
-            "nproc": pooled.nproc,
-            "columns": schema.names,
-            "files": pooled.files,
-            "counts": {
-                "examples_in": result.examples_in,
-                "examples_converted": converted,
-                "examples_skipped": len(skipped),
-                "features_out": pooled.num_features,
-                **stats,
-            },
-            "skip_reasons": dict(Counter(s["reason"] for s in skipped)),
-            "skipped": skipped,
-            "seconds": round(seconds, 3),
-            "pool_seconds": round(pooled.seconds, 3),
-            # time workers spent waiting for their turn at the ordered id counter
-            "id_wait_seconds": round(id_wait_seconds, 3),
-            "features_per_second": round(pooled.num_features / seconds, 1) if seconds > 0 else None,
-        }
+        manifest = _manifest(
+            dataset=dataset, split=split, input_path=input_path, input_sha=input_sha, result=read_result[0],
+            pooled=pooled, config=config, tokenizer=tokenizer, mode=mode, schema=schema,
+            seconds=time.perf_counter() - started,
+        )
         write_json_atomic(tmp / MANIFEST, manifest)
     return manifest
+
+
+def _manifest(*, dataset: str, split: str, input_path: Path, input_sha: str, result: ReadResult, pooled,
+              config: dict, tokenizer: dict, mode: str, schema: pa.Schema, seconds: float) -> dict:
+    """The manifest of a finished run; raises if examples in != converted + skipped."""
+    stats = dict(pooled.stats)
+    skipped = result.skipped + stats.pop("skipped", [])
+    converted = stats.pop("examples_converted", 0)
+    id_wait_seconds = stats.pop("id_wait_seconds", 0.0)
+    if converted + len(skipped) != result.examples_in:
+        raise RuntimeError(
+            f"examples not conserved: {result.examples_in} in, {converted} converted, {len(skipped)} skipped"
+        )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": dataset,
+        "split": split,
+        "input": {"path": str(input_path.resolve()), "sha256": input_sha,
+                  "bytes": input_path.stat().st_size, **result.info},
+        "config": config,
+        "tokenizer": tokenizer,
+        "mode": mode,
+        "nproc": pooled.nproc,
+        "columns": schema.names,
+        "files": pooled.files,
+        "counts": {
+            "examples_in": result.examples_in,
+            "examples_converted": converted,
+            "examples_skipped": len(skipped),
+            "features_out": pooled.num_features,
+            **stats,
+        },
+        "skip_reasons": dict(Counter(s["reason"] for s in skipped)),
+        "skipped": skipped,
+        "seconds": round(seconds, 3),
+        "pool_seconds": round(pooled.seconds, 3),
+        # time workers spent waiting for their turn at the ordered id counter
+        "id_wait_seconds": round(id_wait_seconds, 3),
+        "features_per_second": round(pooled.num_features / seconds, 1) if seconds > 0 else None,
+    }
 
 
 def tqdm_progress(disable: bool):

@@ -2,7 +2,7 @@
 
 Everything heavy runs in fresh subprocesses (``python -m profiling.worker`` under torchrun and,
 on the nsys path, under ``nsys profile``); this process never imports CUDA, so a Luigi worker
-that forks later is safe. The artifact folder is assembled as ``<out>.partial`` and renamed into
+that forks later is safe. The artifact folder is assembled in a temp folder beside it and renamed into
 place at the end, so a folder with ``profile_summary.json`` is always complete.
 """
 
@@ -115,31 +115,70 @@ def run_profile(config: ProfileConfig, out_dir: str | Path, progress: Progress |
     traces (``traces/rank<R>.pt.trace.json``) or Nsight reports (``rank<R>.nsys-rep`` +
     ``stats/*.csv``), ``profile.log`` and the scaling runs' metrics. Returns the summary.
     """
+    from prep.artifact import atomic_output_dir, write_json_atomic
     from prep.pool import available_cpus
+    from train.dist import backend_for
     from train.launch import check_world_size, visible_cuda_devices
 
     say = progress or (lambda message, percent: None)
     out_dir = Path(out_dir).resolve()
-    work = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     check_world_size(config.world_size, config.device)
     gpus = 0 if config.device == "cpu" else visible_cuda_devices()
     device_type = "cuda" if gpus else "cpu"
+    cpus = available_cpus()
+    with atomic_output_dir(out_dir, marker=summary_mod.SUMMARY_JSON) as work:
+        features, features_label = _features(config, work, say)
+        env, threads = child_env(config, config.world_size, device_type, cpus)
+        recorded = _record(config, work, features, gpus, env, python, say)
+        train_config = _read_json(work / "train" / "train_config.json")
+        _tidy(work / "train")
+        scaling = _measure_scaling(config, work, features, device_type, gpus, cpus, python, say) if config.scaling else None
+        say("writing the summary", 95)
+        summary = {
+            "schema_version": summary_mod.SCHEMA_VERSION,
+            "artifact_dir": str(out_dir),
+            **recorded["backend"],
+            "setup": {
+                "task": config.task, "device": device_type, "world_size": config.world_size,
+                "dist_backend": backend_for(device_type) if config.world_size > 1 else None,
+                "precision": train_config["precision"], "global_batch_size": config.global_batch_size,
+                "micro_batch_size": train_config["micro_batch_size"],
+                "accumulation_steps": train_config["accumulation_steps"], "model_dir": config.model_dir,
+                "features": features_label, "warmup_steps": config.warmup_steps, "active_steps": config.active_steps,
+                "cpus": cpus, "threads_per_process": threads, "gpus": gpus,
+            },
+            "step": mean_over_ranks(recorded["per_rank"]),
+            "per_rank": recorded["per_rank"],
+            "top_ops": recorded["top"],
+            "scaling": scaling,
+            "prep_scaling": summary_mod.read_prep_scaling(config.prep_scaling_png),
+            "artifacts": recorded["artifacts"],
+            "open_with": _open_hints(recorded["backend"]["backend"]),
+            "notes": recorded["notes"],
+            "config": config.to_dict(),
+        }
+        (work / summary_mod.SUMMARY_MD).write_text(summary_mod.render_markdown(summary, out_dir), encoding="utf-8")
+        write_json_atomic(work / summary_mod.SUMMARY_JSON, summary)
+    say("done", 100)
+    return summary
+
+
+def _features(config: ProfileConfig, work: Path, say: Progress) -> tuple[Path, str]:
+    """(features folder, how the summary names it): the given folder, or synthetic rows written here."""
+    if config.features_dir:
+        return Path(config.features_dir).resolve(), f"`{config.features_dir}`"
+    say("writing synthetic features", 2)
+    features = write_synthetic_features(work / "features", config)
+    return features, (f"synthetic ({config.global_batch_size * config.total_steps()} rows, "
+                      f"{max(16, config.synthetic_seq_length // 2)}-{config.synthetic_seq_length} tokens)")
+
+
+def _record(config: ProfileConfig, work: Path, features: Path, gpus: int, env: dict, python: str,
+            say: Progress) -> dict:
+    """The profiled run under nsys (where it exists with CUDA) or torch.profiler; its per-rank step split."""
     nsys = nsys_path.find_nsys()
     backend, reason = choose_backend(config.backend, nsys, gpus)
-    cpus = available_cpus()
     notes: list[str] = []
-
-    if config.features_dir:
-        features, features_label = Path(config.features_dir).resolve(), f"`{config.features_dir}`"
-    else:
-        say("writing synthetic features", 2)
-        features = write_synthetic_features(work / "features", config)
-        features_label = (f"synthetic ({config.global_batch_size * config.total_steps()} rows, "
-                          f"{max(16, config.synthetic_seq_length // 2)}-{config.synthetic_seq_length} tokens)")
-
-    env, threads = child_env(config, config.world_size, device_type, cpus)
     nsys_error = None
     if backend == "nsys":
         say(f"profiling {config.total_steps()} steps under nsys", 5)
@@ -154,50 +193,14 @@ def run_profile(config: ProfileConfig, out_dir: str | Path, progress: Progress |
     if backend == "torch":
         say(f"profiling {config.total_steps()} steps under torch.profiler", 5)
         timelines, top, artifacts = _profile_torch(config, work, features, env, python)
-    per_rank = [split_step_time(timeline) for timeline in timelines]
-    train_config = _read_json(work / "train" / "train_config.json")
-    _tidy(work / "train")
-
-    scaling = None
-    if config.scaling:
-        scaling = _measure_scaling(config, work, features, device_type, gpus, cpus, python, say)
-    say("writing the summary", 95)
-    summary = {
-        "schema_version": summary_mod.SCHEMA_VERSION,
-        "artifact_dir": str(out_dir),
-        "backend": backend,
-        "backend_reason": reason,
-        "backend_label": ("Nsight Systems (nsys) capture of the window" if backend == "nsys"
-                          else "torch.profiler over the window"),
-        "nsys": {"path": nsys, "error": nsys_error},
-        "setup": {
-            "task": config.task, "device": device_type, "world_size": config.world_size,
-            "dist_backend": ("nccl" if device_type == "cuda" else "gloo") if config.world_size > 1 else None,
-            "precision": train_config["precision"], "global_batch_size": config.global_batch_size,
-            "micro_batch_size": train_config["micro_batch_size"],
-            "accumulation_steps": train_config["accumulation_steps"], "model_dir": config.model_dir,
-            "features": features_label, "warmup_steps": config.warmup_steps, "active_steps": config.active_steps,
-            "cpus": cpus, "threads_per_process": threads, "gpus": gpus,
-        },
-        "step": mean_over_ranks(per_rank),
-        "per_rank": per_rank,
-        "top_ops": top,
-        "scaling": scaling,
-        "prep_scaling": summary_mod.read_prep_scaling(config.prep_scaling_png),
-        "artifacts": artifacts,
-        "open_with": _open_hints(backend),
-        "notes": notes,
-        "config": config.to_dict(),
+    return {
+        "backend": {"backend": backend, "backend_reason": reason,
+                    "backend_label": ("Nsight Systems (nsys) capture of the window" if backend == "nsys"
+                                      else "torch.profiler over the window"),
+                    "nsys": {"path": nsys, "error": nsys_error}},
+        "per_rank": [split_step_time(timeline) for timeline in timelines],
+        "top": top, "artifacts": artifacts, "notes": notes,
     }
-    from train.metrics_log import write_json_atomic
-
-    (work / summary_mod.SUMMARY_MD).write_text(summary_mod.render_markdown(summary, out_dir), encoding="utf-8")
-    write_json_atomic(work / summary_mod.SUMMARY_JSON, summary)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(work, out_dir)
-    say("done", 100)
-    return summary
 
 
 def _profile_torch(config, work: Path, features: Path, env: dict, python: str):
@@ -251,6 +254,7 @@ def _profile_nsys(config, work: Path, features: Path, nsys: str, env: dict, pyth
 
 def _measure_scaling(config, work: Path, features: Path, device_type: str, gpus: int, cpus: int, python: str,
                      say: Progress) -> dict:
+    from train.dist import backend_for
     from train.launch import launch_command
 
     timings, notes = [], []
@@ -274,7 +278,7 @@ def _measure_scaling(config, work: Path, features: Path, device_type: str, gpus:
         notes.append(f"CPU: {cpus} core(s) shared by all processes of a run "
                      f"(OMP threads per process shown); gloo all-reduce runs on the same cores.")
     precision = next((t["precision"] for t in timings if t.get("precision")), config.precision)
-    return {"device": device_type, "dist_backend": "nccl" if device_type == "cuda" else "gloo",
+    return {"device": device_type, "dist_backend": backend_for(device_type),
             "precision": precision, "steps": config.total_steps(), "rows": scaling_mod.scaling_table(timings),
             "notes": notes}
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import luigi
 from luigi.execution_summary import LuigiStatusCode
 

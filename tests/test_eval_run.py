@@ -25,7 +25,8 @@ from eval.inference import InputMismatchError
 from eval.report import parse_metrics_table
 from tasks.gap.score import score_gap_file
 from tasks.squad.score import score_squad_file
-from tasks.squad.evaluate import SquadDataError, evaluate_squad, load_squad_data
+from tasks.squad.evaluate import evaluate_squad
+from tasks.squad.read import SquadFormatError, load_squad_data
 from prep.features import open_features
 from tests.conftest import shared_data
 
@@ -322,7 +323,7 @@ def test_truncated_data_file(squad_v1, tmp_path):
     text = squad_v1["data"].read_text(encoding="utf-8")
     cut = tmp_path / "cut.json"
     cut.write_text(text[: len(text) // 2], encoding="utf-8")
-    with pytest.raises(SquadDataError, match="malformed JSON.*truncated"):
+    with pytest.raises(SquadFormatError, match="malformed JSON.*truncated"):
         load_squad_data(cut)
     assert eval_main(["score-squad", "--data", str(cut), "--predictions", str(cut)]) == 1
 

@@ -123,6 +123,22 @@ def test_fullrun_runs_then_caches_then_reruns_what_changed(tiny_setup, monkeypat
         assert started == ["Evaluation", "FullRun", "GapFeatures", "GapFineTuned", "Profile"]
         assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS
 
+    # A copy of the test file with the same bytes is the same input: nothing runs. Edited in
+    # place, it re-runs exactly what depends on it: its features, the evaluation, the summary.
+    copy = root / "elsewhere" / "gap-test.tsv"  # GAP names the split after the file, so the same name
+    copy.parent.mkdir()
+    copy.write_bytes(Path(config["inputs"]["gap_test"]).read_bytes())
+    moved = {**config, "inputs": {**config["inputs"], "gap_test": copy}}
+    with configured(moved):
+        result, started = build_fullrun(model, squad=False)
+        assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS and started == []
+        rows = copy.read_text(encoding="utf-8").splitlines(keepends=True)
+        copy.write_text("".join(rows[:-1]), encoding="utf-8")  # one test row fewer
+        result, started = build_fullrun(model, squad=False)
+        assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
+        assert started == ["Evaluation", "FullRun", "GapFeatures"]
+        assert STARTED.count("GapFeatures") == 1  # the test split only
+
 
 def write_cfg(path: Path, config: dict) -> Path:
     lines = []

@@ -124,3 +124,13 @@ def test_train_config_derives_accumulation_from_global_batch():
         TrainConfig(**base, precision="fp8")
     config = TrainConfig(**base)
     assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_feature_folders_open_with_datasets(gap_dir):
+    from prep.features import open_features, to_hf_dataset
+
+    dataset = to_hf_dataset(gap_dir)
+    table = open_features(gap_dir)
+    assert len(dataset) == table.num_rows == 203 and dataset.column_names == table.column_names
+    assert dataset[5]["input_ids"] == table.column("input_ids")[5].as_py()
+    assert dataset.with_format("torch")[0]["label"].item() == table.column("label")[0].as_py()

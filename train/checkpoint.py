@@ -23,12 +23,13 @@ the same way, so a resumed run still ends on the best epoch of the whole run.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from prep.artifact import atomic_file
 
 SCHEMA_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -87,21 +88,8 @@ def restore_rng_state(state: dict, device: torch.device) -> None:
 
 def _atomic_torch_save(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict) -> None:

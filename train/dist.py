@@ -40,8 +40,21 @@ def single_process(device: str | torch.device = "cpu") -> DistEnv:
     return DistEnv(rank=0, local_rank=0, world_size=1, local_world_size=1, device=device, is_main=True)
 
 
-def backend_for(device: torch.device) -> str:
-    return "nccl" if device.type == "cuda" else "gloo"
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; asking for CUDA without it is an error.
+
+    The one place a device name is resolved (training, evaluation, profiling).
+    """
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return device
+
+
+def backend_for(device: torch.device | str) -> str:
+    """The collective back-end for a device: NCCL on CUDA, gloo elsewhere."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
 
 
 def read_launch_env(environ: Mapping[str, str]) -> tuple[int, int, int, int]:
@@ -67,10 +80,7 @@ def init_distributed(
     """
     environ = os.environ if environ is None else environ
     rank, local_rank, world_size, local_world_size = read_launch_env(environ)
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    if resolve_device(device).startswith("cuda"):
         visible = torch.cuda.device_count()
         if local_world_size > visible:
             raise RuntimeError(

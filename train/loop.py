@@ -142,6 +142,274 @@ def write_train_config(config: TrainConfig, dataset: FeatureSet, env: DistEnv) -
     return record
 
 
+class _Run:
+    """One training run's state, shared by the pieces of :func:`train`: set-up, steps, epochs,
+    checkpoints, held-out evaluation, finish."""
+
+    def __init__(self, config: TrainConfig, env: DistEnv, profiler):
+        self.config, self.env, self.profiler = config, env, profiler or NullProfiler()
+        self.task = get_task(config.task)
+        self.out_dir = Path(config.out_dir)
+        self.ckpt_file = ckpt.checkpoint_path(self.out_dir)
+        self.saved = self._load_saved()
+        self.train_set = FeatureSet(config.features_dir, config.task)
+        self.eval_set = FeatureSet(config.eval_features_dir, config.task) if config.eval_features_dir else None
+        self.lengths = self.train_set.lengths() if config.length_bucketing else None
+        self.per_epoch = steps_per_epoch(len(self.train_set), config.global_batch_size)
+        self.total_steps = total_train_steps(config, len(self.train_set))
+        self.accum, self.micro = config.accumulation_steps(), config.micro_batch_size()
+        if env.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_train_config(config, self.train_set, env)
+        self.step = self.epoch = self.step_in_epoch = 0
+        self.loss_history: list[dict] = []
+        self.eval_history: list[dict] = []
+        self.last_loss = None
+        self.best = None
+
+    def _load_saved(self) -> dict | None:
+        if self.config.resume:
+            saved = ckpt.load_checkpoint(self.ckpt_file)
+            ckpt.check_compatible(saved["config"], self.config.run_defining(), self.ckpt_file)
+            return saved
+        if self.ckpt_file.exists():
+            raise ckpt.CheckpointError(f"{self.ckpt_file} exists: pass --resume to continue that run, or use a new --out")
+        return None
+
+    def progress(self, phase: str, **extra) -> None:
+        self.logger.progress({"phase": phase, "step": self.step, "total_steps": self.total_steps, "epoch": self.epoch,
+                              "epochs": self.config.epochs, "loss": self.last_loss, **extra})
+
+
+def setup(config: TrainConfig, env: DistEnv, profiler=None) -> _Run:
+    """Data, model (DDP-wrapped when distributed), optimizer, schedule, scaler, logging; a resumed
+    run's state and RNG restored."""
+    run = _Run(config, env, profiler)
+    seed_everything(config.seed)  # identical head init on every rank
+    run.raw_model = build_model(config.task, config.head, config.model_dir).to(env.device)
+    run.collate = make_collate(config.task, run.raw_model.encoder.config.pad_token_id or 0, config.pad_to_multiple_of)
+    run.optimizer = make_optimizer(run.raw_model, config, env.device)
+    warmup_steps = math.ceil(config.warmup_ratio * run.total_steps)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer, functools.partial(linear_warmup_decay, warmup_steps=warmup_steps, total_steps=run.total_steps)
+    )
+    run.scaler = torch.amp.GradScaler(env.device.type, enabled=config.precision == "fp16")
+    saved = run.saved
+    if saved is not None:
+        run.raw_model.load_state_dict(saved["model"])
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scheduler.load_state_dict(saved["scheduler"])
+        if saved["scaler"]:
+            run.scaler.load_state_dict(saved["scaler"])
+        run.step, run.epoch, run.step_in_epoch = saved["step"], saved["epoch"], saved["step_in_epoch"]
+    run.model = run.raw_model
+    if env.distributed:
+        run.model = DDP(run.raw_model, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
+                        gradient_as_bucket_view=True, **_no_buffer_sync())
+    if saved is not None and saved["world_size"] == env.world_size:
+        ckpt.restore_rng_state(saved["rng"][env.rank], env.device)
+    else:
+        if saved is not None and env.is_main:
+            log.warning("resuming at world size %d from a checkpoint of world size %d: same batches, "
+                        "but dropout draws differ from the unbroken run", env.world_size, saved["world_size"])
+        seed_everything(config.seed + env.rank + 1_000_003 * run.step)  # per-rank dropout streams
+    _log_setup(run)
+    run.logger = RunLogger(run.out_dir, enabled=env.is_main)
+    run.tracer = Tracer(config.nvtx, env.device)
+    run.clock = TrainClock(env.device)
+    run.bar = tqdm(total=run.total_steps, initial=run.step, unit="step", dynamic_ncols=True,
+                   disable=not (env.is_main and config.progress_bar))
+    # Throughput counts this process's steps after its first (allocator and kernel warm-up).
+    run.measured = torch.zeros(3, dtype=torch.float64)  # steps, real tokens, padded tokens (this rank)
+    run.window = _Window(env.device)
+    run.first_step = run.step
+    run.started = time.perf_counter()
+    run.best_file = ckpt.best_path(run.out_dir)
+    run.best = ckpt.load_best(run.best_file) if config.select_best and saved is not None else None
+    return run
+
+
+def _log_setup(run: _Run) -> None:
+    config, env = run.config, run.env
+    if not env.is_main:
+        return
+    if config.precision == "fp16" and env.device.type == "cpu":
+        log.warning("fp16 on CPU: autocast float16 + GradScaler work, but most CPUs emulate fp16 matmuls "
+                    "(several times slower than fp32); use --precision bf16/fp32/auto for speed")
+    log.info("%s/%s on %s x%d (%s): global batch %d = %d per device x %d accumulation x %d ranks; "
+             "%d steps (%d per epoch)%s", config.task, config.head, env.device.type, env.world_size,
+             config.precision, config.global_batch_size, run.micro, run.accum, env.world_size, run.total_steps,
+             run.per_epoch, f"; resuming at step {run.step}" if run.saved is not None else "")
+
+
+def optimizer_step(run: _Run, batches) -> tuple[torch.Tensor, int, int]:
+    """One optimizer step: ``accumulation_steps`` micro-batches (no all-reduce but on the last),
+    then unscale, clip, step, update. Returns (grad norm, real tokens, padded tokens)."""
+    config, env, model = run.config, run.env, run.model
+    tokens = padded = 0
+    for micro_step in range(run.accum):
+        with run.tracer.range("data_wait"):
+            batch = next(batches)
+        tokens += int(batch["attention_mask"].sum())
+        padded += batch["attention_mask"].numel()
+        batch = to_device(batch, env.device)
+        syncing = micro_step == run.accum - 1 or not env.distributed
+        with contextlib.nullcontext() if syncing else model.no_sync():
+            with run.tracer.range("forward"), autocast_context(config.precision, env.device):
+                loss = run.task.loss(model(**batch), batch)
+            with run.tracer.range("backward"):
+                run.scaler.scale(loss / run.accum).backward()
+        run.window.loss += loss.detach()
+    with run.tracer.range("optimizer_step"):
+        run.scaler.unscale_(run.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+    return grad_norm, tokens, padded
+
+
+def _after_step(run: _Run, grad_norm: torch.Tensor, tokens: int, padded: int) -> None:
+    """Counters, throughput, and every ``log_every_n_steps`` a log record (TensorBoard, progress.json)."""
+    config = run.config
+    run.profiler.step()
+    run.step += 1
+    run.step_in_epoch += 1
+    run.bar.update(1)
+    run.window.add_step(tokens, padded)
+    if run.step == run.first_step + 1:
+        run.clock.reset()
+        run.clock.start()
+    else:
+        run.measured += torch.tensor([1, tokens, padded], dtype=torch.float64)
+    if run.step % config.log_every_n_steps == 0 or run.step == run.total_steps:
+        record = run.window.flush(run.env, run.accum, config.global_batch_size)
+        run.last_loss = record["loss"]
+        run.loss_history.append({"step": run.step, "loss": run.last_loss})
+        run.logger.scalars(run.step, {
+            "train/loss": run.last_loss, "train/lr": run.scheduler.get_last_lr()[0],
+            "train/grad_norm": grad_norm.item(),
+            "train/loss_scale": run.scaler.get_scale() if run.scaler.is_enabled() else None,
+            "train/sequences_per_second": record["sequences_per_second"],
+            "train/tokens_per_second": record["tokens_per_second"],
+            "train/padding_fraction": record["padding_fraction"],
+        })
+        run.bar.set_postfix(loss=f"{run.last_loss:.4f}", seq_s=f"{record['sequences_per_second']:.1f}", refresh=False)
+        run.progress("train", sequences_per_second=record["sequences_per_second"])
+
+
+def run_epoch(run: _Run) -> None:
+    """The rest of the current epoch (or up to the step cap), checkpointing on the way and at its end."""
+    config, env = run.config, run.env
+    plan = plan_epoch(
+        run.train_set, epoch=run.epoch, seed=config.seed, rank=env.rank, world_size=env.world_size,
+        global_batch_size=config.global_batch_size, micro_batch_size=run.micro, accumulation_steps=run.accum,
+        lengths=run.lengths, bucket_window_steps=config.bucket_window_steps,
+    )
+    steps_now = min(run.per_epoch - run.step_in_epoch, run.total_steps - run.step)
+    plan = plan[run.step_in_epoch * run.accum : (run.step_in_epoch + steps_now) * run.accum]
+    batches = iter(make_loader(run.train_set, plan, run.collate, config.num_workers, env.device.type == "cuda"))
+    run.model.train()
+    run.clock.start()
+    for _ in range(steps_now):
+        _after_step(run, *optimizer_step(run, batches))
+        if (config.save_every_n_steps and run.step % config.save_every_n_steps == 0
+                and run.step_in_epoch < run.per_epoch):
+            save_checkpoint(run)
+            run.clock.start()
+    run.clock.stop()
+    if run.step_in_epoch == run.per_epoch:
+        run.epoch, run.step_in_epoch = run.epoch + 1, 0
+        if run.eval_set is not None:
+            evaluate_held_out(run)
+    save_checkpoint(run)
+
+
+def save_checkpoint(run: _Run) -> None:
+    """``checkpoints/last.pt`` (rank 0), with every rank's RNG state; all ranks wait for it."""
+    run.clock.stop()
+    rng = all_gather_objects(ckpt.capture_rng_state(run.env.device), run.env)
+    if run.env.is_main:
+        ckpt.save_checkpoint(run.ckpt_file, {
+            "schema_version": ckpt.SCHEMA_VERSION, "model": run.raw_model.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(), "step": run.step, "epoch": run.epoch,
+            "step_in_epoch": run.step_in_epoch, "rng": rng, "world_size": run.env.world_size,
+            "config": run.config.to_dict(),
+        })
+    barrier(run.env)
+
+
+def evaluate_held_out(run: _Run) -> None:
+    """Score the eval features; with ``select_best``, keep these weights if their loss is the lowest yet."""
+    run.progress("eval")
+    metrics = evaluate(run.model, run.eval_set, run.config, run.env, run.collate)
+    run.eval_history.append({"epoch": run.epoch, "step": run.step, **metrics})
+    run.logger.scalars(run.step, {f"eval/{k}": v for k, v in metrics.items() if k != "eval_rows"})
+    if run.config.select_best and (run.best is None or metrics["eval_loss"] < run.best["eval_loss"]):
+        # Every rank keeps the copy (they all load it at the end); rank 0 also writes it.
+        run.best = {"schema_version": ckpt.SCHEMA_VERSION, "epoch": run.epoch, "step": run.step,
+                    "eval_loss": metrics["eval_loss"],
+                    "model": {k: v.detach().to("cpu", copy=True) for k, v in run.raw_model.state_dict().items()}}
+        if run.env.is_main:
+            ckpt.save_best(run.best_file, run.best)
+
+
+def finish(run: _Run) -> dict:
+    """Select and calibrate on the held-out split, then write the model and, last, ``metrics.json``."""
+    config, env = run.config, run.env
+    run.bar.close()
+    if run.eval_set is not None and (not run.eval_history or run.eval_history[-1]["step"] != run.step):
+        evaluate_held_out(run)  # a run capped by max_steps mid-epoch still reports eval metrics
+    selected = calibration = None
+    if run.best is not None:
+        run.raw_model.load_state_dict(run.best["model"])
+        selected = {"epoch": run.best["epoch"], "step": run.best["step"], "eval_loss": run.best["eval_loss"]}
+        if env.is_main:
+            log.info("selected epoch %d (step %d): lowest eval loss %.4f", selected["epoch"], selected["step"],
+                     selected["eval_loss"])
+    if config.calibrate:
+        calibration = calibrate_temperature(run.model, run.eval_set, config, env, run.collate)
+        if env.is_main:
+            log.info("calibrated: temperature %.3f, eval loss %.4f -> %.4f", calibration["temperature"],
+                     calibration["eval_loss_before"], calibration["eval_loss_after"])
+    metrics = {
+        "task": config.task, "head": config.head, "precision": config.precision,
+        "world_size": env.world_size, "device": str(env.device), "steps": run.step, "epochs_completed": run.epoch,
+        # --resume: the checkpoint's step (the histories below start after it); None: a fresh run.
+        "resumed_from_step": run.first_step if run.saved is not None else None,
+        "global_batch_size": config.global_batch_size, "micro_batch_size": run.micro,
+        "accumulation_steps": run.accum, "final_train_loss": run.last_loss, "train_loss_history": run.loss_history,
+        "eval": run.eval_history, "final_eval": run.eval_history[-1] if run.eval_history else None,
+        "selected": selected,  # select_best: the epoch whose weights were saved
+        "calibration": calibration,  # calibrate: temperature and eval loss before / after
+        "wall_seconds": time.perf_counter() - run.started,
+        "throughput": _throughput(run),
+    }
+    if env.is_main:
+        save_finetuned(run.raw_model, run.out_dir, config.model_dir)
+        run.progress("done")
+        run.logger.close()
+        write_json_atomic(run.out_dir / METRICS_FILE, metrics)
+    barrier(env)
+    return metrics
+
+
+def _throughput(run: _Run) -> dict:
+    measured = all_reduce_sum(run.measured.to(run.env.device), run.env).cpu()
+    steps = int(measured[0].item()) // run.env.world_size
+    seconds = run.clock.seconds
+    return {
+        "steps": steps, "train_seconds": seconds,
+        "sequences_per_second": steps * run.config.global_batch_size / seconds if seconds > 0 else None,
+        "tokens_per_second": measured[1].item() / seconds if seconds > 0 else None,
+        "padded_tokens_per_second": measured[2].item() / seconds if seconds > 0 else None,
+        "padding_fraction": 1.0 - measured[1].item() / measured[2].item() if measured[2] else None,
+        "note": "first step of this process excluded; eval and checkpoint time excluded",
+    }
+
+
 def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
     """Fine-tune per ``config`` on this process's share; returns the final metrics (every rank).
 
@@ -155,219 +423,7 @@ def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
         from prep.tokenizer import default_model_dir
 
         config = config.resolved(env.device.type, str(default_model_dir()))
-    profiler = profiler or NullProfiler()
-    task = get_task(config.task)
-    out_dir = Path(config.out_dir)
-    ckpt_file = ckpt.checkpoint_path(out_dir)
-    saved = None
-    if config.resume:
-        saved = ckpt.load_checkpoint(ckpt_file)
-        ckpt.check_compatible(saved["config"], config.run_defining(), ckpt_file)
-    elif ckpt_file.exists():
-        raise ckpt.CheckpointError(f"{ckpt_file} exists: pass --resume to continue that run, or use a new --out")
-
-    train_set = FeatureSet(config.features_dir, config.task)
-    eval_set = FeatureSet(config.eval_features_dir, config.task) if config.eval_features_dir else None
-    lengths = train_set.lengths() if config.length_bucketing else None
-    per_epoch = steps_per_epoch(len(train_set), config.global_batch_size)
-    total_steps = total_train_steps(config, len(train_set))
-    accum, micro = config.accumulation_steps(), config.micro_batch_size()
-    if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    write_train_config(config, train_set, env)
-
-    seed_everything(config.seed)  # identical head init on every rank
-    raw_model = build_model(config.task, config.head, config.model_dir).to(env.device)
-    pad_id = raw_model.encoder.config.pad_token_id or 0
-    collate = make_collate(config.task, pad_id, config.pad_to_multiple_of)
-    optimizer = make_optimizer(raw_model, config, env.device)
-    warmup_steps = math.ceil(config.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, functools.partial(linear_warmup_decay, warmup_steps=warmup_steps, total_steps=total_steps)
-    )
-    scaler = torch.amp.GradScaler(env.device.type, enabled=config.precision == "fp16")
-
-    step, epoch, step_in_epoch = 0, 0, 0
-    if saved is not None:
-        raw_model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if saved["scaler"]:
-            scaler.load_state_dict(saved["scaler"])
-        step, epoch, step_in_epoch = saved["step"], saved["epoch"], saved["step_in_epoch"]
-    model = raw_model
-    if env.distributed:
-        model = DDP(raw_model, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
-                    gradient_as_bucket_view=True, **_no_buffer_sync())
-    if saved is not None and saved["world_size"] == env.world_size:
-        ckpt.restore_rng_state(saved["rng"][env.rank], env.device)
-    else:
-        if saved is not None and env.is_main:
-            log.warning("resuming at world size %d from a checkpoint of world size %d: same batches, "
-                        "but dropout draws differ from the unbroken run", env.world_size, saved["world_size"])
-        seed_everything(config.seed + env.rank + 1_000_003 * step)  # per-rank dropout streams
-    if env.is_main and config.precision == "fp16" and env.device.type == "cpu":
-        log.warning("fp16 on CPU: autocast float16 + GradScaler work, but most CPUs emulate fp16 matmuls "
-                    "(several times slower than fp32); use --precision bf16/fp32/auto for speed")
-    if env.is_main:
-        log.info("%s/%s on %s x%d (%s): global batch %d = %d per device x %d accumulation x %d ranks; "
-                 "%d steps (%d per epoch)%s", config.task, config.head, env.device.type, env.world_size,
-                 config.precision, config.global_batch_size, micro, accum, env.world_size, total_steps, per_epoch,
-                 f"; resuming at step {step}" if saved is not None else "")
-
-    logger = RunLogger(out_dir, enabled=env.is_main)
-    tracer = Tracer(config.nvtx, env.device)
-    clock = TrainClock(env.device)
-    bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
-               disable=not (env.is_main and config.progress_bar))
-    loss_history, eval_history = [], []
-    # Throughput counts this process's steps after its first (allocator and kernel warm-up).
-    measured = torch.zeros(3, dtype=torch.float64)  # steps, real tokens, padded tokens (this rank)
-    window = _Window(env.device)
-    first_step = step
-    started = time.perf_counter()
-    last_loss = None
-    best_file = ckpt.best_path(out_dir)
-    best = ckpt.load_best(best_file) if config.select_best and saved is not None else None
-
-    def save(epoch_now: int, step_in_epoch_now: int) -> None:
-        clock.stop()
-        rng = all_gather_objects(ckpt.capture_rng_state(env.device), env)
-        if env.is_main:
-            ckpt.save_checkpoint(ckpt_file, {
-                "schema_version": ckpt.SCHEMA_VERSION, "model": raw_model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "step": step, "epoch": epoch_now,
-                "step_in_epoch": step_in_epoch_now, "rng": rng, "world_size": env.world_size, "config": config.to_dict(),
-            })
-        barrier(env)
-
-    def run_eval() -> None:
-        nonlocal best
-        logger.progress({"phase": "eval", "step": step, "total_steps": total_steps, "epoch": epoch,
-                         "epochs": config.epochs, "loss": last_loss})
-        metrics = evaluate(model, eval_set, config, env, collate)
-        eval_history.append({"epoch": epoch, "step": step, **metrics})
-        logger.scalars(step, {f"eval/{k}": v for k, v in metrics.items() if k != "eval_rows"})
-        if config.select_best and (best is None or metrics["eval_loss"] < best["eval_loss"]):
-            # Every rank keeps the copy (they all load it at the end); rank 0 also writes it.
-            best = {"schema_version": ckpt.SCHEMA_VERSION, "epoch": epoch, "step": step,
-                    "eval_loss": metrics["eval_loss"],
-                    "model": {k: v.detach().to("cpu", copy=True) for k, v in raw_model.state_dict().items()}}
-            if env.is_main:
-                ckpt.save_best(best_file, best)
-
-    while step < total_steps:
-        plan = plan_epoch(
-            train_set, epoch=epoch, seed=config.seed, rank=env.rank, world_size=env.world_size,
-            global_batch_size=config.global_batch_size, micro_batch_size=micro, accumulation_steps=accum,
-            lengths=lengths, bucket_window_steps=config.bucket_window_steps,
-        )
-        steps_now = min(per_epoch - step_in_epoch, total_steps - step)
-        plan = plan[step_in_epoch * accum : (step_in_epoch + steps_now) * accum]
-        batches = iter(make_loader(train_set, plan, collate, config.num_workers, env.device.type == "cuda"))
-        model.train()
-        clock.start()
-        for _ in range(steps_now):
-            tokens = padded = 0
-            for micro_step in range(accum):
-                with tracer.range("data_wait"):
-                    batch = next(batches)
-                tokens += int(batch["attention_mask"].sum())
-                padded += batch["attention_mask"].numel()
-                batch = to_device(batch, env.device)
-                syncing = micro_step == accum - 1 or not env.distributed
-                with contextlib.nullcontext() if syncing else model.no_sync():
-                    with tracer.range("forward"), autocast_context(config.precision, env.device):
-                        loss = task.loss(model(**batch), batch)
-                    with tracer.range("backward"):
-                        scaler.scale(loss / accum).backward()
-                window.loss += loss.detach()
-            with tracer.range("optimizer_step"):
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-            profiler.step()
-            step += 1
-            step_in_epoch += 1
-            bar.update(1)
-            window.add_step(tokens, padded)
-            if step == first_step + 1:
-                clock.reset()
-                clock.start()
-            else:
-                measured += torch.tensor([1, tokens, padded], dtype=torch.float64)
-            if step % config.log_every_n_steps == 0 or step == total_steps:
-                record = window.flush(env, accum, config.global_batch_size)
-                last_loss = record["loss"]
-                loss_history.append({"step": step, "loss": last_loss})
-                logger.scalars(step, {
-                    "train/loss": last_loss, "train/lr": scheduler.get_last_lr()[0],
-                    "train/grad_norm": grad_norm.item(),
-                    "train/loss_scale": scaler.get_scale() if scaler.is_enabled() else None,
-                    "train/sequences_per_second": record["sequences_per_second"],
-                    "train/tokens_per_second": record["tokens_per_second"],
-                    "train/padding_fraction": record["padding_fraction"],
-                })
-                bar.set_postfix(loss=f"{last_loss:.4f}", seq_s=f"{record['sequences_per_second']:.1f}", refresh=False)
-                logger.progress({"phase": "train", "step": step, "total_steps": total_steps, "epoch": epoch,
-                                 "epochs": config.epochs, "loss": last_loss,
-                                 "sequences_per_second": record["sequences_per_second"]})
-            if config.save_every_n_steps and step % config.save_every_n_steps == 0 and step_in_epoch < per_epoch:
-                save(epoch, step_in_epoch)
-                clock.start()
-        clock.stop()
-        if step_in_epoch == per_epoch:
-            epoch, step_in_epoch = epoch + 1, 0
-            if eval_set is not None:
-                run_eval()
-        save(epoch, step_in_epoch)
-    bar.close()
-    if eval_set is not None and (not eval_history or eval_history[-1]["step"] != step):
-        run_eval()  # a run capped by max_steps mid-epoch still reports eval metrics
-    selected = calibration = None
-    if best is not None:
-        raw_model.load_state_dict(best["model"])
-        selected = {"epoch": best["epoch"], "step": best["step"], "eval_loss": best["eval_loss"]}
-        if env.is_main:
-            log.info("selected epoch %d (step %d): lowest eval loss %.4f", best["epoch"], best["step"],
-                     best["eval_loss"])
-    if config.calibrate:
-        calibration = calibrate_temperature(model, eval_set, config, env, collate)
-        if env.is_main:
-            log.info("calibrated: temperature %.3f, eval loss %.4f -> %.4f", calibration["temperature"],
-                     calibration["eval_loss_before"], calibration["eval_loss_after"])
-    measured = all_reduce_sum(measured.to(env.device), env).cpu()
-    steps_measured = int(measured[0].item()) // env.world_size
-    train_seconds = clock.seconds
-    metrics = {
-        "task": config.task, "head": config.head, "precision": config.precision,
-        "world_size": env.world_size, "device": str(env.device), "steps": step, "epochs_completed": epoch,
-        # --resume: the checkpoint's step (the histories below start after it); None: a fresh run.
-        "resumed_from_step": first_step if saved is not None else None,
-        "global_batch_size": config.global_batch_size, "micro_batch_size": micro, "accumulation_steps": accum,
-        "final_train_loss": last_loss, "train_loss_history": loss_history, "eval": eval_history,
-        "final_eval": eval_history[-1] if eval_history else None,
-        "selected": selected,  # select_best: the epoch whose weights were saved
-        "calibration": calibration,  # calibrate: temperature and eval loss before / after
-        "wall_seconds": time.perf_counter() - started,
-        "throughput": {
-            "steps": steps_measured, "train_seconds": train_seconds,
-            "sequences_per_second": steps_measured * config.global_batch_size / train_seconds if train_seconds > 0 else None,
-            "tokens_per_second": measured[1].item() / train_seconds if train_seconds > 0 else None,
-            "padded_tokens_per_second": measured[2].item() / train_seconds if train_seconds > 0 else None,
-            "padding_fraction": 1.0 - measured[1].item() / measured[2].item() if measured[2] else None,
-            "note": "first step of this process excluded; eval and checkpoint time excluded",
-        },
-    }
-    if env.is_main:
-        save_finetuned(raw_model, out_dir, config.model_dir)
-        logger.progress({"phase": "done", "step": step, "total_steps": total_steps, "epoch": epoch,
-                         "epochs": config.epochs, "loss": last_loss})
-        logger.close()
-        write_json_atomic(out_dir / METRICS_FILE, metrics)
-    barrier(env)
-    return metrics
+    run = setup(config, env, profiler)
+    while run.step < run.total_steps:
+        run_epoch(run)
+    return finish(run)

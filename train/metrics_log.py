@@ -10,29 +10,16 @@ Only rank 0 writes; other ranks get a disabled logger. Files:
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from prep.artifact import write_json_atomic  # noqa: F401 - re-exported for train's writers
 from train.launch import PROGRESS_FILE
 
 METRICS_FILE = "metrics.json"
 TB_DIR = "tb"
-
-
-def write_json_atomic(path: str | Path, payload: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class RunLogger:

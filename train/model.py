@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prep.artifact import atomic_file, replace_dir
+
 HEAD_FILE = "head.safetensors"
 MODEL_SUBDIR = "model"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -130,18 +132,10 @@ def save_finetuned(model: nn.Module, out_dir: str | Path, source_model_dir: str 
         source = Path(source_model_dir) / name
         if source.is_file():
             shutil.copyfile(source, tmp / name)
-    final = out_dir / MODEL_SUBDIR
-    if final.exists():
-        trash = out_dir / f".{MODEL_SUBDIR}.old-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    replace_dir(tmp, out_dir / MODEL_SUBDIR)
     head_state = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    head_tmp = out_dir / f".{HEAD_FILE}.tmp-{os.getpid()}"
-    save_file(head_state, str(head_tmp), metadata={"task": model.task, "head": model.head_name})
-    os.replace(head_tmp, out_dir / HEAD_FILE)
+    with atomic_file(out_dir / HEAD_FILE) as head_tmp:
+        save_file(head_state, str(head_tmp), metadata={"task": model.task, "head": model.head_name})
 
 
 def load_finetuned(out_dir: str | Path, device: str | torch.device = "cpu"):

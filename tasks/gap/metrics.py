@@ -20,8 +20,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from tasks.gap.read import PRONOUN_GENDER  # noqa: F401 - the one pronoun table, re-exported
-
 LABELS = ("A", "B", "NEITHER")
 KAGGLE_EPS = 1e-15
 GENDER_NAMES = {None: "overall", "M": "masculine", "F": "feminine"}

@@ -242,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-per-chunk", type=int, default=64, help="TSV rows per pool task")
     parser.add_argument("--reserve-cpus", type=int, default=1, help="CPUs kept free when capping --nproc")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
+    parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="default: INFO, or WARNING with --quiet")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level or ("WARNING" if args.quiet else "INFO"), format="%(levelname)s %(message)s")
     try:
         config = GapPrepConfig(args.max_seq_length)
     except (TypeError, ValueError) as err:

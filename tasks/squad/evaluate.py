@@ -12,7 +12,6 @@ spelling), ``nbest.json``, ``null_odds.json`` (v2: the official v2.0 script's
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,9 @@ import pyarrow.compute as pc
 import torch
 
 from eval.inference import length_batches, ordered_table, row_lengths
+from prep.artifact import write_json_atomic
 from tasks.spec import EvalContext, EvalOutcome
+from tasks.squad.read import SquadData, load_squad_data
 from tasks.squad.model import collate_squad
 from tasks.squad.decode import decode_predictions
 from tasks.squad.metrics import (
@@ -119,74 +120,6 @@ def squad_offsets(table: pa.Table) -> list[np.ndarray]:
     pairs[valid] = pc.list_flatten(items).to_numpy(zero_copy_only=False).reshape(-1, 2)
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
     return np.split(pairs, np.cumsum(lengths)[:-1])
-
-
-class SquadDataError(ValueError):
-    """The SQuAD JSON is unreadable or not shaped like SQuAD; the message says where."""
-
-
-@dataclass(frozen=True)
-class SquadData:
-    dataset: list  # the file's "data" list, as the official scripts take it
-    version: str | None
-    has_impossible: bool  # any question marked is_impossible (SQuAD 2.0)
-    contexts: dict  # question id -> context
-    questions: dict  # question id -> question text
-
-    @property
-    def question_ids(self) -> list[str]:
-        return list(self.contexts)
-
-
-def _require(obj, name: str, kind, path: Path, where: str):
-    if not isinstance(obj, dict) or name not in obj:
-        raise SquadDataError(f"{path}: {where}: missing field '{name}'")
-    if not isinstance(obj[name], kind):
-        raise SquadDataError(f"{path}: {where}.{name}: expected {kind.__name__}, got {type(obj[name]).__name__}")
-    return obj[name]
-
-
-def parse_squad_json(text: str, path: str | Path = "<data>", max_articles: int | None = None) -> SquadData:
-    """Validate a SQuAD v1.1 / v2.0 document and index its questions (the first ``max_articles``)."""
-    path = Path(path)
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SquadDataError(
-            f"{path}: line {err.lineno} column {err.colno}: malformed JSON ({err.msg}); truncated file?"
-        ) from None
-    articles = _require(payload, "data", list, path, "top level")[:max_articles]
-    contexts, questions = {}, {}
-    has_impossible = False
-    for i, article in enumerate(articles):
-        for j, paragraph in enumerate(_require(article, "paragraphs", list, path, f"data[{i}]")):
-            where_p = f"data[{i}].paragraphs[{j}]"
-            context = _require(paragraph, "context", str, path, where_p)
-            for k, qa in enumerate(_require(paragraph, "qas", list, path, where_p)):
-                where = f"{where_p}.qas[{k}]"
-                qid = _require(qa, "id", str, path, where)
-                if qid in contexts:
-                    raise SquadDataError(f"{path}: {where}: duplicate question id {qid!r}")
-                questions[qid] = _require(qa, "question", str, path, where)
-                for a, answer in enumerate(_require(qa, "answers", list, path, where)):
-                    _require(answer, "text", str, path, f"{where}.answers[{a}]")
-                has_impossible |= bool(qa.get("is_impossible", False))
-                contexts[qid] = context
-    if not contexts:
-        raise SquadDataError(f"{path}: no questions")
-    version = payload.get("version")
-    return SquadData(articles, str(version) if version is not None else None, has_impossible, contexts, questions)
-
-
-def load_squad_data(path: str | Path, max_articles: int | None = None) -> SquadData:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SQuAD data file not found: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise SquadDataError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
-    return parse_squad_json(text, path, max_articles)
 
 
 def resolve_version_2(cfg: SquadEvalConfig, data: SquadData) -> bool:
@@ -335,20 +268,14 @@ def evaluate(context: EvalContext) -> EvalOutcome:
     plot_data = {"null_odds": null_odds_split(data, results.null_odds)} if results.version_2_with_negative else None
 
     def write_files(folder: Path) -> None:
-        _write_json(folder / "predictions.json", results.predictions)
-        _write_json(folder / "nbest.json", results.nbest)
+        write_json_atomic(folder / "predictions.json", results.predictions)
+        write_json_atomic(folder / "nbest.json", results.nbest)
         if results.version_2_with_negative:
-            _write_json(folder / "null_odds.json", results.null_odds)
+            write_json_atomic(folder / "null_odds.json", results.null_odds)
 
     config = {"version_2_with_negative": results.version_2_with_negative, "articles_scored": len(data.dataset),
               "articles_in_file": manifest["input"].get("articles_in_file")}
     return EvalOutcome(summary=summary, write_files=write_files, config=config, plot_data=plot_data)
-
-
-def _write_json(path: Path, payload) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
 
 
 def null_odds_split(data: SquadData, null_odds: dict) -> dict:

@@ -257,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contexts-per-chunk", type=int, default=32)
     parser.add_argument("--reserve-cpus", type=int, default=1, help="CPUs kept free when capping --nproc")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="default: INFO, or WARNING with --quiet")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=args.log_level or ("WARNING" if args.quiet else "INFO"), format="%(levelname)s %(message)s")
     try:
         config = SquadPrepConfig(args.max_seq_length, args.doc_stride, args.max_query_length, args.split,
                                  args.max_articles)

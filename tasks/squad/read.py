@@ -1,13 +1,17 @@
-"""Reading SQuAD v1.1 / v2.0 JSON into chunks of contexts with their questions.
+"""The SQuAD v1.1 / v2.0 JSON reader that prep and evaluation share.
 
-Structural problems (not UTF-8, malformed JSON, a missing field) raise :class:`SquadFormatError`
-naming the file and where. Content problems (empty context or question, an ``answer_start``
-that does not point at its text, a duplicate id) skip that question with the reason recorded.
+:func:`load_json` and the field checks are common: structural problems (not UTF-8, malformed
+JSON, a missing field, a wrong type) raise :class:`SquadFormatError` naming the file and where.
+Prep reads chunks of contexts with their questions (:func:`read_squad`; content problems such as
+an empty context, an ``answer_start`` that does not point at its text or a duplicate id skip that
+question with the reason recorded). Evaluation indexes every question of the file
+(:func:`load_squad_data`), where a duplicate id is an error.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from prep.stage import ReadResult, skip
@@ -27,7 +31,8 @@ def load_json(path: Path):
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise SquadFormatError(f"{path}: line {err.lineno} column {err.colno}: malformed JSON ({err.msg})") from None
+        raise SquadFormatError(
+            f"{path}: line {err.lineno} column {err.colno}: malformed JSON ({err.msg}); truncated file?") from None
 
 
 def _field(obj, name: str, kind, path: Path, where: str):
@@ -126,3 +131,52 @@ def read_squad(path: Path, split: str, contexts_per_chunk: int, max_articles: in
         "eval_questions_without_span_label": unlabelled,
     }
     return ReadResult(chunks=chunks, examples_in=examples_in, skipped=skipped, info=info)
+
+
+@dataclass(frozen=True)
+class SquadData:
+    """A SQuAD file as evaluation needs it: the official scripts' ``data`` list and a question index."""
+
+    dataset: list  # the file's "data" list, as the official scripts take it
+    version: str | None
+    has_impossible: bool  # any question marked is_impossible (SQuAD 2.0)
+    contexts: dict  # question id -> context
+    questions: dict  # question id -> question text
+
+    @property
+    def question_ids(self) -> list[str]:
+        return list(self.contexts)
+
+
+def index_squad(payload, path: Path, max_articles: int | None = None) -> SquadData:
+    """Check a parsed SQuAD document and index the questions of its first ``max_articles`` articles."""
+    articles = _field(payload, "data", list, path, "top level")[:max_articles]
+    contexts, questions = {}, {}
+    has_impossible = False
+    for i, article in enumerate(articles):
+        for j, paragraph in enumerate(_field(article, "paragraphs", list, path, f"data[{i}]")):
+            where_p = f"data[{i}].paragraphs[{j}]"
+            context = _field(paragraph, "context", str, path, where_p)
+            for k, qa in enumerate(_field(paragraph, "qas", list, path, where_p)):
+                where = f"{where_p}.qas[{k}]"
+                qid = _field(qa, "id", str, path, where)
+                if qid in contexts:
+                    raise SquadFormatError(f"{path}: {where}: duplicate question id {qid!r}")
+                questions[qid] = _field(qa, "question", str, path, where)
+                for a, answer in enumerate(_field(qa, "answers", list, path, where)):
+                    _field(answer, "text", str, path, f"{where}.answers[{a}]")
+                has_impossible |= bool(qa.get("is_impossible", False))
+                contexts[qid] = context
+    if not contexts:
+        raise SquadFormatError(f"{path}: no questions")
+    version = payload.get("version")
+    return SquadData(articles, str(version) if version is not None else None, has_impossible, contexts, questions)
+
+
+def load_squad_data(path: str | Path, max_articles: int | None = None) -> SquadData:
+    """Read and index a SQuAD file for evaluation (the first ``max_articles`` articles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SQuAD data file not found: {path}")
+    return index_squad(load_json(path), path, max_articles)
+

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tasks.squad.evaluate import load_squad_data
+from tasks.squad.read import load_squad_data
 from tasks.squad.metrics import PredictionIdError, evaluate_squad_predictions
 
 
