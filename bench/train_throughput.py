@@ -109,7 +109,7 @@ def run_ours(task: str, features: Path, model_dir: Path, batch_size: int, steps:
              work: Path, env: DistEnv, bucketing: bool = True, per_device: int | None = None) -> dict:
     out = work / f"ours-{task}-{precision}-{'bucket' if bucketing else 'plain'}"
     shutil.rmtree(out, ignore_errors=True)
-    config = TrainConfig(task=task, features_dir=str(features), out_dir=str(out), model_dir=str(model_dir),
+    config = TrainConfig(task=task, features_dir=str(features), run_dir=str(out), model_dir=str(model_dir),
                          head=TrainConfig.default_head(task), precision=precision, global_batch_size=batch_size,
                          per_device_batch_size=per_device, max_steps=steps, epochs=100, lr=3e-5,
                          length_bucketing=bucketing, log_every_n_steps=max(steps, 1), save_every_n_steps=None,

@@ -19,7 +19,7 @@ from tasks import get_task
 
 # Settings that never explain a score difference (paths, logging, resume plumbing).
 _IGNORED_SETTINGS = {
-    "out_dir", "features_dir", "eval_features_dir", "tokenizer", "progress_bar", "resume", "log_every_n_steps",
+    "out_dir", "run_dir", "features_dir", "eval_features_dir", "tokenizer", "progress_bar", "resume", "log_every_n_steps",
     "save_every_n_steps", "num_workers", "nvtx", "schema_version", "device",
 }
 _SETUP = ("model", "head", "epochs", "lr", "global_batch_size", "precision", "world_size")

@@ -87,7 +87,7 @@ def _finish(tmp: Path, summary: dict, model_dir: Path, started: float, plot_data
     return summary
 
 
-def run_evaluation(task: str, model_dir: str | Path, features_dir: str | Path, data_path: str | Path,
+def run_evaluation(task: str, run_dir: str | Path, features_dir: str | Path, data_path: str | Path,
                    out_dir: str | Path, cfg=None, device: str = "auto") -> dict:
     """Evaluate a fine-tuned run of ``task``; write ``out_dir`` and return its metrics.json payload.
 
@@ -98,7 +98,7 @@ def run_evaluation(task: str, model_dir: str | Path, features_dir: str | Path, d
     spec = get_task(task)
     cfg = cfg if cfg is not None else spec.eval_config()
     started = time.perf_counter()
-    model_dir, features_dir, data_path = Path(model_dir), Path(features_dir), Path(data_path)
+    model_dir, features_dir, data_path = Path(run_dir), Path(features_dir), Path(data_path)
     if not data_path.is_file():
         raise FileNotFoundError(f"data file not found: {data_path}")
     data_sha256 = sha256_file(data_path)

@@ -1,19 +1,19 @@
 """``Evaluation``: a fine-tuned model scored on eval features; wraps :mod:`eval.run`.
 
-    luigi --module pipeline Evaluation --task squad --model-dir runs/finetune-squad-span-<hash> \\
+    luigi --module pipeline Evaluation --task gap --local-scheduler      # builds its whole chain
+    luigi --module pipeline Evaluation --task squad --finetune '{"train_features": {"data": "squad-train-v1.1",
+        "split": "train", "max_articles": 32}}' --test-features '{"data": "squad-dev-v1.1", "split": "eval"}'
+    luigi --module pipeline Evaluation --task squad --run-dir runs/finetune-squad-span-<hash> \\
         --features-dir runs/features/squad-eval-<hash> --data squad-dev-v1.1 --local-scheduler
-    luigi --module pipeline Evaluation --task gap --model-dir runs/finetune-gap-multiply-<hash> \\
-        --features-dir runs/features/gap-test-<hash> --input ../shared/data/gap/gap-test.tsv --local-scheduler
 
-The output folder ``<runs_dir>/eval/<task>-<hash>`` holds metrics.json, the benchmark-format
-predictions, report.md with its plots, and manifest.json (written last; the folder appears in
-one rename). The hash covers the significant parameters (the upstream folders are themselves
-content-addressed paths), the data file's sha256 and the eval schema version; batch size and
-device only change speed.
-
-``model_dir`` and ``features_dir`` are checked as external inputs. In a DAG, yield
-``FineTuned`` and the features task first (dynamic dependencies) and then ``Evaluation`` with
-their folders, or subclass ``Evaluation`` with a ``requires()`` that returns them.
+Upstream tasks are edges of the DAG: the ``<Task>FineTuned`` named by ``--finetune`` (its
+parameters; default: the task's FullRun roles, the rest from luigi.cfg) and the
+``<Task>Features`` of ``--test-features``; or finished folders by path (``--run-dir``,
+``--features-dir``). The output folder ``<runs_dir>/eval/<task>-<hash>`` holds metrics.json,
+the benchmark-format predictions, report.md with its plots, and manifest.json (written last;
+the folder appears in one rename). The hash covers the significant parameters, the upstream
+folders' names (themselves content-addressed), the data file's sha256 and the eval schema
+version; batch size and device only change speed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from tasks import all_tasks, get_task, task_names
 from prep.artifact import MANIFEST
 
 
-_COMMON = ("task", "finetune", "test_features", "model_dir", "features_dir", "input", "data")
+_COMMON = ("task", "finetune", "test_features", "run_dir", "features_dir", "input", "data")
 
 
 def _eval_parameters() -> dict:
@@ -58,7 +58,7 @@ class Evaluation(luigi.Task):
         default=None, description="the <Task>FineTuned parameters of the model (default: the task's FullRun plan)")
     test_features = luigi.OptionalDictParameter(
         default=None, description="the eval features' <Task>Features parameters (default: the plan's test file)")
-    model_dir = luigi.OptionalParameter(default=None, description="a finished run folder, instead of --finetune")
+    run_dir = luigi.OptionalParameter(default=None, description="a finished run folder, instead of --finetune")
     features_dir = luigi.OptionalParameter(default=None, description="a finished eval features folder, instead")
     input = luigi.OptionalParameter(default=None, description="the benchmark file the features were built from")
     data = luigi.OptionalChoiceParameter(choices=tuple(OFFICIAL), default=None,
@@ -82,7 +82,7 @@ class Evaluation(luigi.Task):
     def requires(self):
         finetune, test = self._plan()
         required = {
-            "model": (FolderOutput(path=self.model_dir, marker="metrics.json") if self.model_dir else
+            "model": (FolderOutput(path=self.run_dir, marker="metrics.json") if self.run_dir else
                       FINETUNED[self.task](**finetune, world_size=self.world_size, prep_nproc=self.prep_nproc)),
             "features": (FolderOutput(path=self.features_dir) if self.features_dir else
                          features_task(self.task, test, finetune.get("model_dir"), self.prep_nproc)),

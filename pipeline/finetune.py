@@ -55,7 +55,7 @@ class FineTuned(luigi.Task):
     """A fine-tuned run folder; every TrainConfig field is a parameter (``--FineTuned-weight-decay 0``)."""
 
     locals().update(dataclass_parameters(
-        TrainConfig, skip=("out_dir", "resume", "progress_bar", "features_dir", "eval_features_dir"),
+        TrainConfig, skip=("run_dir", "resume", "progress_bar", "features_dir", "eval_features_dir"),
         insignificant=(*_INSIGNIFICANT, "world_size"), choices={"task": task_names()},
     ))
     # The features: <Task>Features parameters (an edge in the DAG), or finished folders by path.
@@ -67,7 +67,7 @@ class FineTuned(luigi.Task):
     eval_features_dir = luigi.OptionalParameter(default=None, description="a finished held-out features folder")
     prep_nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False,
                                     description="processes for the features this run needs")
-    out_dir = luigi.OptionalParameter(default=None, description="the runs root (default: [bertflow] runs_dir)")
+    runs_dir = luigi.OptionalParameter(default=None, description="the runs root (default: [bertflow] runs_dir)")
 
     @property
     def resources(self):
@@ -98,7 +98,7 @@ class FineTuned(luigi.Task):
     def run_dir(self) -> Path:
         significant = {
             name: value for name, value in self.param_kwargs.items()
-            if self._params_by_name()[name].significant and name != "out_dir"
+            if self._params_by_name()[name].significant and name != "runs_dir"
         }
         significant["head"] = self.resolved_head
         significant["schema_version"] = SCHEMA_VERSION
@@ -109,7 +109,7 @@ class FineTuned(luigi.Task):
         # Content-addressed features folders: new data or prep settings give a new run folder.
         significant["features"] = {role: folder.name for role, folder in folders.items()}
         digest = hashlib.sha256(json.dumps(significant, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        return Path(self.out_dir or bertflow().runs_dir) / f"{name}-{digest}"
+        return Path(self.runs_dir or bertflow().runs_dir) / f"{name}-{digest}"
 
     @classmethod
     def _params_by_name(cls) -> dict:
@@ -123,14 +123,14 @@ class FineTuned(luigi.Task):
         values = {name: getattr(self, name) for name in self._train_fields()}
         folders = self.feature_dirs()
         select = folders.get("select")
-        return TrainConfig(**{**values, "out_dir": str(self.run_dir), "head": self.resolved_head,
+        return TrainConfig(**{**values, "run_dir": str(self.run_dir), "head": self.resolved_head,
                               "features_dir": str(folders["train"]),
                               "eval_features_dir": str(select) if select is not None else None,
                               "resume": checkpoint_path(self.run_dir).is_file(), "progress_bar": False})
 
     @classmethod
     def _train_fields(cls) -> list[str]:
-        names = {f.name for f in dataclasses.fields(TrainConfig)} - {"out_dir", "features_dir", "eval_features_dir"}
+        names = {f.name for f in dataclasses.fields(TrainConfig)} - {"run_dir", "features_dir", "eval_features_dir"}
         return [name for name, _ in cls.get_params() if name in names]
 
     def run(self):

@@ -54,7 +54,7 @@ class FullRun(luigi.Task):
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False,
                                description="prep processes (capped below the CPU count)")
     world_size = luigi.IntParameter(default=1, significant=False, description="training processes (GPUs)")
-    model = luigi.OptionalParameter(default=None, description="BERT-family model folder (default: packaged MiniLM)")
+    model_dir = luigi.OptionalParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
     profile = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     profile_task = luigi.OptionalParameter(
         default=None, description="whose training steps to profile (default: the last enabled task in name order)")
@@ -73,13 +73,13 @@ class FullRun(luigi.Task):
         params = {"data": role.data, **role.prep}
         if role.subset_flag:
             params[role.subset_field] = getattr(self, f"{spec.name}_{role.subset_flag}") or None
-        if self.model is not None:
-            params["tokenizer"] = self.model
+        if self.model_dir is not None:
+            params["model_dir"] = self.model_dir
         return params
 
     def finetune_params(self, spec) -> dict:
         return {"train_features": self.features_params(spec, "train"),
-                "select_features": self.features_params(spec, "select"), "model_dir": self.model}
+                "select_features": self.features_params(spec, "select"), "model_dir": self.model_dir}
 
     def eval_tasks(self) -> dict[str, Evaluation]:
         return {spec.name: Evaluation(task=spec.name, finetune=self.finetune_params(spec),
@@ -98,7 +98,7 @@ class FullRun(luigi.Task):
             return {}
         name = self.profile_task if self.profile_task in names else names[-1]
         trained = FINETUNED[name](**self.finetune_params(next(s for s in self.tasks() if s.name == name)))
-        return {name: Profile(task=name, train_features=trained.train_features, model_dir=self.model,
+        return {name: Profile(task=name, train_features=trained.train_features, model_dir=self.model_dir,
                               world_size=self.world_size, head=trained.resolved_head, precision=trained.precision,
                               global_batch_size=trained.global_batch_size, prep_nproc=self.nproc)}
 

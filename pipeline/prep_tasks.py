@@ -27,7 +27,8 @@ class _FeaturesTask(luigi.Task):
     input = luigi.OptionalParameter(default=None, description="raw data file")
     data = luigi.OptionalChoiceParameter(choices=tuple(OFFICIAL), default=None,
                                          description="an official file by name, fetched by DataFile")
-    tokenizer = luigi.OptionalParameter(default=None, description="model/tokenizer folder (default: packaged MiniLM)")
+    model_dir = luigi.OptionalParameter(default=None,
+                                        description="encoder folder whose tokenizer is used (default: the packaged MiniLM)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     mode = luigi.ChoiceParameter(choices=MODES, default="shards", significant=False)
     reserve_cpus = luigi.IntParameter(default=1, significant=False)
@@ -49,7 +50,7 @@ class _FeaturesTask(luigi.Task):
 
     @property
     def tokenizer_dir(self) -> Path:
-        return Path(self.tokenizer) if self.tokenizer else default_model_dir()
+        return Path(self.model_dir) if self.model_dir else default_model_dir()
 
     @property
     def out_dir(self) -> Path:
@@ -95,9 +96,9 @@ FEATURES = {spec.name: _features_class(spec) for spec in all_tasks()}
 globals().update({cls.__name__: cls for cls in FEATURES.values()})
 
 
-def features_task(task: str, params, tokenizer: str | None = None, nproc: int | None = None) -> FeaturesTask:
+def features_task(task: str, params, model_dir: str | None = None, nproc: int | None = None) -> FeaturesTask:
     """Task ``task``'s ``<Task>Features`` with ``params`` (its own parameters, ``data`` included)."""
-    extra = {"tokenizer": tokenizer} if tokenizer is not None else {}
+    extra = {"model_dir": model_dir} if model_dir is not None else {}
     if nproc is not None:
         extra["nproc"] = nproc
     return FEATURES[task](**{**dict(params), **extra})

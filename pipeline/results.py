@@ -30,7 +30,7 @@ class Results(luigi.Task):
     task = ""
     heads = luigi.OptionalListParameter(default=None, description="heads to compare (default: all the task's heads)")
     seeds = luigi.ListParameter(default=[1, 2, 3])
-    model = luigi.OptionalParameter(default=None, description="BERT-family model folder (default: packaged MiniLM)")
+    model_dir = luigi.OptionalParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     world_size = luigi.IntParameter(default=1, significant=False)
 
@@ -43,7 +43,7 @@ class Results(luigi.Task):
 
     def _fullrun(self) -> FullRun:
         only = {spec.name: spec.name == self.task for spec in all_tasks()}
-        return FullRun(model=self.model, nproc=self.nproc, world_size=self.world_size, profile=False, **only)
+        return FullRun(model_dir=self.model_dir, nproc=self.nproc, world_size=self.world_size, profile=False, **only)
 
     def eval_tasks(self) -> dict[tuple, luigi.Task]:
         """One Evaluation per (head, seed): FullRun's evaluation of the task, its fine-tune re-headed and re-seeded."""

@@ -28,7 +28,7 @@ def test_evaluation_task_runs_once(tmp_path, tokenizer_dir):
     data.write_text("\n".join(lines[:21]) + "\n", encoding="utf-8")
     prepare_gap(data, tmp_path / "features", tokenizer_dir, GapPrepConfig(max_seq_length=128), nproc=1, mode="merge")
     model = make_model_dir(tmp_path / "train", "gap", "concat", tokenizer_dir)
-    params = dict(task="gap", model_dir=str(model), features_dir=str(tmp_path / "features"), input=str(data),
+    params = dict(task="gap", run_dir=str(model), features_dir=str(tmp_path / "features"), input=str(data),
                   device="cpu")
     with runs_dir(tmp_path / "runs"):
         task = Evaluation(**params)
@@ -48,5 +48,5 @@ def test_evaluation_task_runs_once(tmp_path, tokenizer_dir):
         assert Evaluation(**{**params, "n_best_size": 5}).out_dir == out  # SQuAD knobs: not GAP's
         assert Evaluation(**{**params, "task": "squad"}).out_dir != out
 
-        missing = build(Evaluation(**{**params, "model_dir": str(tmp_path / "no-such-run")}))
+        missing = build(Evaluation(**{**params, "run_dir": str(tmp_path / "no-such-run")}))
         assert missing.status != LuigiStatusCode.SUCCESS

@@ -47,7 +47,7 @@ def make_model_dir(out_dir, task: str, head: str, tokenizer_dir, with_logs: bool
     encoder = BertModel(BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                    intermediate_size=128, max_position_embeddings=512), add_pooling_layer=False)
     save_finetuned(get_task(task).build_model(head, encoder), out_dir, tokenizer_dir)
-    config = TrainConfig(task=task, head=head, features_dir="features", out_dir=str(out_dir),
+    config = TrainConfig(task=task, head=head, features_dir="features", run_dir=str(out_dir),
                          model_dir=str(tokenizer_dir), precision="fp32", global_batch_size=8, epochs=1)
     (out_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
     if with_logs:
@@ -370,7 +370,7 @@ def test_evaluates_what_train_wrote(gap_run, tmp_path):
     tiny = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
     features = str(gap_run["features"])
     config = TrainConfig(task="gap", head="concat", features_dir=features, eval_features_dir=features,
-                         out_dir=str(tmp_path / "train"), model_dir=str(tiny), precision="fp32",
+                         run_dir=str(tmp_path / "train"), model_dir=str(tiny), precision="fp32",
                          global_batch_size=8, epochs=2, lr=1e-3, device="cpu", progress_bar=False,
                          log_every_n_steps=1)
     train(config, single_process("cpu"))

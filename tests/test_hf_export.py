@@ -59,7 +59,7 @@ def save_tiny_run(run_dir, tokenizer_dir):
     torch.nn.init.normal_(model.head.weight, std=1.0)
     torch.nn.init.normal_(model.head.bias, std=1.0)
     save_finetuned(model, run_dir, tokenizer_dir)
-    config = TrainConfig(task="squad", head="span", features_dir="features", out_dir=str(run_dir),
+    config = TrainConfig(task="squad", head="span", features_dir="features", run_dir=str(run_dir),
                          model_dir=str(tokenizer_dir), precision="fp32", global_batch_size=8, epochs=1)
     (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
     return model

@@ -77,7 +77,7 @@ def build_fullrun(model: Path, **params):
     from pipeline import FullRun
 
     STARTED.clear()
-    result = luigi.build([FullRun(model=str(model), nproc=1, **params)], local_scheduler=True,
+    result = luigi.build([FullRun(model_dir=str(model), nproc=1, **params)], local_scheduler=True,
                          detailed_summary=True, log_level="WARNING")
     return result, sorted(set(STARTED))
 
@@ -214,7 +214,7 @@ def test_fullrun_killed_in_prep_training_and_evaluation_resumes_and_matches_an_u
     cfg = write_cfg(tmp_path / "luigi.cfg", {**config, "bertflow": {"runs_dir": runs}})
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg), "OMP_NUM_THREADS": "1"}
     command = [str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", "FullRun", "--local-scheduler",
-               "--nproc", "1", "--model", str(model), "--squad", "false", "--profile", "false"]
+               "--nproc", "1", "--model-dir", str(model), "--squad", "false", "--profile", "false"]
 
     # 1. Killed while a feature folder is being written.
     [temp] = kill_when(start_fullrun(command, env), lambda: temp_dirs(runs / "features"), "a prep temp folder")
@@ -272,7 +272,7 @@ def test_gap_results_table_over_heads_and_seeds_then_one_more_seed(tiny_setup, m
 
     def build(seeds):
         STARTED.clear()
-        task = GapResults(model=str(model), nproc=1, heads=["multiply", "concat"], seeds=seeds)
+        task = GapResults(model_dir=str(model), nproc=1, heads=["multiply", "concat"], seeds=seeds)
         result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
         assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
         return Path(task.output().path), list(STARTED)
@@ -302,8 +302,8 @@ def test_zero_articles_means_the_whole_file(tiny_setup):
 
     root, model, config = tiny_setup
     with configured(config):
-        everything = FullRun(model=str(model), nproc=1, squad_train_articles=0, squad_dev_articles=0).eval_tasks()
-        first = FullRun(model=str(model), nproc=1, squad_train_articles=1, squad_dev_articles=1).eval_tasks()
+        everything = FullRun(model_dir=str(model), nproc=1, squad_train_articles=0, squad_dev_articles=0).eval_tasks()
+        first = FullRun(model_dir=str(model), nproc=1, squad_train_articles=1, squad_dev_articles=1).eval_tasks()
     for evaluation, articles in ((everything["squad"], None), (first["squad"], 1)):
         upstream = evaluation.requires()
         assert upstream["features"].max_articles == articles

@@ -127,7 +127,7 @@ def test_running_training_reports_its_step_and_percentage_to_luigid(tmp_path, lu
     with log.open("w") as sink:
         proc = subprocess.Popen(
             [str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", "FineTuned", "--task", "gap",
-             "--features-dir", str(features), "--out-dir", str(runs), "--model-dir", str(model), "--precision",
+             "--features-dir", str(features), "--runs-dir", str(runs), "--model-dir", str(model), "--precision",
              "fp32", "--global-batch-size", "4", "--epochs", "1", "--device", "cpu"],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True)
     try:
@@ -230,7 +230,7 @@ def test_web_ui_shows_the_finished_fullrun_graph(tmp_path, luigid, tiny_setup):
     })
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", "FullRun", "--nproc",
-                           "1", "--model", str(model)],
+                           "1", "--model-dir", str(model)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     tasks = api(luigid, "task_list", status="DONE", upstream_status="", search="")

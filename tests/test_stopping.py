@@ -40,7 +40,7 @@ def luigi_env(tmp_path: Path, config: dict) -> dict:
 
 def finetune_command(model: Path, features: Path, runs: Path, *extra: str) -> list[str]:
     return [LUIGI, "--module", "pipeline", "GapFineTuned", "--local-scheduler", "--features-dir", str(features),
-            "--model-dir", str(model), "--out-dir", str(runs), "--device", "cpu", "--precision", "fp32",
+            "--model-dir", str(model), "--runs-dir", str(runs), "--device", "cpu", "--precision", "fp32",
             "--global-batch-size", "8", "--select-best", "false", "--calibrate", "false", *extra]
 
 
@@ -123,7 +123,7 @@ def test_sigterm_during_prep_leaves_no_worker(tmp_path):
     runs = tmp_path / "runs"
     env = luigi_env(tmp_path, {"bertflow": {"runs_dir": runs}, "inputs": {"squad_train_v1_1": squad}})
     command = [LUIGI, "--module", "pipeline", "SquadFeatures", "--local-scheduler", "--data", "squad-train-v1.1",
-               "--split", "train", "--nproc", "2", "--reserve-cpus", "0", "--tokenizer", str(default_model_dir())]
+               "--split", "train", "--nproc", "2", "--reserve-cpus", "0", "--model-dir", str(default_model_dir())]
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def workers_converting():
@@ -156,7 +156,7 @@ def test_two_concurrent_runs_of_one_finetune_train_it_once(tiny_gap, tmp_path, m
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
         STARTED.clear()
         with configured({}):
-            task = GapFineTuned(features_dir=str(features), model_dir=str(model), out_dir=str(runs), device="cpu",
+            task = GapFineTuned(features_dir=str(features), model_dir=str(model), runs_dir=str(runs), device="cpu",
                                 precision="fp32", global_batch_size=8, max_steps=30, select_best=False,
                                 calibrate=False)
             result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")

@@ -76,7 +76,7 @@ def test_train_config_json_comes_back_with_config_and_flags_override_it(tmp_path
     from train.__main__ import build_parser, config_from_args
     from train.config import TrainConfig
 
-    written = TrainConfig(task="gap", features_dir=str(tmp_path / "f"), out_dir=str(tmp_path / "run"),
+    written = TrainConfig(task="gap", features_dir=str(tmp_path / "f"), run_dir=str(tmp_path / "run"),
                           model_dir=str(tmp_path / "enc"), head="concat", lr=1e-4, epochs=3, select_best=False,
                           length_bucketing=False, precision="fp32")
     # As a run writes it: the config plus keys that are not fields (ignored).
@@ -85,13 +85,13 @@ def test_train_config_json_comes_back_with_config_and_flags_override_it(tmp_path
     path.write_text(json.dumps(record))
     argv = ["--config", str(path), "--out", str(tmp_path / "run2"), "--lr", "5e-5"]
     config = config_from_args(build_parser(argv).parse_args(argv), world_size=1, device_type="cpu")
-    assert config == written.replace(out_dir=str(tmp_path / "run2"), lr=5e-5)
+    assert config == written.replace(run_dir=str(tmp_path / "run2"), lr=5e-5)
 
 
 def test_precision_auto_resolves_per_device():
     from train.config import TrainConfig
 
-    config = TrainConfig(task="squad", features_dir="f", out_dir="o")
+    config = TrainConfig(task="squad", features_dir="f", run_dir="o")
     assert config.precision == "auto" and config.head == "span"
     assert config.resolved("cuda", "enc").precision == "fp16"
     assert config.resolved("cpu", "enc").precision == "fp32" and config.resolved("cpu", "enc").model_dir == "enc"
@@ -102,10 +102,10 @@ def test_finetuned_has_a_parameter_for_every_train_config_field():
     from train.config import TrainConfig
 
     params = dict(FineTuned.get_params())
-    # out_dir is the run folder, named by the task inside its runs root; resume and the progress
+    # run_dir is the run folder, named by the task inside its runs root; resume and the progress
     # bar are the task's to decide.
     for field in dataclasses.fields(TrainConfig):
-        if field.name not in ("out_dir", "resume", "progress_bar"):
+        if field.name not in ("run_dir", "resume", "progress_bar"):
             assert field.name in params, field.name
     assert not params["world_size"].significant and not params["device"].significant
     assert params["weight_decay"].significant and params["max_grad_norm"].significant

@@ -112,7 +112,7 @@ def test_eval_batches_cover_each_row_once(gap_dir):
 
 
 def test_train_config_derives_accumulation_from_global_batch():
-    base = dict(task="gap", features_dir="f", out_dir="o", model_dir="m")
+    base = dict(task="gap", features_dir="f", run_dir="o", model_dir="m")
     assert TrainConfig(**base, global_batch_size=32, world_size=1).accumulation_steps() == 1
     assert TrainConfig(**base, global_batch_size=32, per_device_batch_size=8, world_size=2).accumulation_steps() == 2
     assert TrainConfig(**base, global_batch_size=128, world_size=2).micro_batch_size() == 32

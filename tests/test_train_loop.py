@@ -46,14 +46,14 @@ def work(tmp_path_factory):
 
 
 def gap_config(work, out, **overrides) -> TrainConfig:
-    values = dict(task="gap", features_dir=str(work["gap"]), out_dir=str(out), model_dir=str(work["tiny"]),
+    values = dict(task="gap", features_dir=str(work["gap"]), run_dir=str(out), model_dir=str(work["tiny"]),
                   precision="fp32", global_batch_size=16, per_device_batch_size=8, epochs=2, lr=1e-3,
                   log_every_n_steps=1, progress_bar=False)
     return TrainConfig(**{**values, **overrides})
 
 
 def cli_args(config: TrainConfig) -> list[str]:
-    args = ["--task", config.task, "--features", config.features_dir, "--out", config.out_dir,
+    args = ["--task", config.task, "--features", config.features_dir, "--out", config.run_dir,
             "--model", config.model_dir, "--precision", config.precision, "--head", config.head,
             "--global-batch-size", str(config.global_batch_size), "--epochs", str(config.epochs),
             "--lr", str(config.lr), "--log-every-n-steps", str(config.log_every_n_steps), "--no-progress-bar",
@@ -80,7 +80,7 @@ def test_world_size_2_on_gloo_matches_world_size_1(work, tmp_path):
     """Same global batch (16): ws1 = 2 micro-batches of 8, ws2 = 2 micro-batches of 4 per rank (no_sync on the first)."""
     config = gap_config(work, tmp_path / "ws1", max_steps=6, length_bucketing=False)
     train(config, LOCAL)
-    ws2 = config.replace(out_dir=str(tmp_path / "ws2"), world_size=2, per_device_batch_size=4)
+    ws2 = config.replace(run_dir=str(tmp_path / "ws2"), world_size=2, per_device_batch_size=4)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                "-m", "train", *cli_args(ws2)]
     result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=240)
@@ -110,12 +110,12 @@ def test_mixed_precision_on_cpu_lowers_the_loss(work, tmp_path, precision):
 def test_sigkill_mid_epoch_then_resume_equals_unbroken_run(work, tmp_path):
     base = gap_config(work, tmp_path / "unbroken", model_dir=str(work["tiny_dropout"]), epochs=3,
                       per_device_batch_size=4, save_every_n_steps=3, log_every_n_steps=4)
-    killed = base.replace(out_dir=str(tmp_path / "killed"))
+    killed = base.replace(run_dir=str(tmp_path / "killed"))
     command = [sys.executable, "-m", "train"]
     unbroken_log = open(tmp_path / "unbroken.log", "w+")
     unbroken = subprocess.Popen(command + cli_args(base), env=subprocess_env(), stderr=unbroken_log)
     victim = subprocess.Popen(command + cli_args(killed), env=subprocess_env(), stderr=subprocess.DEVNULL)
-    checkpoint = checkpoint_path(killed.out_dir)
+    checkpoint = checkpoint_path(killed.run_dir)
     deadline = time.monotonic() + 180
     while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -227,7 +227,7 @@ def test_squad_trains_on_real_squad_features(work, tmp_path):
         features[split] = tmp_path / f"squad-{split}"
         prepare_squad(small, features[split], None, SquadPrepConfig(max_seq_length=384, split=split), nproc=1)
     config = TrainConfig(task="squad", head="span", features_dir=str(features["train"]),
-                         eval_features_dir=str(features["eval"]), out_dir=str(tmp_path / "out"),
+                         eval_features_dir=str(features["eval"]), run_dir=str(tmp_path / "out"),
                          model_dir=str(work["tiny"]), precision="bf16", global_batch_size=8, max_steps=6,
                          lr=2e-3, log_every_n_steps=1, progress_bar=False)
     metrics = train(config, LOCAL)

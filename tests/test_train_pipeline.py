@@ -34,7 +34,7 @@ def test_finetuned_task_runs_once_and_reports_progress(tmp_path, monkeypatch):
     monkeypatch.setattr(finetune, "visible_cuda_devices", lambda: 0)
     model = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
     features = write_feature_dir(tmp_path / "gap", synthetic_gap_table(64), "gap", "train", 64)
-    task = finetune.FineTuned(task="gap", features_dir=str(features), out_dir=str(tmp_path / "runs"),
+    task = finetune.FineTuned(task="gap", features_dir=str(features), runs_dir=str(tmp_path / "runs"),
                               model_dir=str(model), precision="fp32", global_batch_size=16, max_steps=3,
                               lr=1e-3, world_size=1, device="cpu")
     assert task.resources == {}

@@ -67,7 +67,7 @@ def work(tmp_path_factory):
 
 
 def config(work, out, eval_dir, **overrides) -> TrainConfig:
-    values = dict(task="gap", features_dir=str(work["gap"]), out_dir=str(out), model_dir=str(work["tiny"]),
+    values = dict(task="gap", features_dir=str(work["gap"]), run_dir=str(out), model_dir=str(work["tiny"]),
                   eval_features_dir=str(eval_dir), precision="fp32", global_batch_size=16, epochs=4, lr=2e-3,
                   log_every_n_steps=5, progress_bar=False)
     return TrainConfig(**{**values, **overrides})
@@ -92,7 +92,7 @@ def test_select_best_saves_the_epoch_with_the_lowest_eval_loss(work, tmp_path):
     record = load_best(best_path(tmp_path / "best"))
     assert record["epoch"] == best_epoch
 
-    last = train(cfg.replace(out_dir=str(tmp_path / "last"), select_best=False), LOCAL)
+    last = train(cfg.replace(run_dir=str(tmp_path / "last"), select_best=False), LOCAL)
     assert last["selected"] is None
     assert saved_eval_loss(tmp_path / "last", cfg) == pytest.approx(history[-1], rel=1e-5)
 
@@ -115,7 +115,7 @@ def test_selection_needs_held_out_data_and_calibration_is_for_gap(work, tmp_path
     with pytest.raises(ValueError, match="need eval features"):
         config(work, tmp_path, work["held_out"], eval_features_dir=None, select_best=True)
     with pytest.raises(ValueError, match="calibrate fits a classifier.s softmax temperature; task squad has none"):
-        TrainConfig(task="squad", head="span", features_dir="f", out_dir="o", model_dir="m",
+        TrainConfig(task="squad", head="span", features_dir="f", run_dir="o", model_dir="m",
                     eval_features_dir="e", calibrate=True)
 
 

@@ -39,7 +39,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     add_dataclass_arguments(
         parser, TrainConfig, defaults=config_file_defaults(argv, TrainConfig), skip=("world_size",),
-        aliases={"features_dir": ["--features"], "out_dir": ["--out"], "model_dir": ["--model"],
+        aliases={"features_dir": ["--features"], "run_dir": ["--out", "--out-dir"], "model_dir": ["--model"],
                  "eval_features_dir": ["--eval-features"]},
         negative_aliases={"length_bucketing": "--no-bucketing"},
         choices={"task": task_names()},
@@ -52,7 +52,7 @@ def config_from_args(args: argparse.Namespace, world_size: int, device_type: str
     from prep.tokenizer import default_model_dir
 
     values = values_for(TrainConfig, args)
-    for name in ("features_dir", "out_dir", "model_dir", "eval_features_dir"):
+    for name in ("features_dir", "run_dir", "model_dir", "eval_features_dir"):
         if values.get(name):
             values[name] = os.path.abspath(values[name])
     config = TrainConfig(**{**values, "world_size": world_size})

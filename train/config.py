@@ -29,7 +29,7 @@ class TrainConfig:
 
     task: str = field(metadata={"help": "a registered task (tasks/<name>/)"})
     features_dir: str = field(metadata={"help": "prep output folder with the training features"})
-    out_dir: str = field(metadata={"help": "the run folder: checkpoints, model, logs, metrics"})
+    run_dir: str = field(metadata={"help": "the run folder: checkpoints, model, logs, metrics"})
     model_dir: str | None = field(
         default=None, metadata={"help": "pretrained encoder folder (default: the packaged MiniLM)"})
     head: str | None = field(default=None, metadata={"help": "one of the task's heads (default: its default head)"})

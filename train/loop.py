@@ -138,7 +138,7 @@ def write_train_config(config: TrainConfig, dataset: FeatureSet, env: DistEnv) -
         "schema_version": ckpt.SCHEMA_VERSION,
     }
     if env.is_main:
-        write_json_atomic(Path(config.out_dir) / TRAIN_CONFIG_FILE, record)
+        write_json_atomic(Path(config.run_dir) / TRAIN_CONFIG_FILE, record)
     return record
 
 
@@ -149,8 +149,8 @@ class _Run:
     def __init__(self, config: TrainConfig, env: DistEnv, profiler):
         self.config, self.env, self.profiler = config, env, profiler or NullProfiler()
         self.task = get_task(config.task)
-        self.out_dir = Path(config.out_dir)
-        self.ckpt_file = ckpt.checkpoint_path(self.out_dir)
+        self.run_dir = Path(config.run_dir)
+        self.ckpt_file = ckpt.checkpoint_path(self.run_dir)
         self.saved = self._load_saved()
         self.train_set = FeatureSet(config.features_dir, config.task)
         self.eval_set = FeatureSet(config.eval_features_dir, config.task) if config.eval_features_dir else None
@@ -159,7 +159,7 @@ class _Run:
         self.total_steps = total_train_steps(config, len(self.train_set))
         self.accum, self.micro = config.accumulation_steps(), config.micro_batch_size()
         if env.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         write_train_config(config, self.train_set, env)
         self.step = self.epoch = self.step_in_epoch = 0
         self.loss_history: list[dict] = []
@@ -214,7 +214,7 @@ def setup(config: TrainConfig, env: DistEnv, profiler=None) -> _Run:
                         "but dropout draws differ from the unbroken run", env.world_size, saved["world_size"])
         seed_everything(config.seed + env.rank + 1_000_003 * run.step)  # per-rank dropout streams
     _log_setup(run)
-    run.logger = RunLogger(run.out_dir, enabled=env.is_main)
+    run.logger = RunLogger(run.run_dir, enabled=env.is_main)
     run.tracer = Tracer(config.nvtx, env.device)
     run.clock = TrainClock(env.device)
     run.bar = tqdm(total=run.total_steps, initial=run.step, unit="step", dynamic_ncols=True,
@@ -224,7 +224,7 @@ def setup(config: TrainConfig, env: DistEnv, profiler=None) -> _Run:
     run.window = _Window(env.device)
     run.first_step = run.step
     run.started = time.perf_counter()
-    run.best_file = ckpt.best_path(run.out_dir)
+    run.best_file = ckpt.best_path(run.run_dir)
     run.best = ckpt.load_best(run.best_file) if config.select_best and saved is not None else None
     return run
 
@@ -388,10 +388,10 @@ def finish(run: _Run) -> dict:
         "throughput": _throughput(run),
     }
     if env.is_main:
-        save_finetuned(run.raw_model, run.out_dir, config.model_dir)
+        save_finetuned(run.raw_model, run.run_dir, config.model_dir)
         run.progress("done")
         run.logger.close()
-        write_json_atomic(run.out_dir / METRICS_FILE, metrics)
+        write_json_atomic(run.run_dir / METRICS_FILE, metrics)
     barrier(env)
     return metrics
 

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prep.gap", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", type=Path, help="GAP TSV file (gap-development.tsv, ...)")
     parser.add_argument("out_dir", type=Path, help="output folder (replaced atomically)")
-    parser.add_argument("--tokenizer", type=Path, default=None,
+    parser.add_argument("--model-dir", "--tokenizer", dest="tokenizer", type=Path, default=None,
                         help="local BERT-family model/tokenizer folder (default: the packaged MiniLM)")
     parser.add_argument("--max-seq-length", type=int, default=GapPrepConfig.max_seq_length,
                         help="tokens per feature, [CLS] and [SEP] included; longer texts are windowed")

@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prep.squad", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", type=Path, help="SQuAD v1.1 or v2.0 JSON file")
     parser.add_argument("out_dir", type=Path, help="output folder (replaced atomically)")
-    parser.add_argument("--tokenizer", type=Path, default=None,
+    parser.add_argument("--model-dir", "--tokenizer", dest="tokenizer", type=Path, default=None,
                         help="local BERT-family model/tokenizer folder (default: the packaged MiniLM)")
     parser.add_argument("--nproc", type=int, default=max(1, available_cpus() - 1))
     parser.add_argument("--mode", choices=MODES, default="shards")
