@@ -64,17 +64,17 @@ class TrainingReporter:
     def __init__(self, name: str, global_batch_size: int, every_s: float = TRAIN_REPORT_EVERY_S):
         self.name, self.global_batch_size, self.every_s = name, global_batch_size, every_s
         self._last = 0.0
-        self._phase = None
+        self._shown = None  # (phase, step) of the last line: a record is printed once
 
     def __call__(self, progress: dict | None) -> None:
         if not progress:
             return
         now = time.monotonic()
         phase = progress.get("phase", "train")
-        if phase == self._phase and now - self._last < self.every_s:
-            return
-        self._last, self._phase = now, phase
         step, total = int(progress.get("step") or 0), max(int(progress.get("total_steps") or 1), 1)
+        if (phase, step) == self._shown or (self._shown and phase == self._shown[0] and now - self._last < self.every_s):
+            return
+        self._last, self._shown = now, (phase, step)
         parts = [f"{self.name}: {phase} step {step}/{total} ({100 * step / total:.0f}%)"]
         if isinstance(progress.get("loss"), (int, float)):
             parts.append(f"loss {progress['loss']:.4f}")

@@ -152,6 +152,8 @@ def test_console_describes_tasks_and_training_progress(capsys):
     report({"phase": "train", "step": 20, "total_steps": 100, "loss": 0.61234, "sequences_per_second": 8.0})
     report({"phase": "train", "step": 21, "total_steps": 100, "loss": 0.6, "sequences_per_second": 8.0})  # too soon
     report({"phase": "eval", "step": 50, "total_steps": 100, "loss": 0.5})  # a new phase prints at once
+    report.every_s = 0
+    report({"phase": "eval", "step": 50, "total_steps": 100, "loss": 0.5})  # the same record: never twice
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert lines[0].endswith("GapFineTuned: train step 20/100 (20%), loss 0.6123, 8.0 seq/s, ETA 2m40s")
