@@ -21,7 +21,7 @@ import bisect
 import logging
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,7 +56,8 @@ GAP_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class GapPrepConfig:
-    max_seq_length: int = 256
+    max_seq_length: int = field(default=256, metadata={
+        "help": "tokens per feature, [CLS] and [SEP] included; a longer text keeps a window around P, A and B"})
 
     def __post_init__(self):
         if not isinstance(self.max_seq_length, int) or isinstance(self.max_seq_length, bool):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +50,13 @@ EVAL_SCHEMA = TRAIN_SCHEMA.append(pa.field("offset_mapping", pa.list_(pa.list_(p
 
 @dataclass(frozen=True)
 class SquadPrepConfig:
-    max_seq_length: int = 384
-    doc_stride: int = 128
-    max_query_length: int = 64
-    split: str = "train"
-    max_articles: int | None = None  # use only the first N articles (a quick subset)
+    max_seq_length: int = field(default=384, metadata={"help": "tokens per window, special tokens included"})
+    doc_stride: int = field(default=128, metadata={"help": "overlap in tokens between a context's windows"})
+    max_query_length: int = field(default=64, metadata={"help": "questions are cut to this many tokens"})
+    split: str = field(default="train", metadata={
+        "help": "train: labelled windows; eval: windows with the offset mapping answers are decoded with",
+        "choices": SPLITS})
+    max_articles: int | None = field(default=None, metadata={"help": "use only the first N articles (a quick subset)"})
 
     def __post_init__(self):
         if self.split not in SPLITS:
