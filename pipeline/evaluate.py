@@ -71,6 +71,9 @@ class Evaluation(luigi.Task):
     def _plan(self) -> tuple[dict, dict]:
         """(fine-tune parameters, test features parameters): given, or the task's FullRun roles."""
         plan = get_task(self.task).fullrun
+        if plan is None and (self.finetune is None or self.test_features is None):
+            raise ValueError(f"{self.task_family}: task {self.task} has no FullRun plan: give --finetune and "
+                             "--test-features, or --run-dir and --features-dir")
         finetune = dict(self.finetune) if self.finetune is not None else {
             "train_features": {"data": plan.train.data, **plan.train.prep},
             "select_features": {"data": plan.select.data, **plan.select.prep} if plan.select else None,

@@ -41,6 +41,8 @@ def _task_switches() -> dict:
     """Per task: ``--<task> true|false`` and the subset parameters its FullRun roles declare."""
     params = {}
     for spec in all_tasks():
+        if spec.fullrun is None:  # a task whose data the user brings: not part of FullRun
+            continue
         params[spec.name] = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                                 description=f"run {spec.name}")
         for role in spec.fullrun.roles().values():
@@ -63,7 +65,7 @@ class FullRun(luigi.Task):
 
     # --- the plan: every stage's task, from parameters and config alone -------------------
     def tasks(self) -> list:
-        return [spec for spec in all_tasks() if getattr(self, spec.name)]
+        return [spec for spec in all_tasks() if spec.fullrun is not None and getattr(self, spec.name)]
 
     def features_params(self, spec, role_name: str) -> dict | None:
         """The ``<Task>Features`` parameters of one data role (None: the task has no such role)."""

@@ -42,7 +42,7 @@ class Results(luigi.Task):
         return list(self.heads) if self.heads is not None else list(get_task(self.task).heads)
 
     def _fullrun(self) -> FullRun:
-        only = {spec.name: spec.name == self.task for spec in all_tasks()}
+        only = {spec.name: spec.name == self.task for spec in all_tasks() if spec.fullrun is not None}
         return FullRun(model_dir=self.model_dir, nproc=self.nproc, world_size=self.world_size, profile=False, **only)
 
     def eval_tasks(self) -> dict[tuple, luigi.Task]:
@@ -84,5 +84,5 @@ class Results(luigi.Task):
 
 
 RESULTS = {spec.name: type(f"{spec.luigi_prefix}Results", (Results,), {"task": spec.name, "__module__": __name__})
-           for spec in all_tasks()}
+           for spec in all_tasks() if spec.fullrun is not None}
 globals().update({cls.__name__: cls for cls in RESULTS.values()})

@@ -7,7 +7,9 @@ The engines call these and nothing else task-specific:
   reserve_cpus, progress) -> manifest`` (runs :func:`prep.stage.run_stage` on the shared pool),
   ``prep_main(argv)`` (its CLI, ``python -m prep <name>``), ``summarize(manifest, out_dir)`` (the CLI's one-line report), ``input_errors`` (exception
   types that mean bad input, printed without a traceback).
-- training (``train/``): ``heads``/``default_head``, ``build_model(head, encoder)``,
+- training (``train/``): ``heads``/``default_head``, ``build_model(head, encoder, data_info)``
+  (``data_info``: the training features' ``manifest["input"]``, e.g. a classifier's label set;
+  kept in ``train_config.json`` so a saved run rebuilds the same model), ``encoder_pooler``,
   ``collate(rows, pad_id, pad_to_multiple_of)``, ``loss(output, batch)``,
   ``eval_counts(output, batch)`` (held-out counts: ``{"accuracy": correct rows}`` gives
   ``eval_accuracy``), ``calibratable`` (a classifier whose head has a ``temperature`` buffer and
@@ -112,9 +114,6 @@ def _none(*_args, **_kwargs):
 class TaskSpec:
     name: str
     description: str
-    # data
-    data_files: Mapping[str, OfficialFile]
-    fullrun: FullRunPlan
     # prep
     prep_config: type
     prepare: Callable[..., dict]
@@ -130,7 +129,11 @@ class TaskSpec:
     eval_counts: Callable[[Any, dict], dict]
     synthetic_features: Callable[..., Any]
     calibratable: bool = False
+    encoder_pooler: bool = False  # the head reads the encoder's pooler output (kept, trained, saved)
     check_features: Callable[[dict, Path, str], None] = _none
+    # data: the official files a task knows, and their roles in FullRun (None: not part of FullRun)
+    data_files: Mapping[str, OfficialFile] = field(default_factory=dict)
+    fullrun: FullRunPlan | None = None
     save_pretrained: Callable[[Any, Path], None] | None = None
     # evaluation
     eval_config: type | None = None

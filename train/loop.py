@@ -135,6 +135,7 @@ def write_train_config(config: TrainConfig, dataset: FeatureSet, env: DistEnv) -
         "micro_batch_size": config.micro_batch_size(),
         "accumulation_steps": config.accumulation_steps(),
         "tokenizer": dataset.manifest.get("tokenizer"),
+        "data_info": dataset.manifest.get("input") or {},  # what the task's build_model was given
         "schema_version": ckpt.SCHEMA_VERSION,
     }
     if env.is_main:
@@ -186,7 +187,8 @@ def setup(config: TrainConfig, env: DistEnv, profiler=None) -> _Run:
     run's state and RNG restored."""
     run = _Run(config, env, profiler)
     seed_everything(config.seed)  # identical head init on every rank
-    run.raw_model = build_model(config.task, config.head, config.model_dir).to(env.device)
+    run.raw_model = build_model(config.task, config.head, config.model_dir,
+                                data_info=run.train_set.manifest.get("input") or {}).to(env.device)
     run.collate = make_collate(config.task, run.raw_model.encoder.config.pad_token_id or 0, config.pad_to_multiple_of)
     run.optimizer = make_optimizer(run.raw_model, config, env.device)
     warmup_steps = math.ceil(config.warmup_ratio * run.total_steps)

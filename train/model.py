@@ -77,8 +77,12 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def load_encoder(model_dir: str | Path):
-    """A BertModel (no pooler, float32, SDPA attention) from a local folder."""
+def load_encoder(model_dir: str | Path, pooler: bool = False):
+    """A BertModel (float32, SDPA attention; no pooler unless ``pooler``) from a local folder.
+
+    Without a pooler every parameter gets a gradient each step, so DDP needs no
+    ``find_unused_parameters``; a task whose head reads the pooler asks for it.
+    """
     from transformers import BertModel
 
     model_dir = Path(model_dir)
@@ -86,12 +90,12 @@ def load_encoder(model_dir: str | Path):
         raise FileNotFoundError(f"{model_dir}: not a model folder (no config.json)")
     with _quiet_transformers():
         return BertModel.from_pretrained(
-            str(model_dir), add_pooling_layer=False, dtype=torch.float32,
+            str(model_dir), add_pooling_layer=pooler, dtype=torch.float32,
             attn_implementation="sdpa", local_files_only=True,
         )
 
 
-def build_model(task: str, head: str, model_dir: str | Path) -> nn.Module:
+def build_model(task: str, head: str, model_dir: str | Path, data_info: dict | None = None) -> nn.Module:
     """A model to fine-tune: the pretrained encoder from ``model_dir`` plus task ``task``'s fresh ``head``.
 
     Call under a fixed seed: a new head (and any new embedding rows) draws from the global
@@ -99,7 +103,8 @@ def build_model(task: str, head: str, model_dir: str | Path) -> nn.Module:
     """
     from tasks import get_task
 
-    return get_task(task).build_model(head, load_encoder(model_dir))
+    spec = get_task(task)
+    return spec.build_model(head, load_encoder(model_dir, pooler=spec.encoder_pooler), data_info=data_info or {})
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -155,8 +160,9 @@ def load_finetuned(out_dir: str | Path, device: str | torch.device = "cpu"):
     from tasks import get_task
 
     train_config = json.loads(config_path.read_text(encoding="utf-8"))
-    encoder = load_encoder(out_dir / MODEL_SUBDIR)
-    model = get_task(train_config["task"]).build_model(train_config["head"], encoder)
+    spec = get_task(train_config["task"])
+    encoder = load_encoder(out_dir / MODEL_SUBDIR, pooler=spec.encoder_pooler)
+    model = spec.build_model(train_config["head"], encoder, data_info=train_config.get("data_info") or {})
     head_state = load_file(str(out_dir / HEAD_FILE))
     if "temperature" in dict(model.head.named_buffers()):
         head_state.setdefault("temperature", torch.ones(()))  # heads saved before calibration existed

@@ -162,7 +162,7 @@ def resize_token_types(encoder, num_types: int = SEGMENT_TYPE_VOCAB, generator: 
 
 
 
-def build_model(head: str, encoder) -> GapModel:
+def build_model(head: str, encoder, data_info: dict | None = None) -> GapModel:
     """The GAP model on ``encoder``; the segment head first grows its token types (no-op when saved so)."""
     if head not in HEADS:
         raise ValueError(f"GAP head must be one of {HEADS}, got {head!r}")

@@ -74,7 +74,7 @@ def save_question_answering(model: SquadModel, folder: str | Path) -> None:
     qa.save_pretrained(str(folder))
 
 
-def build_model(head: str, encoder) -> SquadModel:
+def build_model(head: str, encoder, data_info: dict | None = None) -> SquadModel:
     if head not in HEADS:
         raise ValueError(f"SQuAD has one head, 'span'; got {head!r}")
     return SquadModel(encoder)
