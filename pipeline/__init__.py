@@ -4,7 +4,8 @@ Every task here is a thin wrapper: its ``run()`` calls one plain function in pre
 eval/ or profiling/, and its output lives under a content-addressed path (pipeline.artifacts).
 Per registered task (tasks/<name>/) three classes are generated: ``<Task>Features``,
 ``<Task>FineTuned`` (its own luigi.cfg section) and ``<Task>Results`` (heads x seeds table),
-e.g. ``SquadFeatures``, ``GapFineTuned``, ``GapResults``.
+e.g. ``SquadFeatures``, ``GapFineTuned``, ``GapResults``; a task whose data the user brings
+gets its entry task instead (``TextClassification``: pipeline/userdata.py).
 """
 
 from pipeline import console  # noqa: F401 - registers the start / end lines
@@ -16,9 +17,12 @@ from pipeline.fullrun import FullRun
 from pipeline.prep_tasks import FEATURES
 from pipeline.profile import Profile
 from pipeline.results import RESULTS, Results
+from pipeline.splits import Splits
+from pipeline.userdata import ENTRIES, UserDataRun
 
-_GENERATED = {cls.__name__: cls for group in (FEATURES, FINETUNED, RESULTS) for cls in group.values()}
+_GENERATED = {cls.__name__: cls for group in (FEATURES, FINETUNED, RESULTS, ENTRIES) for cls in group.values()}
 globals().update(_GENERATED)
 
-__all__ = ["bertflow", "inputs", "DataFile", "FineTuned", "Evaluation", "Profile", "FullRun", "Results",
+__all__ = ["bertflow", "inputs", "DataFile", "FineTuned", "Evaluation", "Profile", "FullRun", "Results", "Splits",
+           "UserDataRun",
            *_GENERATED]

@@ -20,6 +20,7 @@ from prep.artifact import MANIFEST, SCHEMA_VERSION
 from prep.pool import MODES, available_cpus
 from prep.tokenizer import default_model_dir, tokenizer_fingerprint
 from pipeline.params import dataclass_parameters
+from pipeline.splits import SPLITS, Splits
 from tasks import all_tasks, get_task
 
 
@@ -27,6 +28,9 @@ class _FeaturesTask(luigi.Task):
     input = luigi.OptionalParameter(default=None, description="raw data file")
     data = luigi.OptionalChoiceParameter(choices=tuple(OFFICIAL), default=None,
                                          description="an official file by name, fetched by DataFile")
+    splits = luigi.OptionalDictParameter(
+        default=None, description="a user-data task's Splits config: the input is one of its split files")
+    split_file = luigi.OptionalChoiceParameter(choices=SPLITS, default=None, description="with --splits: which split")
     model_dir = luigi.OptionalParameter(default=None,
                                         description="encoder folder whose tokenizer is used (default: the packaged MiniLM)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
@@ -36,12 +40,22 @@ class _FeaturesTask(luigi.Task):
     dataset = ""  # set by subclasses
 
     def requires(self):
+        if self.splits is not None:
+            return [self._splits_task()]
         return [DataFile(name=self.data)] if self.data else []
+
+    def _splits_task(self) -> Splits:
+        if self.split_file is None:
+            raise ValueError(f"{self.task_family}: --splits needs --split-file (one of {SPLITS})")
+        return Splits(task=self.dataset, config=self.splits)
 
     @property
     def input_path(self) -> Path:
-        if (self.input is None) == (self.data is None):
-            raise ValueError(f"{self.task_family}: give exactly one of --input FILE or --data NAME")
+        given = [name for name in ("input", "data", "splits") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"{self.task_family}: give exactly one of --input FILE, --data NAME or --splits CONFIG")
+        if self.splits is not None:
+            return self._splits_task().split_path(self.split_file)
         return Path(self.input) if self.input else DataFile(name=self.data).path
 
     def complete(self):
@@ -66,7 +80,7 @@ class _FeaturesTask(luigi.Task):
 
     @property
     def split_name(self) -> str:
-        split = getattr(self, "split", None)
+        split = getattr(self, "split", None) or self.split_file
         return split if split else self.input_path.stem.replace(f"{self.dataset}-", "")
 
     def output(self):

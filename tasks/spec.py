@@ -75,6 +75,27 @@ class FullRunPlan:
 
 
 @dataclass(frozen=True)
+class UserDataPlan:
+    """A task whose data the user brings: one Luigi entry task takes the file(s), splits them,
+    and runs features -> fine-tune -> evaluation on the splits.
+
+    ``split_config`` is a frozen dataclass whose fields are the entry's data parameters (files,
+    columns, split ratios, seed); ``input_fields`` names those that are input files (their
+    sha256 names the splits artifact). ``write_splits(config, folder)`` writes ``train`` /
+    ``validation`` / ``test`` files (``<split>.<split_suffix>``) and ``manifest.json`` into
+    ``folder`` and returns the manifest. ``prep_values(config)`` gives the prep-config values
+    that read those files (the same for the three splits).
+    """
+
+    entry: str
+    split_config: type
+    input_fields: tuple[str, ...]
+    write_splits: Callable[[Any, Path], dict]
+    prep_values: Callable[[Any], dict]
+    split_suffix: str = "jsonl"
+
+
+@dataclass(frozen=True)
 class EvalContext:
     """What the evaluation engine hands a task's ``evaluate``."""
 
@@ -134,6 +155,7 @@ class TaskSpec:
     # data: the official files a task knows, and their roles in FullRun (None: not part of FullRun)
     data_files: Mapping[str, OfficialFile] = field(default_factory=dict)
     fullrun: FullRunPlan | None = None
+    user_data: UserDataPlan | None = None  # the user's own files: a generated entry task (pipeline/userdata.py)
     save_pretrained: Callable[[Any, Path], None] | None = None
     # evaluation
     eval_config: type | None = None

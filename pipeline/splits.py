@@ -1,0 +1,59 @@
+"""``Splits``: a task's user-supplied data file(s) split into train / validation / test files.
+
+The artifact ``<runs_dir>/splits/<task>-<hash>`` holds ``train.<ext>``, ``validation.<ext>``,
+``test.<ext>`` and ``manifest.json`` (written last, the folder appearing in one rename); the hash
+covers the split settings and the sha256 of every input file, so an edited file or a new seed
+gives new splits and re-runs what depends on them. What a split is (stratified, duplicates kept
+together, ...) is the task's ``user_data.write_splits``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from pipeline.artifacts import artifact_dir, content_hash
+from prep.artifact import MANIFEST, atomic_output_dir
+from tasks import get_task, task_names
+
+SPLITS = ("train", "validation", "test")
+SCHEMA_VERSION = 1
+
+
+class Splits(luigi.Task):
+    task = luigi.ChoiceParameter(choices=task_names())
+    config = luigi.DictParameter(description="the task's split-config fields (files, columns, ratios, seed)")
+
+    @property
+    def plan(self):
+        plan = get_task(self.task).user_data
+        if plan is None:
+            raise ValueError(f"task {self.task} takes no user data files")
+        return plan
+
+    def split_config(self):
+        return self.plan.split_config(**dict(self.config))
+
+    def input_files(self) -> dict[str, Path]:
+        return {name: Path(self.config[name]) for name in self.plan.input_fields if self.config.get(name)}
+
+    @property
+    def out_dir(self) -> Path:
+        missing = [str(path) for path in self.input_files().values() if not path.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{self.task}: input file not found: {', '.join(missing)}")
+        payload = {"config": dict(self.config), "schema_version": SCHEMA_VERSION,
+                   "inputs_sha256": {name: content_hash(path) for name, path in self.input_files().items()}}
+        return artifact_dir(f"splits/{self.task}", payload)
+
+    def split_path(self, split: str) -> Path:
+        return self.out_dir / f"{split}.{self.plan.split_suffix}"
+
+    def output(self):
+        return luigi.LocalTarget(str(self.out_dir / MANIFEST))
+
+    def run(self):
+        with atomic_output_dir(self.out_dir, reuse_if_made_while_waiting=True) as tmp:
+            if tmp is not None:
+                self.plan.write_splits(self.split_config(), tmp)

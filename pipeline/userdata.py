@@ -1,0 +1,102 @@
+"""Entry tasks for tasks whose data the user brings (``TaskSpec.user_data``), one generated per task.
+
+    luigi --module pipeline TextClassification --data leanings.csv --text-column text \
+        --label-column label --local-scheduler
+
+The entry's parameters are the task's split-config fields (files, columns, split ratios, seed),
+plus ``--model-dir``, ``--nproc``, ``--world-size``. It requires one ``Evaluation`` on the test
+split of a model fine-tuned on the train split, chosen on the validation split: ``Splits`` ->
+``<Task>Features`` x 3 -> ``<Task>FineTuned`` -> ``Evaluation``, every knob from luigi.cfg
+sections or ``--Task-param`` flags as in FullRun. Its output is a run summary like FullRun's,
+named after every artifact folder of the run, so a second run with the same file and settings
+does no work, and a new file or column re-runs what depends on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import luigi
+
+from pipeline.artifacts import bertflow, digest, pending_dir, upstream_dir
+from pipeline.evaluate import Evaluation
+from pipeline.params import dataclass_parameters
+from pipeline.splits import Splits
+from prep.pool import available_cpus
+from tasks import all_tasks, get_task
+
+SUMMARY = "summary.md"
+
+
+class UserDataRun(luigi.Task):
+    """Base of the generated entry tasks (``task`` is fixed by each)."""
+
+    task = ""
+    model_dir = luigi.OptionalParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
+    nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False,
+                               description="prep processes (capped below the CPU count)")
+    world_size = luigi.IntParameter(default=1, significant=False, description="training processes (GPUs)")
+
+    def split_config(self) -> dict:
+        plan = get_task(self.task).user_data
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(plan.split_config)}
+
+    def features_params(self, split: str) -> dict:
+        plan = get_task(self.task).user_data
+        config = plan.split_config(**self.split_config())
+        params = {"splits": self.split_config(), "split_file": split, **plan.prep_values(config)}
+        if self.model_dir is not None:
+            params["model_dir"] = self.model_dir
+        return params
+
+    def evaluation(self) -> Evaluation:
+        splits = Splits(task=self.task, config=self.split_config())
+        splits.out_dir  # a missing input file is an error now, naming the file
+        finetune = {"train_features": self.features_params("train"),
+                    "select_features": self.features_params("validation"), "model_dir": self.model_dir}
+        return Evaluation(task=self.task, finetune=finetune, test_features=self.features_params("test"),
+                          input=str(splits.split_path("test")), world_size=self.world_size, prep_nproc=self.nproc)
+
+    def requires(self):
+        return self.evaluation()
+
+    def artifacts(self) -> dict[str, dict[str, Path]] | None:
+        evaluation = self.evaluation()
+        upstream = evaluation.requires()
+        found = {"evals": {self.task: upstream_dir(evaluation)}, "models": {self.task: upstream_dir(upstream["model"])},
+                 "features": {f"{self.task}-test": upstream_dir(upstream["features"])}}
+        for role, task in upstream["model"].requires().items():
+            found["features"][f"{self.task}-{role}"] = upstream_dir(task)
+        folders = [folder for stage in found.values() for folder in stage.values()]
+        return None if None in folders or any("pending" in folder.parts for folder in folders) else found
+
+    def run_dir(self) -> Path:
+        found = self.artifacts()
+        if found is None:
+            return pending_dir(f"{self.task}-run", self.split_config())
+        paths = sorted(str(folder) for stage in found.values() for folder in stage.values())
+        return Path(bertflow().runs_dir) / f"{self.task}-run-{digest({'artifacts': paths})}"
+
+    def output(self):
+        return luigi.LocalTarget(str(self.run_dir() / SUMMARY))
+
+    def run(self):
+        from eval.summary import write_run_summary
+
+        found = self.artifacts()
+        summary = self.run_dir() / SUMMARY
+        write_run_summary(summary, features=found["features"], models=found["models"], evals=found["evals"])
+        print(f"bertflow: run summary at {summary}")
+
+
+def _entry_class(spec) -> type:
+    plan = spec.user_data
+    return type(plan.entry, (UserDataRun,), {
+        **dataclass_parameters(plan.split_config), "task": spec.name, "__module__": __name__,
+        "__doc__": f"{spec.description}: the user's file(s) split, featurised, fine-tuned and evaluated.",
+    })
+
+
+ENTRIES = {spec.name: _entry_class(spec) for spec in all_tasks() if spec.user_data is not None}
+globals().update({cls.__name__: cls for cls in ENTRIES.values()})
