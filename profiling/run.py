@@ -72,8 +72,9 @@ def write_synthetic_features(out_dir: Path, config: ProfileConfig) -> Path:
 
     rows = config.global_batch_size * config.total_steps()
     longest = config.synthetic_seq_length
-    table = get_task(config.task).synthetic_features(rows, seed=config.seed, min_len=max(16, longest // 2), max_len=longest)
-    return write_feature_dir(out_dir, table, config.task, "train", longest)
+    spec = get_task(config.task)
+    table = spec.synthetic_features(rows, seed=config.seed, min_len=max(16, longest // 2), max_len=longest)
+    return write_feature_dir(out_dir, table, config.task, "train", longest, input_info=spec.synthetic_data_info())
 
 
 def child_env(config: ProfileConfig, world_size: int, device_type: str, cpus: int) -> tuple[dict, int | None]:

@@ -62,6 +62,8 @@ def classifier_eval_logits(model, dataset: FeatureSet, config: TrainConfig, env:
     """``(logits [N, classes], labels [N])`` float64 / int64 NumPy arrays of the whole eval set, on every rank."""
     logits, labels = [], []
     for output, batch in _eval_outputs(model, dataset, config, env, collate):
+        if batch["label"].is_floating_point():
+            raise ValueError("calibrate fits a softmax temperature over classes; these features are a regression")
         logits.append(output.float().cpu())
         labels.append(batch["label"].cpu())
     mine = (torch.cat(logits).double().numpy(), torch.cat(labels).numpy())

@@ -41,8 +41,11 @@ def make_tiny_model_dir(out_dir: str | Path, tokenizer_dir: str | Path | None = 
 
 
 def write_feature_dir(out_dir: str | Path, table: pa.Table, dataset: str, split: str, max_seq_length: int,
-                      shards: int = 2) -> Path:
-    """Write ``table`` as Arrow IPC shards plus a manifest that ``prep.features.open_features`` reads."""
+                      shards: int = 2, input_info: dict | None = None) -> Path:
+    """Write ``table`` as Arrow IPC shards plus a manifest that ``prep.features.open_features`` reads.
+
+    ``input_info`` is the manifest's ``input`` record (what a task's ``build_model`` gets as ``data_info``).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
@@ -56,5 +59,6 @@ def write_feature_dir(out_dir: str | Path, table: pa.Table, dataset: str, split:
         "schema_version": SCHEMA_VERSION, "dataset": dataset, "split": split,
         "config": {"max_seq_length": max_seq_length}, "columns": table.schema.names, "files": files,
         "counts": {"features_out": table.num_rows}, "tokenizer": {"path": "synthetic"},
+        "input": dict(input_info or {}),
     })
     return out_dir
