@@ -20,7 +20,6 @@ from eval.run import load_run
 from prep.artifact import write_text_atomic
 from tasks import get_task
 
-_DIGITS = {"bias_f_over_m": 3, "log_loss": 3, "accuracy": 3, "best_f1_thresh": 3}
 
 
 def _run_record(run_dir: Path, summary: dict, by: tuple[str, ...]) -> dict:
@@ -82,8 +81,7 @@ def aggregate_runs(run_dirs, by=("head",), ensemble: bool = False) -> dict:
     return {"task": task, "by": list(by), "groups": out_groups, "runs": records}
 
 
-def _cell(spread: dict, name: str) -> str:
-    digits = _DIGITS.get(name, 1)
+def _cell(spread: dict, digits: int) -> str:
     text = f"{spread['mean']:.{digits}f}"
     return text + (f" ± {spread['std']:.{digits}f}" if spread["std"] else "")
 
@@ -91,7 +89,7 @@ def _cell(spread: dict, name: str) -> str:
 def format_markdown(result: dict) -> str:
     task = result["task"]
     spec = get_task(task)
-    labels = spec.metric_labels
+    labels, digits = spec.metric_labels, spec.metric_digits
     names = [n for n in spec.aggregate_metrics if any(n in g["metrics"] for g in result["groups"])]
     by = result["by"]
     lines = [f"Mean ± sample standard deviation over the runs of each group ({task}).", "",
@@ -99,12 +97,12 @@ def format_markdown(result: dict) -> str:
              "|" + "---|" * (len(by) + 2 + len(names))]
     for group in result["groups"]:
         cells = [str(group["group"][k]) for k in by] + [str(group["runs"]), ",".join(map(str, group["seeds"]))]
-        cells += [_cell(group["metrics"][n], n) if n in group["metrics"] else "-" for n in names]
+        cells += [_cell(group["metrics"][n], digits.get(n, 1)) if n in group["metrics"] else "-" for n in names]
         lines.append("| " + " | ".join(cells) + " |")
         if "ensemble" in group:
             ens = group["ensemble"]
             cells = [str(group["group"][k]) for k in by] + ["ensemble", "all"]
-            cells += [f"{ens[n]:.{_DIGITS.get(n, 1)}f}" if ens.get(n) is not None else "-" for n in names]
+            cells += [f"{ens[n]:.{digits.get(n, 1)}f}" if ens.get(n) is not None else "-" for n in names]
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Runs (evaluation folder, training folder, hashes of what produced them):", "",
               "| " + " | ".join([*by, "seed", "eval", "model", "head sha256", "data", *(labels.get(n, n) for n in names)]) + " |",
@@ -112,7 +110,7 @@ def format_markdown(result: dict) -> str:
     for run in result["runs"]:
         cells = [str(run["group"][k]) for k in by] + [str(run["seed"]), Path(run["eval_dir"]).name, run["model_dir"],
                                                      (run["head_sha256"] or "?")[:12], run["data"]]
-        cells += [f"{run['metrics'][n]:.{_DIGITS.get(n, 1)}f}" if run["metrics"].get(n) is not None else "-"
+        cells += [f"{run['metrics'][n]:.{digits.get(n, 1)}f}" if run["metrics"].get(n) is not None else "-"
                   for n in names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

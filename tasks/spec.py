@@ -166,6 +166,7 @@ class TaskSpec:
     headline: Callable[[dict], dict] | None = None
     aggregate_metrics: tuple[str, ...] = ()
     metric_labels: Mapping[str, str] = field(default_factory=dict)
+    metric_digits: Mapping[str, int] = field(default_factory=dict)  # decimals in aggregate tables (default 1)
     ensemble: Callable[[list[Path], list[dict]], dict] | None = None
     score_file: Callable[..., dict] | None = None
     score_file_args: Callable[[Any], None] | None = None  # adds score-<task>'s own flags to a parser

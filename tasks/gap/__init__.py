@@ -48,6 +48,7 @@ SPEC = TaskSpec(
     headline=report.headline,
     aggregate_metrics=report.AGGREGATE_METRICS,
     metric_labels=report.METRIC_LABELS,
+    metric_digits={"bias_f_over_m": 3, "log_loss": 3, "accuracy": 3},
     ensemble=score.ensemble,
     score_file=score.score_file,
     score_file_args=score.add_score_args,

@@ -66,6 +66,7 @@ SPEC = TaskSpec(
     headline=report.headline,
     aggregate_metrics=report.AGGREGATE_METRICS,
     metric_labels=report.METRIC_LABELS,
+    metric_digits={"best_f1_thresh": 3},
     score_file=score.score_file,
     score_file_args=score.add_score_args,
 )
