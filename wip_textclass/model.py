@@ -1,0 +1,212 @@
+"""The text classifier: the encoder's pooler output plus a linear head; its loss, batches and held-out counts.
+
+``TextClassifier.forward(input_ids, attention_mask, token_type_ids=None) -> logits``
+    ``input_ids, attention_mask, token_type_ids``: LongTensor ``[B, T]``, one row per window of
+    a text (long texts are folded into several windows by prep). Returns float32 logits
+    ``[B, num_labels]`` (``[B, 1]`` for regression), one row per window; evaluation folds a
+    text's windows into one prediction. It also accepts (and ignores) the label and id keys a
+    collated batch carries, so ``model(**batch)`` works.
+
+The head is Hugging Face's ``BertForSequenceClassification`` head exactly: the encoder's pooler
+output (``tanh(W h_[CLS] + b)``, so the encoder is loaded with its pooler) -> dropout ->
+``Linear(hidden, num_labels)``. It runs in float32 even under autocast (tiny, and keeps the
+loss out of fp16's range). The Linear (``model.head``) carries a ``temperature`` buffer (1
+unless the run was calibrated, see :mod:`train.calibrate`); a classifier returns its logits
+divided by it, a regressor ignores it.
+
+:func:`save_sequence_classification` writes the model as ``AutoModelForSequenceClassification``
+(the ``text-classification`` pipeline loads it) with the class names as ``id2label``; the
+temperature is folded into the saved classifier's weights, so the exported model gives the same
+(calibrated) logits as ours.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.data import attention_mask_for, int_column, pad_list_column
+from train.model import check_extra, float32_region, init_linear
+
+HEADS = ("linear",)
+CLS_ID, SEP_ID = 101, 102
+_MARKER_ID = 1000  # label k's marker is _MARKER_ID + k
+_WORDS = (2000, 2999)  # plain word-piece ids of the BERT uncased vocab
+
+
+class ClassifierHead(nn.Linear):
+    """``Linear(hidden, num_labels)`` plus the calibration ``temperature`` buffer (saved in head.safetensors).
+
+    A Linear itself rather than a module holding one, so its ``weight`` and ``bias`` are
+    Hugging Face's ``classifier.weight`` / ``classifier.bias`` one-to-one.
+    """
+
+    def __init__(self, hidden: int, num_labels: int):
+        super().__init__(hidden, num_labels)
+        self.register_buffer("temperature", torch.ones(()))
+
+
+class TextClassifier(nn.Module):
+    task = "textclass"
+    head_name = "linear"
+
+    def __init__(self, encoder: nn.Module, num_labels: int, regression: bool, labels: Sequence[str] = ()):
+        """``labels``: a name per output column (class names; a regressor's target name), for ``id2label``."""
+        super().__init__()
+        if getattr(encoder, "pooler", None) is None:
+            raise ValueError("the text classifier reads the pooler output: load the encoder with its pooler "
+                             "(train.model.load_encoder(..., pooler=True))")
+        if regression and num_labels != 1:
+            raise ValueError(f"a regressor has one output, got num_labels={num_labels}")
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        labels = tuple(str(name) for name in labels) or tuple(f"LABEL_{i}" for i in range(num_labels))
+        if len(labels) != num_labels:
+            raise ValueError(f"{len(labels)} label names for {num_labels} outputs")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"label names must be distinct, got {list(labels)}")
+        config = encoder.config
+        self.encoder = encoder
+        self.num_labels = num_labels
+        self.regression = regression
+        self.labels = labels
+        # HF's BertForSequenceClassification: classifier_dropout when set, else hidden_dropout_prob.
+        dropout = getattr(config, "classifier_dropout", None)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.head = ClassifierHead(config.hidden_size, num_labels)
+        init_linear(self.head, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, **extra):
+        check_extra(extra)
+        pooled = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).pooler_output
+        with float32_region(pooled.device.type):
+            logits = self.head(self.dropout(pooled.float()))
+            if self.regression:
+                return logits
+            return logits / self.head.temperature
+
+
+def build_model(head: str, encoder, data_info: dict | None = None) -> TextClassifier:
+    """The classifier on ``encoder`` (with its pooler), shaped by the training data's ``data_info``.
+
+    ``data_info`` is the training features' ``manifest["input"]``: ``label_type`` "float" makes a
+    regressor (one output, named by ``label_column``); otherwise ``labels`` (class names in id
+    order) sets the outputs. Without it the number of classes is unknown, so that is an error,
+    not a guess: a model with the wrong number of outputs would train and save silently.
+    """
+    if head not in HEADS:
+        raise ValueError(f"textclass has one head, 'linear'; got {head!r}")
+    data_info = data_info or {}
+    if data_info.get("label_type") == "float":
+        return TextClassifier(encoder, 1, regression=True, labels=(data_info.get("label_column") or "LABEL_0",))
+    labels = data_info.get("labels") or []
+    if not labels:
+        raise ValueError("textclass needs the training data's labels to size its head: data_info (the "
+                         f"features manifest's 'input' record) has no 'labels' (keys: {sorted(data_info)})")
+    return TextClassifier(encoder, len(labels), regression=False, labels=labels)
+
+
+def loss(output, batch: dict) -> torch.Tensor:
+    """Cross-entropy over the classes, or mean squared error for a regressor (``[B, 1]`` output)."""
+    if batch["label"].is_floating_point():  # collate_textclass: float labels are a regressor's
+        return F.mse_loss(output[:, 0].float(), batch["label"].float())
+    return F.cross_entropy(output.float(), batch["label"])
+
+
+def eval_counts(output, batch: dict) -> dict:
+    """Windows whose class is right (``eval_accuracy``); none for a regressor (``eval_loss`` is its MSE)."""
+    if batch["label"].is_floating_point():
+        return {}
+    return {"accuracy": (output.argmax(dim=-1) == batch["label"]).sum()}
+
+
+def collate_textclass(rows: pa.Table, pad_id: int = 0, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """Windows -> ``input_ids, attention_mask, token_type_ids`` ``[B, T]``, ``feature_id`` and ``label`` ``[B]``.
+
+    ``label`` is long for classification and float32 for regression, following the column's
+    type; it is left out when the rows have none.
+    """
+    input_ids, lengths = pad_list_column(rows.column("input_ids"), pad_id, pad_to_multiple_of)
+    token_type_ids, _ = pad_list_column(rows.column("token_type_ids"), 0, pad_to_multiple_of)
+    batch = {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": attention_mask_for(lengths, input_ids.shape[1]),
+        "token_type_ids": torch.from_numpy(token_type_ids),
+        "feature_id": int_column(rows, "feature_id"),
+    }
+    if "label" in rows.column_names:
+        if pa.types.is_floating(rows.schema.field("label").type):
+            batch["label"] = torch.from_numpy(rows.column("label").to_numpy().astype(np.float32))
+        else:
+            batch["label"] = int_column(rows, "label")
+    return batch
+
+
+def synthetic_data_info(num_labels: int = 3, regression: bool = False) -> dict:
+    """The ``data_info`` (manifest ``input`` record) of :func:`synthetic_textclass_table` with these settings."""
+    return {
+        "labels": [] if regression else list(range(num_labels)),
+        "label_type": "float" if regression else "int",
+        "text_column": "text", "label_column": "label", "text_pair_column": None, "format": "csv",
+    }
+
+
+def synthetic_textclass_table(rows: int, seed: int = 0, min_len: int = 12, max_len: int = 48,
+                              num_labels: int = 3, regression: bool = False) -> pa.Table:
+    """Random one-window texts, each holding its label's marker token (id ``1000 + label``) somewhere.
+
+    Classification labels are int32 class ids; with ``regression`` the label is the class id as
+    float32 (the same signal, as a number to fit).
+    """
+    rng = np.random.default_rng(seed)
+    input_ids, labels = [], []
+    for _ in range(rows):
+        length = int(rng.integers(min_len, max_len + 1))
+        ids = rng.integers(*_WORDS, size=length).tolist()
+        ids[0], ids[-1] = CLS_ID, SEP_ID
+        label = int(rng.integers(0, num_labels))
+        ids[int(rng.integers(1, length - 1))] = _MARKER_ID + label
+        input_ids.append(ids)
+        labels.append(label)
+    return pa.table({
+        "feature_id": pa.array(np.arange(rows), pa.int64()),
+        "example_id": pa.array([f"row-{i + 2}" for i in range(rows)]),  # CSV lines: 1 is the header
+        "example_index": pa.array(np.arange(rows), pa.int32()),
+        "input_ids": pa.array(input_ids, pa.list_(pa.int32())),
+        "token_type_ids": pa.array([[0] * len(ids) for ids in input_ids], pa.list_(pa.int8())),
+        "label": pa.array(labels, pa.float32() if regression else pa.int32()),
+        "window_index": pa.array(np.zeros(rows), pa.int16()),
+        "num_windows": pa.array(np.ones(rows), pa.int16()),
+    })
+
+
+def save_sequence_classification(model: TextClassifier, folder: str | Path) -> None:
+    """Save ``model`` as ``AutoModelForSequenceClassification`` (``BertForSequenceClassification`` for BERT).
+
+    Both state dicts load strictly (the encoder with its pooler; ``classifier`` is our head), so
+    no weight of the saved model is newly initialised on load. ``id2label`` / ``label2id`` are the
+    model's label names. The temperature is folded into the classifier (weight and bias divided
+    by it): ``Linear`` is linear, so the saved logits are ours, calibrated, with no extra module.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(model.encoder.config)
+    config.num_labels = model.num_labels
+    config.id2label = dict(enumerate(model.labels))
+    config.label2id = {name: i for i, name in enumerate(model.labels)}
+    config.problem_type = "regression" if model.regression else "single_label_classification"
+    hf_model = AutoModelForSequenceClassification.from_config(config)
+    hf_model.base_model.load_state_dict(model.encoder.state_dict(), strict=True)
+    scale = 1.0 if model.regression else model.head.temperature.detach()
+    hf_model.classifier.load_state_dict(
+        {"weight": model.head.weight.detach() / scale, "bias": model.head.bias.detach() / scale}, strict=True)
+    hf_model.save_pretrained(str(folder))
