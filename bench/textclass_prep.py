@@ -6,7 +6,7 @@
 The Hugging Face way: ``datasets.Dataset.from_csv`` then ``Dataset.map(batched=True,
 num_proc=N)`` of ``tokenizer(text, truncation=True, max_length=L, stride=S,
 return_overflowing_tokens=True)``, labels copied to each window through
-``overflow_to_sample_mapping``. bertflow: ``wip_textclass.prep.prepare_textclass`` (read, fold
+``overflow_to_sample_mapping``. bertflow: ``tasks.textclass.prep.prepare_textclass`` (read, fold
 on the shared pool, Arrow + manifest). Every measurement runs in a fresh subprocess, libraries
 imported before the clock starts, reading the file and loading the tokenizer inside it; the
 Hugging Face run keeps the Rust tokenizer's own threads on (its default). Texts/s and
@@ -53,7 +53,7 @@ def run_one(impl: str, input_path: str, nproc: int, work_dir: str, args: dict) -
     out = Path(work_dir)
     started = time.perf_counter()
     if impl.startswith("bertflow"):
-        from wip_textclass.prep import TextClassPrepConfig, prepare_textclass
+        from tasks.textclass.prep import TextClassPrepConfig, prepare_textclass
 
         config = TextClassPrepConfig(max_seq_length=args["max_seq_length"], fold_stride=args["fold_stride"],
                                      text_column=args["text_column"], label_column=args["label_column"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import luigi
 
 from pipeline.artifacts import artifact_dir, content_hash
-from prep.artifact import MANIFEST, atomic_output_dir
+from prep.artifact import MANIFEST
 from tasks import get_task, task_names
 
 SPLITS = ("train", "validation", "test")
@@ -54,6 +54,4 @@ class Splits(luigi.Task):
         return luigi.LocalTarget(str(self.out_dir / MANIFEST))
 
     def run(self):
-        with atomic_output_dir(self.out_dir, reuse_if_made_while_waiting=True) as tmp:
-            if tmp is not None:
-                self.plan.write_splits(self.split_config(), tmp)
+        self.plan.write_splits(self.split_config(), self.out_dir)  # the writer publishes the folder atomically

@@ -83,7 +83,8 @@ class UserDataPlan:
     columns, split ratios, seed); ``input_fields`` names those that are input files (their
     sha256 names the splits artifact). ``write_splits(config, folder)`` writes ``train`` /
     ``validation`` / ``test`` files (``<split>.<split_suffix>``) and ``manifest.json`` into
-    ``folder`` and returns the manifest. ``prep_values(config)`` gives the prep-config values
+    ``folder`` (publishing the folder atomically, e.g. with ``prep.artifact.atomic_output_dir``)
+    and returns the manifest. ``prep_values(config)`` gives the prep-config values
     that read those files (the same for the three splits).
     """
 

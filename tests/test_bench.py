@@ -73,3 +73,18 @@ def test_train_throughput_runs_and_writes_its_json(tiny_inputs, tmp_path):
         assert row["sequences_per_second"] > 0 and row["tokens_per_second"] > 0
         if row["runner"] == "trainer/max_length":
             assert row["speedup_vs_trainer_max_length"] == 1.0
+
+
+def test_textclass_prep_runs_and_writes_its_json(tmp_path):
+    import csv
+
+    with open(shared_data("textclass/bbc-news/train.csv"), newline="", encoding="utf-8") as handle:
+        records = list(csv.reader(handle))[:41]  # header + 40 texts
+    small = tmp_path / "bbc-small.csv"
+    with open(small, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(records)
+    run_module(["bench.textclass_prep", "--input", str(small), "--nprocs", "1", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "textclass_prep.json").read_text())
+    assert {row["impl"] for row in report["rows"]} == {"bertflow-shards", "bertflow-merge", "hf-datasets"}
+    assert all(row["texts"] == 40 for row in report["rows"])
+    assert report["comparisons"] and all(c["identical"] and c["labels_equal"] for c in report["comparisons"])

@@ -25,12 +25,15 @@ def test_engines_never_name_a_task():
 def test_registry_lists_the_task_packages_and_refuses_others():
     from tasks import UnknownTaskError, get_task, task_names
 
-    assert task_names() == ("gap", "squad")
+    assert task_names() == ("gap", "squad", "textclass")
     for name in task_names():
         spec = get_task(name)
         assert spec.name == name and spec.default_head in spec.heads
-        assert spec.fullrun.train.data in spec.data_files and spec.fullrun.test.data in spec.data_files
-    with pytest.raises(UnknownTaskError, match="unknown task 'race'; registered: gap, squad"):
+        # A task runs in FullRun on official files, or through its own entry on the user's files.
+        assert (spec.fullrun is None) != (spec.user_data is None), name
+        if spec.fullrun is not None:
+            assert spec.fullrun.train.data in spec.data_files and spec.fullrun.test.data in spec.data_files
+    with pytest.raises(UnknownTaskError, match="unknown task 'race'; registered: gap, squad, textclass"):
         get_task("race")
 
 
@@ -62,7 +65,7 @@ def test_eval_and_profiling_flags_come_from_their_config_objects():
     from profiling.config import ProfileConfig
     from tasks import get_task
 
-    for name in ("squad", "gap"):
+    for name in ("squad", "gap", "textclass"):
         text = help_text("eval", name)
         for field in dataclasses.fields(get_task(name).eval_config):
             assert flag(field.name) in text, (name, field.name)

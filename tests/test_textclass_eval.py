@@ -20,8 +20,8 @@ from sklearn import metrics as sklearn_metrics
 from prep.features import open_features
 from tasks.spec import EvalContext
 from train.testing import write_feature_dir
-from wip_textclass import metrics as M
-from wip_textclass.evaluate import (
+from tasks.textclass import metrics as M
+from tasks.textclass.evaluate import (
     PREDICTIONS_FILE,
     GoldText,
     TextClassEvalConfig,
@@ -30,9 +30,9 @@ from wip_textclass.evaluate import (
     pool_windows,
     read_gold,
 )
-from wip_textclass.read import SKIP_UNKNOWN_LABEL
-from wip_textclass.report import CONFUSION_PNG, REGRESSION_PNG, headline, metric_rows, report_sections
-from wip_textclass.score import ensemble, score_textclass_file
+from tasks.textclass.read import SKIP_UNKNOWN_LABEL
+from tasks.textclass.report import CONFUSION_PNG, REGRESSION_PNG, headline, metric_rows, report_sections
+from tasks.textclass.score import ensemble, score_textclass_file
 
 MARKER = 1000  # a window's logit for class k is how often token MARKER + k occurs in it
 LABELS = ["a", "b", "c"]
@@ -350,7 +350,7 @@ class ZeroModel(torch.nn.Module):
 
 def test_evaluate_reads_what_prep_wrote(tmp_path):
     """The manifest prep writes (input record, skipped list, folded windows) is what evaluate reads."""
-    from wip_textclass.prep import TextClassPrepConfig, prepare_textclass
+    from tasks.textclass.prep import TextClassPrepConfig, prepare_textclass
 
     long = " ".join(["word"] * 40)
     data = _write_data(tmp_path / "test.csv", [("k1", long, "neg"), ("k2", "short", "pos"), ("k3", "", "pos"),
@@ -373,7 +373,7 @@ def test_command_line_flags(tmp_path):
     import argparse
 
     from train.cli_args import add_dataclass_arguments, values_for
-    from wip_textclass.score import add_score_args, score_file
+    from tasks.textclass.score import add_score_args, score_file
 
     parser = argparse.ArgumentParser()
     add_dataclass_arguments(parser, TextClassEvalConfig)

@@ -17,7 +17,7 @@ from transformers import BertConfig, BertModel
 
 from train.model import TOKENIZER_FILES
 from train.testing import TINY_BERT
-from wip_textclass.model import (
+from tasks.textclass.model import (
     ClassifierHead, TextClassifier, build_model, collate_textclass, eval_counts, loss,
     save_sequence_classification, synthetic_data_info, synthetic_textclass_table,
 )

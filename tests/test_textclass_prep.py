@@ -14,10 +14,10 @@ import pytest
 from prep.features import open_features, sorted_by_feature_id
 from prep.tokenizer import export_tokenizer, load_backend
 from tests.conftest import shared_data
-from wip_textclass.prep import (FEATURES_SCHEMA, REGRESSION_SCHEMA, TextClassChunk, TextClassPrepConfig,
+from tasks.textclass.prep import (FEATURES_SCHEMA, REGRESSION_SCHEMA, TextClassChunk, TextClassPrepConfig,
                                 convert_chunk, fold_spans, main, prepare_textclass, read_textclass)
-from wip_textclass.read import TextClassFormatError, TextExample, read_examples
-from wip_textclass.split import (UnseenLabelWarning, duplicate_key, split_counts, split_examples,
+from tasks.textclass.read import TextClassFormatError, TextExample, read_examples
+from tasks.textclass.split import (UnseenLabelWarning, duplicate_key, split_counts, split_examples,
                                  write_splits)
 
 MAX_SEQ_LENGTH = 16  # room 14: the fixture's texts need 1, 2 and 3 windows
@@ -378,7 +378,7 @@ def test_split_is_deterministic_and_stratified():
 
 
 def test_split_validates_ratios():
-    for ratios in [(0.8, 0.2), (0.9, 0.1, 0.0), (0.5, 0.3, 0.3), (1.2, -0.1, -0.1)]:
+    for ratios in [(0.8, 0.2), (0.0, 0.5, 0.5), (0.5, 0.3, 0.3), (1.2, -0.1, -0.1)]:
         with pytest.raises(ValueError, match="ratios"):
             split_examples(_labelled({"a": 10}), ratios)
 

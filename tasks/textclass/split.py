@@ -1,6 +1,6 @@
 """Splitting one labelled file into train / validation / test, with no text in two splits.
 
-    python -m wip_textclass.split bbc-news/train.csv runs/bbc-splits --text-column Text --label-column Category
+    python -m tasks.textclass.split bbc-news/train.csv runs/bbc-splits --text-column Text --label-column Category
 
 Deterministic for a seed; stratified by label (classification), so each split keeps the file's
 label shares; exact duplicates (same text and text pair after stripping) form one group that
@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from prep.artifact import MANIFEST, atomic_output_dir, sha256_file, write_json_atomic
-from wip_textclass.read import (FORMATS, LABEL_TYPES, TextClassFormatError, TextExample, label_set, read_examples,
+from tasks.textclass.read import (FORMATS, LABEL_TYPES, TextClassFormatError, TextExample, label_set, read_examples,
                                 resolve_label_type)
 
 SPLITS = ("train", "validation", "test")
@@ -33,12 +33,13 @@ class UnseenLabelWarning(UserWarning):
 
 
 def check_ratios(ratios) -> tuple[float, float, float]:
-    """``(train, validation, test)`` shares: three positive numbers summing to 1."""
+    """``(train, validation, test)`` shares summing to 1: train positive, validation / test positive or 0
+    (0: that split comes from a file of its own)."""
     ratios = tuple(float(r) for r in ratios)
     if len(ratios) != len(SPLITS):
         raise ValueError(f"ratios must be {len(SPLITS)} numbers (train, validation, test), got {ratios}")
-    if any(not math.isfinite(r) or r <= 0 for r in ratios):
-        raise ValueError(f"ratios must be positive, got {ratios}")
+    if any(not math.isfinite(r) or r < 0 for r in ratios) or ratios[0] <= 0:
+        raise ValueError(f"ratios must be positive (validation / test may be 0), got {ratios}")
     if not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
         raise ValueError(f"ratios must sum to 1, got {ratios} (sum {sum(ratios):g})")
     return ratios
@@ -76,7 +77,7 @@ def _deal(groups: list[list[TextExample]], ratios: tuple[float, ...], rng: rando
     dealt: list[list[TextExample]] = [[] for _ in ratios]
     for group in groups:
         # The largest shortfall wins; a duplicate group may overshoot its split by its extra copies.
-        split = max(range(len(ratios)), key=lambda i: (targets[i] - taken[i], -i))
+        split = max((i for i, share in enumerate(ratios) if share > 0), key=lambda i: (targets[i] - taken[i], -i))
         dealt[split].extend(group)
         taken[split] += len(group)
     return dealt
@@ -146,6 +147,7 @@ def write_splits(splits: dict[str, list[TextExample]], out_dir: str | Path, labe
                       stacklevel=2)
     groups = group_duplicates(every)
     manifest = {
+        "kind": "splits",  # prep reads the label order from here when it preps one of these files
         "splits": {name: f"{name}.jsonl" for name in SPLITS},
         "counts": split_counts({name: splits.get(name, []) for name in SPLITS}),
         "ratios": list(check_ratios(ratios)),
@@ -170,7 +172,7 @@ def write_splits(splits: dict[str, list[TextExample]], out_dir: str | Path, labe
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wip_textclass.split", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tasks.textclass.split", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", type=Path, help="labelled CSV, TSV or JSON-lines file")
     parser.add_argument("out_dir", type=Path, help="output folder: train/validation/test.jsonl + manifest.json")
     parser.add_argument("--text-column", default="text")

@@ -24,6 +24,7 @@ whose label is not in that list is skipped and listed in the manifest.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -33,11 +34,12 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
+from prep.artifact import MANIFEST
 from prep.pool import MODES, available_cpus
 from prep.stage import ReadResult, run_stage, skip, tqdm_progress
 from prep.tokenizer import BertTokens, default_model_dir, load_backend
 from train.cli_args import add_dataclass_arguments, values_for
-from wip_textclass.read import (FORMATS, LABEL_TYPES, SKIP_UNKNOWN_LABEL, TextClassFormatError, TextExample,
+from tasks.textclass.read import (FORMATS, LABEL_TYPES, SKIP_UNKNOWN_LABEL, TextClassFormatError, TextExample,
                                 integer_name, parse_label_list, read_examples, resolve_label_type)
 
 _SPECIAL_TOKENS = 2  # [CLS] window [SEP]
@@ -226,6 +228,17 @@ def convert_chunk(state, chunk: TextClassChunk) -> tuple[dict, dict]:
     return (columns if columns["example_id"] else {}), stats
 
 
+def split_folder_labels(path: Path) -> list[str] | None:
+    """The ordered label set of the split folder ``path`` is in (split.write_splits), or None."""
+    manifest = path.parent / MANIFEST
+    if not manifest.is_file():
+        return None
+    record = json.loads(manifest.read_text(encoding="utf-8"))
+    if record.get("kind") != "splits" or record.get("label_type") == "float":
+        return None
+    return list(record["labels"])
+
+
 def read_textclass(path: str | Path, config: TextClassPrepConfig, rows_per_chunk: int = 64) -> ReadResult:
     """Read ``path`` with ``config``'s columns into pool chunks, the label set fixed.
 
@@ -236,6 +249,8 @@ def read_textclass(path: str | Path, config: TextClassPrepConfig, rows_per_chunk
     if rows_per_chunk < 1:
         raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
     given = config.label_list()
+    if given is None:  # a file of a split folder: its manifest fixes the label order for every split
+        given = split_folder_labels(Path(path))
     columns = (config.format, config.text_column, config.label_column, config.text_pair_column, config.id_column)
     if given is None:
         examples, skipped, info = read_examples(path, *columns, config.label_type)
@@ -357,6 +372,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run the imported module's main so classes pickled to workers are the package's, not __main__'s.
-    from wip_textclass.prep import main as _main
+    from tasks.textclass.prep import main as _main
 
     sys.exit(_main())

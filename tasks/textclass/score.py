@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from wip_textclass.evaluate import (
+from tasks.textclass.evaluate import (
     PREDICTIONS_FILE,
     GoldText,
     read_gold,
     score_label_predictions,
     score_value_predictions,
 )
-from wip_textclass.read import resolve_label_type
-from wip_textclass.report import AGGREGATE_METRICS
+from tasks.textclass.read import resolve_label_type
+from tasks.textclass.report import AGGREGATE_METRICS
 
 
 def read_predictions_csv(path: str | Path, gold_ids: list[str]) -> tuple[list[str] | None, dict[str, dict]]:

@@ -31,15 +31,15 @@ import torch
 
 from eval.inference import length_batches, ordered_table, row_lengths
 from tasks.spec import EvalContext, EvalOutcome
-from wip_textclass.metrics import (
+from tasks.textclass.metrics import (
     NO_PREDICTION,
     OUTSIDE_LABELS,
     mean_squared_error,
     score_classification,
     score_regression,
 )
-from wip_textclass.model import collate_textclass
-from wip_textclass.read import SKIP_DUPLICATE_ID, integer_name, read_examples
+from tasks.textclass.model import collate_textclass
+from tasks.textclass.read import SKIP_DUPLICATE_ID, integer_name, read_examples
 
 FOLD_POOLS = ("mean", "max")
 PREDICTIONS_FILE = "test_predictions.csv"

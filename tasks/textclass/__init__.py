@@ -1,0 +1,56 @@
+"""Text classification (and regression) from the user's own labelled CSV / TSV / JSON lines, with
+token folding, as one task on the seam (see tasks/spec.py).
+
+Modules: ``read`` (files in, clear errors naming file / line / column, skipped rows counted),
+``split`` (seeded, stratified, duplicates kept in one split), ``prep`` (texts folded into
+``max_seq_length`` windows on the shared pool; ``python -m prep textclass``), ``model`` (pooler ->
+dropout -> linear head, saved as ``AutoModelForSequenceClassification``), ``metrics``,
+``evaluate`` (a text's windows pooled into one prediction; ``test_predictions.csv``), ``report``,
+``score`` (re-scoring, ensembles), ``userdata`` (the ``TextClassification`` entry's split step).
+"""
+
+from __future__ import annotations
+
+from tasks.spec import TaskSpec, UserDataPlan
+from tasks.textclass import evaluate, model, prep, report, score, userdata
+from tasks.textclass.read import TextClassFormatError
+
+SPEC = TaskSpec(
+    name="textclass",
+    description="Text classification from a labelled CSV with token folding",
+    prep_config=prep.TextClassPrepConfig,
+    prepare=prep.prepare_textclass,
+    prep_main=prep.main,
+    summarize=prep.summarize,
+    input_errors=(TextClassFormatError,),
+    heads=model.HEADS,
+    default_head="linear",
+    build_model=model.build_model,
+    collate=model.collate_textclass,
+    loss=model.loss,
+    eval_counts=model.eval_counts,
+    synthetic_features=model.synthetic_textclass_table,
+    synthetic_data_info=model.synthetic_data_info,
+    calibratable=True,
+    encoder_pooler=True,
+    save_pretrained=model.save_sequence_classification,
+    eval_config=evaluate.TextClassEvalConfig,
+    evaluate=evaluate.evaluate,
+    metric_rows=report.metric_rows,
+    report_sections=report.report_sections,
+    headline=report.headline,
+    aggregate_metrics=report.AGGREGATE_METRICS,
+    metric_labels=report.METRIC_LABELS,
+    metric_digits={"accuracy": 3, "macro_f1": 3, "weighted_f1": 3, "mcc": 3, "window_accuracy": 3, "pearson": 3,
+                   "spearman": 3, "mse": 4},
+    ensemble=score.ensemble,
+    score_file=score.score_file,
+    score_file_args=score.add_score_args,
+    user_data=UserDataPlan(
+        entry="TextClassification",
+        split_config=userdata.TextClassSplitConfig,
+        input_fields=("data", "validation_data", "test_data"),
+        write_splits=userdata.write_user_splits,
+        prep_values=userdata.split_prep_values,
+    ),
+)

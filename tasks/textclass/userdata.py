@@ -1,0 +1,64 @@
+"""The ``TextClassification`` entry's data step: the user's file(s) read and split.
+
+    luigi --module pipeline TextClassification --data leanings.csv --text-column text \\
+        --label-column label --local-scheduler
+
+One file: a seeded split, stratified by label, exact-duplicate texts kept in one split
+(:mod:`tasks.textclass.split`). Already split data: ``--validation-data`` and ``--test-data``
+(the test file alone: validation is cut from ``--data``). Every split is written as JSON lines
+with the columns id, text, text_pair, label, so the three feature tasks read them alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tasks.textclass.read import FORMATS, LABEL_TYPES, read_examples
+from tasks.textclass.split import split_examples, write_splits
+
+
+@dataclass(frozen=True)
+class TextClassSplitConfig:
+    data: str = field(metadata={"help": "labelled CSV, TSV or JSON-lines file (the training data, or all of it)"})
+    text_column: str = field(default="text", metadata={"help": "the text column"})
+    label_column: str = field(default="label", metadata={"help": "the label column"})
+    text_pair_column: str | None = field(default=None, metadata={"help": "a second text column (sentence pairs)"})
+    id_column: str | None = field(default=None, metadata={"help": "an id column (default: row-<line>)"})
+    format: str | None = field(default=None, metadata={"help": "csv, tsv or jsonl (default: from the extension)",
+                                                       "choices": FORMATS})
+    label_type: str = field(default="auto", metadata={
+        "help": "auto (int when every label is an integer, else str), int, str, or float (regression)",
+        "choices": LABEL_TYPES})
+    validation_data: str | None = field(default=None, metadata={"help": "an already split validation file"})
+    test_data: str | None = field(default=None, metadata={"help": "an already split test file"})
+    validation_ratio: float = field(default=0.1, metadata={"help": "share of --data for validation (if not given)"})
+    test_ratio: float = field(default=0.1, metadata={"help": "share of --data for testing (if not given)"})
+    split_seed: int = field(default=13, metadata={"help": "seeds the split"})
+
+    def read(self, path: str) -> tuple[list, list, dict]:
+        return read_examples(Path(path), self.format, self.text_column, self.label_column, self.text_pair_column,
+                             self.id_column, self.label_type)
+
+
+def write_user_splits(config: TextClassSplitConfig, out_dir: Path) -> dict:
+    """Split ``config.data`` (and take the given validation / test files) into ``out_dir``."""
+    examples, skipped, _ = config.read(config.data)
+    given = {name: config.read(path)[0] for name, path in (("validation", config.validation_data),
+                                                            ("test", config.test_data)) if path}
+    ratios = (1.0 - (0 if "validation" in given else config.validation_ratio)
+              - (0 if "test" in given else config.test_ratio),
+              0.0 if "validation" in given else config.validation_ratio, 0.0 if "test" in given else config.test_ratio)
+    regression = config.label_type == "float"
+    splits = split_examples(examples, ratios=ratios, seed=config.split_seed, stratify=not regression)
+    splits.update(given)
+    manifest = write_splits(splits, out_dir, None, ratios=ratios, seed=config.split_seed,
+                            input_path=config.data, stratified=not regression)
+    return manifest
+
+
+def split_prep_values(config: TextClassSplitConfig) -> dict:
+    """How the features tasks read a split file (its columns are fixed by write_splits)."""
+    return {"text_column": "text", "label_column": "label", "id_column": "id", "format": "jsonl",
+            "text_pair_column": "text_pair" if config.text_pair_column else None,
+            "label_type": "float" if config.label_type == "float" else "auto"}

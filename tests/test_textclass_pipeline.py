@@ -1,0 +1,96 @@
+"""TextClassification end to end on a tiny model and a slice of the real BBC file: split -> features
+-> fine-tune -> evaluate, cached; a new seed or file re-runs what depends on it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import luigi
+import pytest
+from luigi.execution_summary import LuigiStatusCode
+
+from tests.conftest import shared_data
+from tests.test_pipeline_fullrun import STARTED, configured
+
+
+def slice_bbc(dst: Path, rows: int) -> Path:
+    with open(shared_data("textclass/bbc-news/train.csv"), newline="", encoding="utf-8") as handle:
+        records = list(csv.reader(handle))
+    with open(dst, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(records[: rows + 1])
+    return dst
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from train.testing import make_tiny_model_dir
+
+    root = tmp_path_factory.mktemp("textclass")
+    data = slice_bbc(root / "bbc.csv", 100)
+    model = make_tiny_model_dir(root / "tiny-bert")
+    config = {
+        "bertflow": {"runs_dir": root / "runs"},
+        "TextclassFeatures": {"max_seq_length": 64},
+        "TextclassFineTuned": {"max_steps": 3, "epochs": 1, "global_batch_size": 8, "device": "cpu",
+                               "select_best": "true"},
+        "Evaluation": {"device": "cpu"},
+    }
+    return root, data, model, config
+
+
+def build(task) -> list[str]:
+    STARTED.clear()
+    result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    return sorted(STARTED)
+
+
+def test_text_classification_runs_caches_and_reruns_what_changed(setup, monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
+    from pipeline import TextClassification
+
+    root, data, model, config = setup
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    params = dict(data=str(data), text_column="Text", label_column="Category", id_column="ArticleId",
+                  model_dir=str(model), nproc=1)
+    with configured(config):
+        started = build(TextClassification(**params))
+        assert started == ["Evaluation", "Splits", "TextClassification", "TextclassFeatures", "TextclassFeatures",
+                           "TextclassFeatures", "TextclassFineTuned"]
+        summary = Path(TextClassification(**params).output().path)
+        assert "| textclass | accuracy |" in summary.read_text()
+        [evaluation] = (root / "runs" / "eval").glob("textclass-*")
+        metrics = json.loads((evaluation / "metrics.json").read_text())
+        [split] = (root / "runs" / "splits").glob("textclass-*")
+        split_manifest = json.loads((split / "manifest.json").read_text())
+        # Every test text is scored, per text (not per window).
+        assert metrics["counts"]["texts"] == split_manifest["counts"]["test"]["texts"] > 0
+        assert 0.0 <= metrics["metrics"]["accuracy"] <= 1.0
+        rows = list(csv.DictReader(open(evaluation / "test_predictions.csv", encoding="utf-8")))
+        assert len(rows) == metrics["counts"]["texts"]
+        labels = split_manifest["labels"]
+        assert sorted(labels) == ["business", "entertainment", "politics", "sport", "tech"]
+        assert {f"p_{label}" for label in labels} <= set(rows[0])
+        # The fine-tuned folder is an ordinary Hugging Face sequence classifier with named labels.
+        [run] = (root / "runs").glob("finetune-textclass-linear-*")
+        loaded, info = AutoModelForSequenceClassification.from_pretrained(run / "model", output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"]
+        assert [loaded.config.id2label[i] for i in range(len(labels))] == labels
+
+        # The same file and settings: nothing runs.
+        assert build(TextClassification(**params)) == []
+        # A new split seed gives new splits, so everything after them runs again.
+        started = build(TextClassification(**params, split_seed=7))
+        assert started == ["Evaluation", "Splits", "TextClassification", "TextclassFeatures", "TextclassFeatures",
+                           "TextclassFeatures", "TextclassFineTuned"]
+
+
+def test_missing_input_file_is_a_clear_error(setup):
+    from pipeline import TextClassification
+
+    root, _, model, config = setup
+    with configured(config), pytest.raises(FileNotFoundError, match="input file not found: .*no-such.csv"):
+        TextClassification(data=str(root / "no-such.csv"), model_dir=str(model)).requires()

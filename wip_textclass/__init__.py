@@ -1,1 +1,0 @@
-"""Text classification from a labelled CSV / TSV / JSONL with token folding (staging; moves to tasks/textclass/)."""
