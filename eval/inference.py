@@ -121,6 +121,19 @@ def row_lengths(table: pa.Table) -> np.ndarray:
     return pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def classifier_logits(output, what: str):
+    """The logits tensor of a classifier's output: the tensor itself, the first of a tuple, or ``.logits``."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    if hasattr(output, "logits"):
+        return output.logits
+    raise TypeError(f"{what} must return logits, got {type(output).__name__}")
+
+
 def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Row indices in batches of ``batch_size``, shortest rows first."""
     order = np.argsort(lengths, kind="stable")

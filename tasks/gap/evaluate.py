@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from eval.inference import length_batches, ordered_table, row_lengths
+from eval.inference import classifier_logits, length_batches, ordered_table, row_lengths
 from tasks.gap.formats import read_gap_gold, write_submission_csv, write_system_tsv
 from tasks.gap.metrics import GapGold, coref_decisions, predicted_labels, score_gap
 from tasks.gap.model import collate_gap
@@ -42,16 +42,6 @@ class GapEvalConfig:
         return dataclasses.asdict(self)
 
 
-def _gap_outputs(output):
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)):
-        return output[0]
-    if hasattr(output, "logits"):
-        return output.logits
-    raise TypeError(f"a GAP model must return logits [B, 3], got {type(output).__name__}")
-
-
 @torch.inference_mode()
 def gap_probabilities(model, table: pa.Table, batch_size: int, device: str = "cpu", pad_id: int = 0) -> np.ndarray:
     """Per-feature softmax probabilities ``[N, 3]`` (A, B, NEITHER), float64."""
@@ -59,12 +49,12 @@ def gap_probabilities(model, table: pa.Table, batch_size: int, device: str = "cp
     probs = np.zeros((len(lengths), 3), dtype=np.float64)
     for rows in length_batches(lengths, batch_size):
         batch = collate_gap(table.take(pa.array(rows)), pad_id=pad_id)
-        logits = _gap_outputs(model(
+        logits = classifier_logits(model(
             batch["input_ids"].to(device),
             batch["attention_mask"].to(device),
             token_type_ids=None,
             **{name: batch[name].to(device) for name in MODEL_INPUTS},
-        ))
+        ), "a GAP model")
         if tuple(logits.shape) != (len(rows), 3):
             raise ValueError(f"model returned logits {tuple(logits.shape)} for a batch of {len(rows)}; expected [B, 3]")
         probs[rows] = torch.softmax(logits.double(), dim=-1).cpu().numpy()

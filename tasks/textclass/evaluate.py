@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from eval.inference import length_batches, ordered_table, row_lengths
+from eval.inference import classifier_logits, length_batches, ordered_table, row_lengths
 from tasks.spec import EvalContext, EvalOutcome
 from tasks.textclass.metrics import (
     NO_PREDICTION,
@@ -138,16 +138,6 @@ def gold_class_ids(gold: Sequence[GoldText], labels: Sequence[str], label_type: 
 # ---------------------------------------------------------------------------------------------
 
 
-def _logits(output) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)):
-        return output[0]
-    if hasattr(output, "logits"):
-        return output.logits
-    raise TypeError(f"a text classifier must return logits [B, num_labels], got {type(output).__name__}")
-
-
 @torch.inference_mode()
 def window_logits(model, table: pa.Table, batch_size: int, width: int, device: str = "cpu",
                   pad_id: int = 0) -> np.ndarray:
@@ -156,8 +146,8 @@ def window_logits(model, table: pa.Table, batch_size: int, width: int, device: s
     out = np.zeros((len(lengths), width), dtype=np.float64)
     for rows in length_batches(lengths, batch_size):
         batch = collate_textclass(table.take(pa.array(rows)), pad_id=pad_id)
-        logits = _logits(model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                               token_type_ids=batch["token_type_ids"].to(device)))
+        logits = classifier_logits(model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                         token_type_ids=batch["token_type_ids"].to(device)), "a text classifier")
         if tuple(logits.shape) != (len(rows), width):
             raise ValueError(f"model returned {tuple(logits.shape)} for a batch of {len(rows)}; expected [B, {width}]"
                              " (the label set of the features and of the trained model differ?)")
