@@ -93,6 +93,25 @@ def gap_group(head: str) -> dict:
     return groups[head]
 
 
+def textclass(folded: bool) -> dict:
+    """The BBC aggregate group of the folded (or truncated) features, from docs/results/textclass.json."""
+    result = load(RESULTS / "textclass.json")
+    [group] = [g for g in result["groups"] if result["fold_by_features_dir"][g["group"]["features_dir"]] == folded]
+    assert len(group["seeds"]) == 3
+    return group
+
+
+def bbc_test_texts() -> int:
+    """Texts every BBC evaluation scored (the test split)."""
+    counts = {load(path)["counts"]["texts"] for path in (RESULTS / "textclass").glob("*.json")}
+    assert len(counts) == 1
+    return counts.pop()
+
+
+def percent_mean_std(group: dict, key: str) -> list[float]:
+    return [100 * group["metrics"][key]["mean"], 100 * group["metrics"][key]["std"]]
+
+
 def test_results_table_matches_docs_results_json():
     rows = next(t for t in tables(section(README.read_text(encoding="utf-8"), "Results")) if "result" in t[0])
     multiply, concat, segment = (gap_group(h) for h in ("multiply", "concat", "segment"))
@@ -124,6 +143,12 @@ def test_results_table_matches_docs_results_json():
         r"^SQuAD dev-v2\.0": lambda row: assert_figures(row["result"], [
             squad_v2["metrics"]["f1"], squad_v2["config"]["null_score_diff_threshold"],
             squad_v2["metrics"]["best_f1"], squad_v2["metrics"]["best_f1_thresh"]], row["what"]),
+        r"^BBC news topics, text classification": lambda row: assert_figures(row["result"], [
+            *percent_mean_std(textclass(True), "accuracy"), *percent_mean_std(textclass(True), "macro_f1"),
+            bbc_test_texts()], row["what"]),
+        r"^BBC, truncated": lambda row: assert_figures(row["result"], [
+            *percent_mean_std(textclass(False), "accuracy"), *percent_mean_std(textclass(False), "macro_f1")],
+            row["what"]),
     }
     check_rows(rows, "what", checks, ["result"], "README Results")
     # The dev-v1.1 row's claim "all 10,570 questions" is what that evaluation scored.
