@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -94,3 +95,29 @@ def test_missing_input_file_is_a_clear_error(setup):
     root, _, model, config = setup
     with configured(config), pytest.raises(FileNotFoundError, match="input file not found: .*no-such.csv"):
         TextClassification(data=str(root / "no-such.csv"), model_dir=str(model)).requires()
+
+
+def test_already_split_files_are_taken_as_they_are(setup, tmp_path):
+    """--validation-data / --test-data: those files become the splits; only training data is read from --data."""
+    from pipeline import Splits
+    from tasks.textclass.userdata import TextClassSplitConfig
+
+    root, data, _, config = setup
+    rows = list(csv.reader(open(data, newline="", encoding="utf-8")))
+    parts = {"train": rows[1:61], "validation": rows[61:81], "test": rows[81:101]}
+    files = {}
+    for name, part in parts.items():
+        files[name] = tmp_path / f"{name}.csv"
+        with open(files[name], "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([rows[0], *part])
+    split_config = TextClassSplitConfig(data=str(files["train"]), text_column="Text", label_column="Category",
+                                        id_column="ArticleId", validation_data=str(files["validation"]),
+                                        test_data=str(files["test"]))
+    with configured(config):
+        task = Splits(task="textclass", config=dataclasses.asdict(split_config))
+        luigi.build([task], local_scheduler=True, log_level="WARNING")
+        manifest = json.loads(Path(task.output().path).read_text())
+        test_ids = [json.loads(line)["id"] for line in open(task.split_path("test"), encoding="utf-8")]
+    assert {name: counts["texts"] for name, counts in manifest["counts"].items()} == {
+        "train": 60, "validation": 20, "test": 20}
+    assert test_ids == [row[0] for row in parts["test"]]
