@@ -117,6 +117,20 @@ def int_column(rows: pa.Table, name: str) -> torch.Tensor:
     return torch.from_numpy(rows.column(name).to_numpy().astype(np.int64))
 
 
+def token_batch(rows: pa.Table, pad_id: int = 0, pad_to_multiple_of: int = 1,
+                type_column: str = "token_type_ids") -> dict[str, torch.Tensor]:
+    """The part of a batch every task shares: ``input_ids``, ``attention_mask`` and the rows' type
+    column (``token_type_ids``, or GAP's ``segment_ids``) padded to ``[B, T]``, and ``feature_id``."""
+    input_ids, lengths = pad_list_column(rows.column("input_ids"), pad_id, pad_to_multiple_of)
+    types, _ = pad_list_column(rows.column(type_column), 0, pad_to_multiple_of)
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": attention_mask_for(lengths, input_ids.shape[1]),
+        type_column: torch.from_numpy(types),
+        "feature_id": int_column(rows, "feature_id"),
+    }
+
+
 def make_collate(task: str, pad_id: int = 0, pad_to_multiple_of: int = 1) -> Callable[[pa.Table], dict]:
     """Task ``task``'s collate function with the padding settings bound (picklable, for DataLoader workers)."""
     from tasks import get_task

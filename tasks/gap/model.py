@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.data import attention_mask_for, int_column, pad_list_column
+from train.data import int_column, token_batch
 from train.model import check_extra, float32_region, init_linear
 
 HEADS = ("concat", "multiply", "segment")
@@ -186,14 +186,7 @@ def collate_gap(rows: pa.Table, pad_id: int = 0, pad_to_multiple_of: int = 1) ->
     GAP inputs are one segment, so there are no ``token_type_ids`` (the model uses zeros, or
     ``segment_ids`` with the segmentation head).
     """
-    input_ids, lengths = pad_list_column(rows.column("input_ids"), pad_id, pad_to_multiple_of)
-    segment_ids, _ = pad_list_column(rows.column("segment_ids"), 0, pad_to_multiple_of)
-    batch = {
-        "input_ids": torch.from_numpy(input_ids),
-        "attention_mask": attention_mask_for(lengths, input_ids.shape[1]),
-        "segment_ids": torch.from_numpy(segment_ids),
-        "feature_id": int_column(rows, "feature_id"),
-    }
+    batch = token_batch(rows, pad_id, pad_to_multiple_of, type_column="segment_ids")
     for name in POSITION_COLUMNS:
         batch[name] = int_column(rows, name)
     if "label" in rows.column_names:

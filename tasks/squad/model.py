@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.data import attention_mask_for, int_column, pad_list_column
+from train.data import int_column, token_batch
 from train.model import check_extra, float32_region, init_linear
 
 HEADS = ("span",)
@@ -105,14 +105,7 @@ def collate_squad(rows: pa.Table, pad_id: int = 0, pad_to_multiple_of: int = 1) 
     Labels are included when the rows have them; the eval split's ``offset_mapping`` stays in
     the table (post-processing reads it by ``feature_id``, which is returned too).
     """
-    input_ids, lengths = pad_list_column(rows.column("input_ids"), pad_id, pad_to_multiple_of)
-    token_type_ids, _ = pad_list_column(rows.column("token_type_ids"), 0, pad_to_multiple_of)
-    batch = {
-        "input_ids": torch.from_numpy(input_ids),
-        "attention_mask": attention_mask_for(lengths, input_ids.shape[1]),
-        "token_type_ids": torch.from_numpy(token_type_ids),
-        "feature_id": int_column(rows, "feature_id"),
-    }
+    batch = token_batch(rows, pad_id, pad_to_multiple_of)
     for name in ("start_positions", "end_positions"):
         if name in rows.column_names:
             batch[name] = int_column(rows, name)

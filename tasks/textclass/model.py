@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.data import attention_mask_for, int_column, pad_list_column
+from train.data import int_column, token_batch
 from train.model import check_extra, float32_region, init_linear
 
 HEADS = ("linear",)
@@ -135,14 +135,7 @@ def collate_textclass(rows: pa.Table, pad_id: int = 0, pad_to_multiple_of: int =
     ``label`` is long for classification and float32 for regression, following the column's
     type; it is left out when the rows have none.
     """
-    input_ids, lengths = pad_list_column(rows.column("input_ids"), pad_id, pad_to_multiple_of)
-    token_type_ids, _ = pad_list_column(rows.column("token_type_ids"), 0, pad_to_multiple_of)
-    batch = {
-        "input_ids": torch.from_numpy(input_ids),
-        "attention_mask": attention_mask_for(lengths, input_ids.shape[1]),
-        "token_type_ids": torch.from_numpy(token_type_ids),
-        "feature_id": int_column(rows, "feature_id"),
-    }
+    batch = token_batch(rows, pad_id, pad_to_multiple_of)
     if "label" in rows.column_names:
         if pa.types.is_floating(rows.schema.field("label").type):
             batch["label"] = torch.from_numpy(rows.column("label").to_numpy().astype(np.float32))
