@@ -18,11 +18,12 @@ from pipeline.prep_tasks import FEATURES
 from pipeline.profile import Profile
 from pipeline.results import RESULTS, Results
 from pipeline.splits import Splits
+from pipeline.sweep import Sweep, SweepTrial
 from pipeline.userdata import ENTRIES, UserDataRun
 
 _GENERATED = {cls.__name__: cls for group in (FEATURES, FINETUNED, RESULTS, ENTRIES) for cls in group.values()}
 globals().update(_GENERATED)
 
 __all__ = ["bertflow", "inputs", "DataFile", "FineTuned", "Evaluation", "Profile", "FullRun", "Results", "Splits",
-           "UserDataRun",
+           "UserDataRun", "Sweep", "SweepTrial",
            *_GENERATED]

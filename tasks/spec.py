@@ -21,8 +21,9 @@ The engines call these and nothing else task-specific:
   ``metric_rows(summary)`` and ``report_sections(summary, out_dir, plot_data, written)`` for
   report.md, ``headline(metrics)`` for compare / summaries, ``aggregate_metrics`` and
   ``ensemble(run_dirs, summaries)`` for ``eval aggregate``, ``score_file`` for ``score-<task>``.
-- data and the DAG (``pipeline/``): ``data_files`` (official name -> :class:`OfficialFile`) and
-  ``fullrun`` (which data file plays which role in FullRun).
+- data and the DAG (``pipeline/``): ``data_files`` (official name -> :class:`OfficialFile`),
+  ``fullrun`` (which data file plays which role in FullRun) and ``sweep_objective`` (what a
+  hyper-parameter sweep optimises on the validation split; default: the held-out loss).
 """
 
 from __future__ import annotations
@@ -128,6 +129,27 @@ class EvalOutcome:
     plot_data: dict | None = None
 
 
+@dataclass(frozen=True)
+class SweepObjective:
+    """What a hyper-parameter sweep (``luigi --module pipeline Sweep``) optimises, on the validation split only.
+
+    ``metric``: a key of the validation Evaluation's ``metrics`` (e.g. ``log_loss``, ``accuracy``)
+    or a held-out figure of the fine-tune (``eval_loss`` after selection and calibration,
+    ``eval_<count>``); ``epoch_metric``: the trainer's per-epoch held-out figure reported to the
+    trial for pruning, better in the same ``direction``. The default, the held-out loss, is the
+    validation log loss of a classifier such as GAP's; a task whose figure of merit is another
+    (accuracy, a dev F1) sets its own, e.g. ``SweepObjective("accuracy", "maximize", "eval_accuracy")``.
+    """
+
+    metric: str = "eval_loss"
+    direction: str = "minimize"
+    epoch_metric: str = "eval_loss"
+
+    def __post_init__(self):
+        if self.direction not in ("minimize", "maximize"):
+            raise ValueError(f"direction must be minimize or maximize, got {self.direction!r}")
+
+
 def _none(*_args, **_kwargs):
     return None
 
@@ -171,6 +193,8 @@ class TaskSpec:
     ensemble: Callable[[list[Path], list[dict]], dict] | None = None
     score_file: Callable[..., dict] | None = None
     score_file_args: Callable[[Any], None] | None = None  # adds score-<task>'s own flags to a parser
+    # hyper-parameter sweeps (pipeline/sweep.py): what a trial is judged by, on the validation split
+    sweep_objective: SweepObjective = field(default_factory=SweepObjective)
 
     @property
     def luigi_prefix(self) -> str:

@@ -28,6 +28,7 @@ from train.checkpoint import CheckpointError
 from tasks import task_names
 from train.cli_args import add_dataclass_arguments, config_file_defaults, values_for
 from train.config import TrainConfig
+from train.trial import PRUNED_EXIT_CODE, TrialPruned
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         env = init_distributed(args.device, os.environ)
         config = config_from_args(args, env.world_size, env.device.type)
         train(config, env)
+    except TrialPruned as pruned:  # a sweep's verdict, not an error: the folder keeps its checkpoint
+        print(f"python -m train: {pruned}", file=sys.stderr)
+        return PRUNED_EXIT_CODE
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         # Wrong input or state, not a bug: the message says what to change.
         print(f"python -m train: error: {err}", file=sys.stderr)

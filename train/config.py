@@ -69,6 +69,13 @@ class TrainConfig:
     nvtx: bool = field(default=False, metadata={"help": "NVTX / record_function ranges for profilers"})
     resume: bool = field(default=False, metadata={"help": "continue from OUT/checkpoints/last.pt"})
     progress_bar: bool = field(default=True, metadata={"help": "a tqdm bar on rank 0"})
+    # A hyper-parameter sweep's trial (pipeline/sweep.py): each epoch's held-out figure is reported
+    # to it, and the run stops when the study prunes it. Not run-defining: a trial's run folder is
+    # the same as that of a plain run with the same settings.
+    trial_storage: str | None = field(default=None, metadata={
+        "help": "Optuna storage URL of the study this run is a trial of (e.g. sqlite:///runs/sweeps.db)"})
+    trial_study: str | None = field(default=None, metadata={"help": "that study's name"})
+    trial_number: int | None = field(default=None, metadata={"help": "the trial's number in that study"})
 
     def __post_init__(self):
         from tasks import get_task
@@ -97,6 +104,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {value}")
+        trial = (self.trial_storage, self.trial_study, self.trial_number)
+        if any(value is not None for value in trial) and None in trial:
+            raise ValueError("trial_storage, trial_study and trial_number go together (a sweep trial), "
+                             f"got {trial}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -36,6 +36,7 @@ from train.evaluation import calibrate_temperature, evaluate
 from tasks import get_task
 from train.model import TRAIN_CONFIG_FILE, autocast_context, build_model, save_finetuned
 from train.tracing import NullProfiler, Tracer
+from train.trial import TrialReporter
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ def setup(config: TrainConfig, env: DistEnv, profiler=None) -> _Run:
     run.started = time.perf_counter()
     run.best_file = ckpt.best_path(run.run_dir)
     run.best = ckpt.load_best(run.best_file) if config.select_best and saved is not None else None
+    run.trial = TrialReporter(config.trial_storage, config.trial_study, config.trial_number, run.run_dir, env)
     return run
 
 
@@ -280,6 +282,9 @@ def run_epoch(run: _Run) -> None:
         if run.eval_set is not None:
             evaluate_held_out(run)
     save_checkpoint(run)
+    if run.eval_history and run.eval_history[-1]["step"] == run.step:
+        # A sweep's trial: report, and stop here if pruned (TrialPruned); the last epoch has nothing left to save.
+        run.trial.report(run.epoch, run.eval_history[-1], may_prune=run.step < run.total_steps)
 
 
 def save_checkpoint(run: _Run) -> None:

@@ -1,0 +1,154 @@
+"""Sweep end to end on a tiny model and 24-row slices of GAP: study, report, caching, two workers,
+a kill mid-trial, and the test split left alone until the final step."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import luigi
+import pytest
+
+from tests.conftest import REPO, shared_data
+from tests.test_pipeline_fullrun import STARTED, configured, slice_gap
+
+SPACE = {"lr": ["log", 1e-4, 1e-2], "epochs": ["int", 1, 2]}
+
+
+@pytest.fixture(scope="module")
+def sweep_setup(tmp_path_factory):
+    """Tiny model, GAP slices (the test file NOT yet there), luigi.cfg settings for second-long trials."""
+    from train.testing import make_tiny_model_dir
+
+    root = tmp_path_factory.mktemp("sweep")
+    data = root / "data"
+    data.mkdir()
+    inputs = {f"gap_{split}": slice_gap(shared_data(f"gap/gap-{split}.tsv"), data / f"gap-{split}.tsv", 24)
+              for split in ("development", "validation")}
+    inputs["gap_test"] = data / "gap-test.tsv"  # made only for the final step: nothing may read it before
+    model = make_tiny_model_dir(root / "tiny-bert")
+    config = {
+        "inputs": inputs,
+        "bertflow": {"runs_dir": root / "runs"},
+        "GapFineTuned": dict(epochs=1, global_batch_size=8, device="cpu", select_best="true", calibrate="true",
+                             lr=1e-3),
+        "GapFeatures": {"max_seq_length": 128},
+        "Evaluation": {"device": "cpu"},
+        "Sweep": {"space": json.dumps(SPACE), "startup_trials": 2, "pruner": "none"},
+    }
+    return root, model, config
+
+
+def build(tasks, workers: int = 1):
+    STARTED.clear()
+    result = luigi.build(tasks, local_scheduler=True, detailed_summary=True, log_level="WARNING", workers=workers)
+    return result, sorted(STARTED)
+
+
+def study_rows(db: Path) -> list[tuple]:
+    """(number, state) of every trial in the SQLite study database, read with sqlite3 itself."""
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+
+
+def slot_records(sweep_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((sweep_dir / "trials").glob("slot-*.json"))]
+
+
+def test_sweep_two_workers_report_cache_then_final_on_test(sweep_setup, monkeypatch):
+    from pipeline import Sweep
+
+    root, model, config = sweep_setup
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with configured(config):
+        sweep = Sweep(task="gap", trials=3, model_dir=str(model), nproc=1)
+        result, started = build([sweep], workers=2)
+        assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
+        # The test split was never touched: its file does not even exist, and nothing asked for it.
+        assert not (root / "data" / "gap-test.tsv").exists()
+        assert not list((root / "runs" / "features").glob("gap-test-*"))
+
+        db = root / "runs" / "sweeps.db"
+        rows = study_rows(db)
+        assert [state for _, state in rows] == ["COMPLETE"] * 3
+        records = slot_records(sweep.sweep_dir())
+        assert sorted(r["trial_number"] for r in records) == [0, 1, 2]  # two workers, never one trial twice
+        assert sum(r["baseline"] for r in records) == 1  # the configured recipe is one of the trials
+        baseline = next(r for r in records if r["baseline"])
+        assert baseline["params"] == {"lr": 1e-3, "epochs": 1}
+
+        report = sweep.report_dir()
+        for name in ("report.md", "trials.csv", "sweep.json", "history.png", "importances.png"):
+            assert (report / name).is_file(), name
+        summary = json.loads((report / "sweep.json").read_text())
+        values = [r["value"] for r in summary["ranked"]]
+        assert values == sorted(values) and summary["best"]["value"] == values[0]
+        assert summary["dashboard"] == f"optuna-dashboard sqlite:///{db}"
+        best = summary["best"]
+        assert (Path(best["run_dir"]) / "metrics.json").is_file() and (Path(best["eval_dir"]) / "manifest.json").is_file()
+        # The objective is the validation log loss: the calibrated held-out loss of the fine-tune.
+        finetune = json.loads((Path(best["run_dir"]) / "metrics.json").read_text())
+        assert best["value"] == pytest.approx(finetune["calibration"]["eval_loss_after"])
+        assert json.loads((Path(best["eval_dir"]) / "metrics.json").read_text())["inputs"]["data"]["path"].endswith(
+            "gap-validation.tsv")
+
+        # Again: no trial is added, nothing runs.
+        result, started = build([Sweep(task="gap", trials=3, model_dir=str(model), nproc=1)])
+        assert started == [] and len(study_rows(db)) == 3
+
+        # The final step, and only it, reads the test split: the best settings with 2 seeds.
+        slice_gap(shared_data("gap/gap-test.tsv"), root / "data" / "gap-test.tsv", 24)
+        final = Sweep(task="gap", trials=3, final_seeds=2, model_dir=str(model), nproc=1)
+        result, started = build([final])
+        assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
+        assert "SweepTrial" not in started and "GapFeatures" in started  # the test features, now
+        payload = json.loads(Path(final.output().path).read_text())
+        assert payload["best"]["trial_number"] == best["trial_number"] and payload["seeds"] == [1, 2]
+        assert payload["test"]["runs"] == 2 and "ensemble" in payload["test"]
+        for eval_dir in payload["eval_dirs"]:
+            metrics = json.loads((Path(eval_dir) / "metrics.json").read_text())
+            assert metrics["inputs"]["data"]["path"].endswith("gap-test.tsv")
+            assert metrics["train_config"]["lr"] == best["params"]["lr"]
+        assert len(study_rows(db)) == 3  # the final step is no trial
+
+
+def test_sweep_killed_mid_trial_then_rerun_keeps_count(sweep_setup, tmp_path, monkeypatch):
+    root, model, config = sweep_setup
+    runs = tmp_path / "runs"
+    cfg = tmp_path / "luigi.cfg"
+    sections = {**config, "bertflow": {"runs_dir": runs}, "Sweep": {**config["Sweep"], "seed": 7}}
+    cfg.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+                           for name, values in sections.items()))
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "Sweep", "--task", "gap", "--trials", "3",
+               "--model-dir", str(model), "--nproc", "1", "--local-scheduler"]
+    process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = runs / "sweeps.db"
+    try:  # kill the whole run while the second trial trains (its trial is RUNNING in the study)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if db.is_file() and [s for _, s in study_rows(db)] == ["COMPLETE", "RUNNING"] and \
+                    len(list(runs.glob("finetune-*/progress.json"))) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep never reached its second trial")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    interrupted = [n for n, s in study_rows(db) if s == "RUNNING"]
+    assert interrupted == [1]
+
+    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    rows = study_rows(db)
+    assert [s for _, s in rows] == ["COMPLETE"] * 3  # the interrupted trial redone, not a fourth one
+    sweep_dir = next((runs / "sweep").iterdir())
+    assert sorted(r["trial_number"] for r in slot_records(sweep_dir)) == [0, 1, 2]
