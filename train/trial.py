@@ -12,6 +12,7 @@ with the same settings resumes it. Nothing here knows a task.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prep.artifact import write_json_atomic
@@ -31,8 +32,17 @@ def open_storage(url: str):
     """The study database at ``url`` (any SQLAlchemy URL); SQLite waits for a busy file instead of failing."""
     import optuna
 
+    import sqlalchemy.exc
+
     engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except sqlalchemy.exc.SQLAlchemyError:
+            # Two workers opening a new database at once both create its schema; one loses, then finds it made.
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def make_pruner(record: dict | None):

@@ -1,0 +1,96 @@
+"""The trainer's pruning hook (train/trial.py) in-process on a tiny model: epochs reported to the
+trial, a trial built to be bad stopped by the median pruner, a good one trained to the end; and
+the search-space checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.gap.model import synthetic_gap_table
+from train.config import TrainConfig
+from train.dist import single_process
+from train.testing import make_tiny_model_dir, write_feature_dir
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+MEDIAN = {"name": "MedianPruner", "kwargs": {"n_startup_trials": 2, "n_warmup_steps": 0}}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prune")
+    return {"root": root, "tiny": make_tiny_model_dir(root / "tiny", dropout=0.0),
+            "train": write_feature_dir(root / "train", synthetic_gap_table(32), "gap", "train", 64),
+            "eval": write_feature_dir(root / "eval", synthetic_gap_table(16, seed=1), "gap", "validation", 64)}
+
+
+def study_with_history(url: str, name: str, epoch_one_value: float):
+    """A study whose two finished trials reported ``epoch_one_value`` after epoch 1."""
+    from pipeline.sweep_study import open_study
+
+    study = open_study(url, name, "minimize", "eval_loss", MEDIAN, {"lr": ["log", 1e-4, 1e-2]}, 0, 10)
+    for _ in range(2):
+        trial = study.ask()
+        trial.report(epoch_one_value, 1)
+        study.tell(trial, epoch_one_value)
+    return study
+
+
+def trial_config(work, out: Path, url: str, study: str, number: int) -> TrainConfig:
+    return TrainConfig(task="gap", features_dir=str(work["train"]), eval_features_dir=str(work["eval"]),
+                       run_dir=str(out), model_dir=str(work["tiny"]), precision="fp32", global_batch_size=8,
+                       epochs=3, lr=1e-3, progress_bar=False, device="cpu", trial_storage=url, trial_study=study,
+                       trial_number=number)
+
+
+def test_a_bad_trial_is_pruned_after_its_first_epoch_and_never_looks_complete(work, tmp_path):
+    from train.checkpoint import checkpoint_path, load_checkpoint
+    from train.loop import train
+    from train.trial import PRUNED_FILE, TrialPruned
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    # The others reached a held-out loss of 0.01 after one epoch; three-way cross-entropy starts near 1.1.
+    study = study_with_history(url, "bad", 0.01)
+    bad = study.ask()
+    out = tmp_path / "run"
+    with pytest.raises(TrialPruned):
+        train(trial_config(work, out, url, "bad", bad.number), single_process("cpu"))
+    verdict = json.loads((out / PRUNED_FILE).read_text())
+    assert verdict["trial_number"] == bad.number and verdict["epoch"] == 1 and verdict["value"] > 0.5
+    assert not (out / "metrics.json").exists()  # a pruned folder never looks complete
+    saved = load_checkpoint(checkpoint_path(out))
+    assert (saved["epoch"], saved["step"], saved["step_in_epoch"]) == (1, 4, 0)  # the epoch-end checkpoint
+    frozen = study.trials[bad.number]
+    assert list(frozen.intermediate_values) == [1] and frozen.intermediate_values[1] == verdict["value"]
+
+
+def test_a_good_trial_reports_every_epoch_and_finishes(work, tmp_path):
+    from train.loop import train
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = study_with_history(url, "good", 100.0)  # everyone else did worse: never pruned
+    good = study.ask()
+    out = tmp_path / "run"
+    metrics = train(trial_config(work, out, url, "good", good.number), single_process("cpu"))
+    assert (out / "metrics.json").is_file() and metrics["epochs_completed"] == 3
+    reported = study.trials[good.number].intermediate_values
+    assert reported == {entry["epoch"]: entry["eval_loss"] for entry in metrics["eval"]}
+
+
+def test_search_space_errors_name_the_entry():
+    from pipeline.sweep_study import SpaceError, check_space, in_space
+
+    allowed = {"lr", "epochs", "head"}
+    space = check_space({"lr": ["log", 1e-5, 1e-3], "epochs": ["int", 1, 3], "head": ["choice", "concat"]},
+                        allowed, ("concat", "multiply"))
+    assert in_space({"lr": 1e-4, "epochs": 5, "head": "concat"}, space) == {"lr": 1e-4, "head": "concat"}
+    for bad, words in (({"dropout": ["float", 0, 1]}, "not a fine-tuning setting"),
+                       ({"lr": ["log", 0, 1]}, "low > 0"), ({"lr": ["uniform", 0, 1]}, "kind one of"),
+                       ({"epochs": ["int", 3, 1]}, "low < high"), ({"head": ["choice", "segment"]}, "heads are"),
+                       ({}, "empty")):
+        with pytest.raises(SpaceError, match=words):
+            check_space(bad, allowed, ("concat", "multiply"))
+    with pytest.raises(ValueError, match="go together"):
+        TrainConfig(task="gap", features_dir="f", run_dir="r", trial_number=1)
