@@ -57,6 +57,7 @@ def _plots(view: optuna.Study, out_dir: Path) -> tuple[dict, list[str]]:
     notes, importances = [], {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="No artists with labels")  # a history with one trial
         axes = plot_optimization_history(view)
         axes.figure.savefig(out_dir / "history.png", dpi=110, bbox_inches="tight")
         plt.close(axes.figure)

@@ -15,6 +15,7 @@ from pathlib import Path
 import luigi
 import pytest
 
+from pipeline import Sweep
 from tests.conftest import REPO, shared_data
 from tests.test_pipeline_fullrun import STARTED, configured, slice_gap
 
@@ -51,10 +52,15 @@ def build(tasks, workers: int = 1):
     return result, sorted(STARTED)
 
 
-def study_rows(db: Path) -> list[tuple]:
-    """(number, state) of every trial in the SQLite study database, read with sqlite3 itself."""
+def study_rows(db: Path, study: str | None = None) -> list[tuple]:
+    """(number, state) of every trial of ``study`` (default: the only one) in the SQLite database, read with sqlite3."""
     with sqlite3.connect(db) as connection:
-        return connection.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+        names = [name for (name,) in connection.execute("SELECT study_name FROM studies")]
+        if study is None:
+            assert len(names) == 1, names
+            study = names[0]
+        return connection.execute("SELECT t.number, t.state FROM trials t JOIN studies s ON t.study_id = s.study_id "
+                                  "WHERE s.study_name = ? ORDER BY t.number", (study,)).fetchall()
 
 
 def slot_records(sweep_dir: Path) -> list[dict]:
@@ -62,8 +68,6 @@ def slot_records(sweep_dir: Path) -> list[dict]:
 
 
 def test_sweep_two_workers_report_cache_then_final_on_test(sweep_setup, monkeypatch):
-    from pipeline import Sweep
-
     root, model, config = sweep_setup
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with configured(config):
@@ -118,24 +122,28 @@ def test_sweep_two_workers_report_cache_then_final_on_test(sweep_setup, monkeypa
         assert len(study_rows(db)) == 3  # the final step is no trial
 
 
-def test_sweep_killed_mid_trial_then_rerun_keeps_count(sweep_setup, tmp_path, monkeypatch):
+def test_sweep_killed_mid_trial_then_rerun_keeps_count(sweep_setup, tmp_path):
+    """SIGKILL the luigi process while a trial trains; the rerun redoes that trial and stops at the count."""
     root, model, config = sweep_setup
-    runs = tmp_path / "runs"
+    runs = root / "runs"  # shared with the test above: its features and baseline trial are cached here
     cfg = tmp_path / "luigi.cfg"
-    sections = {**config, "bertflow": {"runs_dir": runs}, "Sweep": {**config["Sweep"], "seed": 7}}
+    sections = {**config, "Sweep": {**config["Sweep"], "seed": 7}}  # another seed: another study
     cfg.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
                            for name, values in sections.items()))
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "Sweep", "--task", "gap", "--trials", "3",
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "Sweep", "--task", "gap", "--trials", "2",
                "--model-dir", str(model), "--nproc", "1", "--local-scheduler"]
+    with configured(sections):
+        study = Sweep(task="gap", trials=2, model_dir=str(model), nproc=1).resolved_study_name()
+    trained_before = set(runs.glob("finetune-*/progress.json"))
+    db = runs / "sweeps.db"
     process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db = runs / "sweeps.db"
-    try:  # kill the whole run while the second trial trains (its trial is RUNNING in the study)
-        deadline = time.monotonic() + 120
+    try:  # kill the run while its second trial trains (that trial is RUNNING in the study)
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            if db.is_file() and [s for _, s in study_rows(db)] == ["COMPLETE", "RUNNING"] and \
-                    len(list(runs.glob("finetune-*/progress.json"))) >= 2:
+            if db.is_file() and [s for _, s in study_rows(db, study)] == ["COMPLETE", "RUNNING"] and \
+                    set(runs.glob("finetune-*/progress.json")) - trained_before:
                 break
             time.sleep(0.2)
         else:
@@ -143,12 +151,36 @@ def test_sweep_killed_mid_trial_then_rerun_keeps_count(sweep_setup, tmp_path, mo
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    interrupted = [n for n, s in study_rows(db) if s == "RUNNING"]
-    assert interrupted == [1]
+    assert study_rows(db, study) == [(0, "COMPLETE"), (1, "RUNNING")]
 
     rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    rows = study_rows(db)
-    assert [s for _, s in rows] == ["COMPLETE"] * 3  # the interrupted trial redone, not a fourth one
-    sweep_dir = next((runs / "sweep").iterdir())
-    assert sorted(r["trial_number"] for r in slot_records(sweep_dir)) == [0, 1, 2]
+    # The interrupted trial redone (same number, same settings), not a third one.
+    assert study_rows(db, study) == [(0, "COMPLETE"), (1, "COMPLETE")]
+    records = slot_records(runs / "sweep" / study)
+    assert [r["trial_number"] for r in records] == [0, 1] and (Path(records[1]["run_dir"]) / "metrics.json").is_file()
+
+
+def test_pruned_trial_is_recorded_as_pruned_and_its_folder_stays_incomplete(sweep_setup, monkeypatch):
+    """Two earlier trials (no slot of this sweep) reached a held-out loss of 0.01 after one epoch:
+    the median pruner stops a real 2-epoch trial after its first."""
+    root, model, config = sweep_setup
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    settings = dict(task="gap", trials=1, model_dir=str(model), nproc=1, seed=11, baseline=False,
+                    space={"epochs": ["choice", 2], "lr": ["log", 1e-3, 2e-3]}, pruner="median",
+                    pruner_startup_trials=2)
+    with configured(config):
+        sweep = Sweep(**settings)
+        study = sweep.open_study(0)
+        for _ in range(2):
+            trial = study.ask()
+            trial.report(0.01, 1)
+            study.tell(trial, 0.01)
+        result, started = build([sweep])
+        assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
+        (record,) = slot_records(sweep.sweep_dir())
+        assert record["state"] == "PRUNED" and list(record["intermediate"]) == ["1"]
+        assert not (Path(record["run_dir"]) / "metrics.json").exists()
+        assert study_rows(root / "runs" / "sweeps.db", study.study_name)[-1] == (2, "PRUNED")
+        summary = json.loads((sweep.report_dir() / "sweep.json").read_text())
+        assert summary["pruned"] == 1 and summary["best"] is None
