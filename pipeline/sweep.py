@@ -39,6 +39,7 @@ from pipeline.evaluate import Evaluation
 from pipeline.finetune import FINETUNED
 from pipeline.fullrun import FullRun
 from prep.artifact import write_json_atomic
+from prep.locking import artifact_lock
 from prep.pool import available_cpus
 from tasks import get_task, task_names
 from tasks.spec import SweepObjective
@@ -170,6 +171,13 @@ class SweepTrial(SweepSettings):
         return luigi.LocalTarget(str(self.sweep_dir() / "trials" / f"slot-{self.slot:03d}.json"))
 
     def run(self):
+        # One process per slot even across separate schedulers (two --local-scheduler runs of one sweep).
+        slot = Path(self.output().path)
+        with artifact_lock(slot.with_suffix(""), f"sweep {self.resolved_study_name()} slot {self.slot}"):
+            if not self.complete():
+                self._run_slot()
+
+    def _run_slot(self):
         from pipeline.sweep_study import claim_trial, finished_trial, in_space, suggest
 
         study = self.open_study(sampler_seed=self.seed * 100_003 + self.slot)  # a slot samples alike on a rerun
