@@ -106,15 +106,15 @@ def test_sweep_two_workers_report_cache_then_final_on_test(sweep_setup, monkeypa
         result, started = build([Sweep(task="gap", trials=3, model_dir=str(model), nproc=1)])
         assert started == [] and len(study_rows(db)) == 3
 
-        # The final step, and only it, reads the test split: the best settings with 2 seeds.
+        # The final step, and only it, reads the test split: the best settings retrained (1 seed, to stay quick).
         slice_gap(shared_data("gap/gap-test.tsv"), root / "data" / "gap-test.tsv", 24)
-        final = Sweep(task="gap", trials=3, final_seeds=2, model_dir=str(model), nproc=1)
+        final = Sweep(task="gap", trials=3, final_seeds=1, model_dir=str(model), nproc=1)
         result, started = build([final])
         assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
         assert "SweepTrial" not in started and "GapFeatures" in started  # the test features, now
         payload = json.loads(Path(final.output().path).read_text())
-        assert payload["best"]["trial_number"] == best["trial_number"] and payload["seeds"] == [1, 2]
-        assert payload["test"]["runs"] == 2 and "ensemble" in payload["test"]
+        assert payload["best"]["trial_number"] == best["trial_number"] and payload["seeds"] == [1]
+        assert payload["test"]["runs"] == 1 and (Path(final.final_dir()) / "gap.md").is_file()
         for eval_dir in payload["eval_dirs"]:
             metrics = json.loads((Path(eval_dir) / "metrics.json").read_text())
             assert metrics["inputs"]["data"]["path"].endswith("gap-test.tsv")
