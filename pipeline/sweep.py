@@ -77,9 +77,15 @@ class SweepSettings(luigi.Task):
 
     # --- the plan ---------------------------------------------------------------------------
     def objective(self) -> SweepObjective:
+        """The task's sweep_objective, with --metric / --direction / --epoch-metric over it. Another
+        metric in the same direction keeps the task's per-epoch figure; in the other direction the
+        per-epoch figure defaults to the trainer's ``eval_<metric>`` (``--metric accuracy
+        --direction maximize`` -> ``eval_accuracy``)."""
         base = get_task(self.task).sweep_objective
-        return SweepObjective(metric=self.metric or base.metric, direction=self.direction or base.direction,
-                              epoch_metric=self.epoch_metric or (base.epoch_metric if not self.metric else self.metric))
+        direction = self.direction or base.direction
+        epoch_metric = self.epoch_metric or (base.epoch_metric if direction == base.direction or not self.metric
+                                             else f"eval_{self.metric.removeprefix('eval_')}")
+        return SweepObjective(metric=self.metric or base.metric, direction=direction, epoch_metric=epoch_metric)
 
     def _plan(self) -> FullRun:
         if get_task(self.task).fullrun is None:

@@ -94,3 +94,18 @@ def test_search_space_errors_name_the_entry():
             check_space(bad, allowed, ("concat", "multiply"))
     with pytest.raises(ValueError, match="go together"):
         TrainConfig(task="gap", features_dir="f", run_dir="r", trial_number=1)
+
+
+def test_objective_comes_from_the_task_and_can_be_overridden():
+    from pipeline import Sweep
+
+    default = Sweep(task="gap").objective()
+    assert (default.metric, default.direction, default.epoch_metric) == ("eval_loss", "minimize", "eval_loss")
+    accuracy = Sweep(task="gap", metric="accuracy", direction="maximize").objective()
+    assert (accuracy.metric, accuracy.epoch_metric) == ("accuracy", "eval_accuracy")
+    assert Sweep(task="gap", metric="log_loss").objective().epoch_metric == "eval_loss"
+    # A task without a validation split in its plan says what to give instead.
+    with pytest.raises(ValueError, match="select_features"):
+        Sweep(task="squad").base_finetune()
+    with pytest.raises(ValueError, match="no FullRun plan"):
+        Sweep(task="textclass").base_finetune()
