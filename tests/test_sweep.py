@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import luigi
+import optuna
 import pytest
 
 from pipeline import Sweep
@@ -125,9 +126,10 @@ def test_sweep_two_workers_report_cache_then_final_on_test(sweep_setup, monkeypa
 def test_sweep_killed_mid_trial_then_rerun_keeps_count(sweep_setup, tmp_path):
     """SIGKILL the luigi process while a trial trains; the rerun redoes that trial and stops at the count."""
     root, model, config = sweep_setup
-    runs = root / "runs"  # shared with the test above: its features and baseline trial are cached here
+    runs = root / "runs"  # shared with the test above: its features are cached here
     cfg = tmp_path / "luigi.cfg"
-    sections = {**config, "Sweep": {**config["Sweep"], "seed": 7}}  # another seed: another study
+    # Another seed (another study), no baseline: both trials train new settings.
+    sections = {**config, "Sweep": {**config["Sweep"], "seed": 7, "baseline": "false"}}
     cfg.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
                            for name, values in sections.items()))
     env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg), "OMP_NUM_THREADS": "1"}
@@ -143,7 +145,7 @@ def test_sweep_killed_mid_trial_then_rerun_keeps_count(sweep_setup, tmp_path):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if db.is_file() and [s for _, s in study_rows(db, study)] == ["COMPLETE", "RUNNING"] and \
-                    set(runs.glob("finetune-*/progress.json")) - trained_before:
+                    len(set(runs.glob("finetune-*/progress.json")) - trained_before) == 2:
                 break
             time.sleep(0.2)
         else:
@@ -152,13 +154,16 @@ def test_sweep_killed_mid_trial_then_rerun_keeps_count(sweep_setup, tmp_path):
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     assert study_rows(db, study) == [(0, "COMPLETE"), (1, "RUNNING")]
+    interrupted = optuna.load_study(study_name=study, storage=f"sqlite:///{db}").trials[1].params
 
     rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     # The interrupted trial redone (same number, same settings), not a third one.
     assert study_rows(db, study) == [(0, "COMPLETE"), (1, "COMPLETE")]
     records = slot_records(runs / "sweep" / study)
-    assert [r["trial_number"] for r in records] == [0, 1] and (Path(records[1]["run_dir"]) / "metrics.json").is_file()
+    assert sorted(r["trial_number"] for r in records) == [0, 1]
+    assert next(r for r in records if r["trial_number"] == 1)["params"] == interrupted
+    assert all((Path(r["run_dir"]) / "metrics.json").is_file() for r in records)
 
 
 def test_pruned_trial_is_recorded_as_pruned_and_its_folder_stays_incomplete(sweep_setup, monkeypatch):
