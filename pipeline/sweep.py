@@ -105,7 +105,7 @@ class SweepSettings(luigi.Task):
         from pipeline.sweep_study import check_space
 
         finetuned = FINETUNED[self.task]
-        allowed = {name for name, _ in finetuned.get_params()} - {
+        allowed = {name for name, param in finetuned.get_params() if param.significant} - {
             *TRIAL_FIELDS, "task", "train_features", "select_features", "features_dir", "eval_features_dir",
             "prep_nproc", "runs_dir", "model_dir", "world_size"}
         return check_space(dict(self.space), allowed, get_task(self.task).heads)
