@@ -112,6 +112,12 @@ def percent_mean_std(group: dict, key: str) -> list[float]:
     return [100 * group["metrics"][key]["mean"], 100 * group["metrics"][key]["std"]]
 
 
+def sweep_subset() -> tuple[dict, dict, dict]:
+    """The GAP subset sweep: its final step, its report summary and its wall times (docs/results/sweep/gap-subset)."""
+    folder = RESULTS / "sweep" / "gap-subset"
+    return load(folder / "final" / "final.json"), load(folder / "sweep.json"), load(folder / "wall_times.json")
+
+
 def test_results_table_matches_docs_results_json():
     rows = next(t for t in tables(section(README.read_text(encoding="utf-8"), "Results")) if "result" in t[0])
     multiply, concat, segment = (gap_group(h) for h in ("multiply", "concat", "segment"))
@@ -150,7 +156,16 @@ def test_results_table_matches_docs_results_json():
             *percent_mean_std(textclass(False), "accuracy"), *percent_mean_std(textclass(False), "macro_f1")],
             row["what"]),
     }
+    final, sweep, sweep_walls = sweep_subset()
+    test = final["test"]
+    checks[r"^GAP sweep on a documented subset"] = lambda row: assert_figures(row["result"], [
+        sweep["best"]["value"], *mean_std(test, "f1_overall"), test["metrics"]["bias_f_over_m"]["mean"],
+        test["metrics"]["log_loss"]["mean"], test["ensemble"]["f1_overall"], test["ensemble"]["bias_f_over_m"],
+        test["ensemble"]["log_loss"], *minutes_seconds(sweep_walls["wall_seconds"])], row["what"])
     check_rows(rows, "what", checks, ["result"], "README Results")
+    # The subset sweep's label: 4 finished trials, the best retrained with seeds 1-3, the baseline on top.
+    assert (sweep["trials"], final["trials"], final["seeds"], test["runs"]) == (4, 4, [1, 2, 3], 3)
+    assert sweep["best"]["baseline"] and sweep["best"]["trial_number"] == final["best"]["trial_number"]
     # The dev-v1.1 row's claim "all 10,570 questions" is what that evaluation scored.
     assert "10,570" in find_row(rows, "what", r"^SQuAD dev-v1\.1")["what"] and squad_v1["counts"]["questions"] == 10570
     assert squad_v1["config"]["articles_scored"] == squad_v1["config"]["articles_in_file"] == 48
