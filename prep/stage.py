@@ -45,6 +45,7 @@ def run_stage(
     mode: str,
     reserve_cpus: int = 1,
     progress: Callable[[int, int, int], None] | None = None,
+    input_sha256: str | None = None,
 ) -> dict:
     """Read ``input_path``, convert it on a pool, and publish ``out_dir`` with its manifest.
 
@@ -52,15 +53,17 @@ def run_stage(
     (``prep.tokenizer.load_backend(export)`` rebuilds the tokenizer from it).
     ``progress(chunks_done, chunks_total, features_done)`` is called from the main process.
     Returns the manifest (that of a concurrent run which wrote ``out_dir`` first, if one did:
-    the stage then does no work). Workers must report ``examples_converted`` (and may report a
+    the stage then does no work). ``input_sha256``: the caller's digest of an input that need not
+    be one file (a folder of files; the task defines it), recorded instead of the file's sha256.
+    Workers must report ``examples_converted`` (and may report a
     ``skipped`` list) in their stats; the run fails if examples are not conserved.
     """
     started = time.perf_counter()
     input_path = Path(input_path)
-    if not input_path.is_file():
+    if not (input_path.is_file() or (input_sha256 is not None and input_path.exists())):
         raise FileNotFoundError(f"input file not found: {input_path}")
     tokenizer = describe_tokenizer(tokenizer_dir)
-    input_sha = sha256_file(input_path)
+    input_sha = input_sha256 or sha256_file(input_path)
     nproc = pool.cap_nproc(nproc, reserve_cpus)
     read_result: list[ReadResult] = []
 
@@ -113,7 +116,7 @@ def _manifest(*, dataset: str, split: str, input_path: Path, input_sha: str, res
         "dataset": dataset,
         "split": split,
         "input": {"path": str(input_path.resolve()), "sha256": input_sha,
-                  "bytes": input_path.stat().st_size, **result.info},
+                  "bytes": input_path.stat().st_size if input_path.is_file() else None, **result.info},
         "config": config,
         "tokenizer": tokenizer,
         "mode": mode,
