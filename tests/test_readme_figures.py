@@ -247,6 +247,24 @@ def test_train_throughput_table_matches_its_json():
     assert report["cpu_passes"] == 2 and {r["steps_measured"] for r in report["cpu"]} == {7}
 
 
+def test_race_prep_table_matches_its_json():
+    found = tables(section(README.read_text(encoding="utf-8"), "Benchmarks"))
+    table = next(t for t in found if "questions/s" in t[0])
+    report = load(BENCHMARKS / "race_prep.json")
+    runs = {(r["nproc"], r["impl"]): r for r in report["rows"]}
+    shown = {(int(row["nproc"]), row["way"]) for row in table}
+    assert shown == set(runs), "the README table and race_prep.json cover different points"
+    for row in table:
+        r = runs[(int(row["nproc"]), row["way"])]
+        recipe = runs[(r["nproc"], "hf-datasets")]
+        where = f"race_prep {row['nproc']} {row['way']}"
+        assert_figures(row["seconds"], [r["seconds"]], where)
+        assert_figures(row["questions/s"], [r["questions_per_second"]], where)
+        assert_figures(row["vs datasets.map (same nproc)"], [recipe["seconds"] / r["seconds"]], where)
+    assert report["comparisons"] and all(c["identical"] for c in report["comparisons"])
+    assert {r["questions"] for r in report["rows"]} == {4887} and report["max_seq_length"] == 512
+
+
 # --- the checker itself ------------------------------------------------------------------------
 
 
