@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,18 +137,12 @@ def pad_choices(column, pad_id: int, pad_to_multiple_of: int) -> tuple[torch.Ten
     """A ``list<list<int>>`` column of ``B`` rows x ``C`` sequences -> ``[B, C, T]`` int64 and lengths ``[B*C]``."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    choices = pc_list_lengths(column)
+    choices = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     if len(set(choices.tolist())) > 1:
         raise ValueError(f"rows hold different numbers of choices: {sorted(set(choices.tolist()))}")
     per_row = int(choices[0]) if len(choices) else NUM_CHOICES
     padded, lengths = pad_list_column(column.flatten(), pad_id, pad_to_multiple_of)
     return torch.from_numpy(padded).reshape(len(column), per_row, -1), lengths
-
-
-def pc_list_lengths(column) -> np.ndarray:
-    import pyarrow.compute as pc
-
-    return pc.list_value_length(column).to_numpy(zero_copy_only=False)
 
 
 def collate_race(rows: pa.Table, pad_id: int = 0, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
