@@ -138,3 +138,23 @@ def test_shard_chunk_ranges_cover_every_chunk_once():
             assert ranges[-1][1] == chunks
     with pytest.raises(ValueError, match="need 0 <= shard < shards"):
         Shard(2, 2)
+
+
+def test_luigi_shard_parameters_are_checked(tmp_path):
+    from pipeline.prep_tasks import FEATURES
+
+    data = tmp_path / "gap-development.tsv"
+    data.write_text("ID\tText\n")
+    whole = FEATURES["gap"](input=str(data), shards=3)
+    assert [task.shard for task in whole.requires()] == [0, 1, 2]
+    names = {task.out_dir.name.rsplit("-", 1)[0] for task in whole.requires()}
+    assert names == {f"gap-development-shard{index}of3" for index in range(3)}
+    assert whole.out_dir.name.rsplit("-", 1)[0] == "gap-development"
+    # one shard: the input only; an unsharded task keeps the folder name it had before --shards existed
+    assert FEATURES["gap"](input=str(data), shards=3, shard=1).requires() == []
+    plain = FEATURES["gap"](input=str(data))
+    assert plain.out_dir == FEATURES["gap"](input=str(data), shards=1).out_dir != whole.out_dir
+    with pytest.raises(ValueError, match=r"--shard 3 is not in 0..2"):
+        FEATURES["gap"](input=str(data), shards=3, shard=3).requires()
+    with pytest.raises(ValueError, match=r"--shards must be >= 1, got 0"):
+        FEATURES["gap"](input=str(data), shards=0).requires()

@@ -181,10 +181,10 @@ def check_train_args(train_args: list[str], world_size: int, what: str):
     from train.cli_args import values_for
     from train.config import TrainConfig
 
-    args = train_parser(train_args).parse_args(train_args)  # a bad flag exits here, as python -m train would
     try:
+        args = train_parser(train_args).parse_args(train_args)  # a bad flag exits here, as python -m train would
         return TrainConfig(**{**values_for(TrainConfig, args), "world_size": world_size})
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:  # a bad --config file, a setting TrainConfig refuses
         raise LaunchError(f"{what}: {err}") from None
 
 
