@@ -285,9 +285,16 @@ def main(argv: list[str] | None = None, nvml=None) -> int:
     except RendezvousTimeout as err:
         print(f"python -m train.launch: error: {err}", file=sys.stderr)
         return 3
-    code = run_child(plan.command, {**os.environ, **plan.env})
-    del store
-    return code
+    except KeyboardInterrupt:
+        print("python -m train.launch: stopped before the start", file=sys.stderr)
+        return 130
+    try:
+        return run_child(plan.command, {**os.environ, **plan.env})
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM / SIGHUP (prep.stopping.Stopped): the tree is stopped
+        print(f"python -m train.launch: {stop or 'interrupted'}; training stopped", file=sys.stderr)
+        return 130
+    finally:
+        del store
 
 
 def run_child(command: list[str], env: dict) -> int:
