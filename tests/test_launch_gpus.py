@@ -100,6 +100,8 @@ def test_launcher_gpus_flag_runs_that_many_processes_on_the_chosen_gpus(features
         plan(["--gpus", "2"], features, FakeNvml(driver=False))
     with pytest.raises(launch.LaunchError, match=r"5 GPU\(s\) asked for but this machine has 4"):
         plan(["--gpus", "5"], features, FakeNvml(FOUR))
+    with pytest.raises(launch.LaunchError, match=r"--gpus must be >= 1, got 0"):
+        plan(["--gpus", "0"], features, FakeNvml(FOUR))
 
 
 def test_with_a_host_map_this_hosts_count_picks_its_gpus(tmp_path, features):

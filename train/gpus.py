@@ -22,6 +22,10 @@ class GpuChoiceError(RuntimeError):
     """More GPUs asked for than there are, or no NVML to ask."""
 
 
+class NvmlUnavailable(GpuChoiceError):
+    """No NVIDIA driver (or bindings): a machine without GPUs to choose from."""
+
+
 @dataclass(frozen=True)
 class GpuInfo:
     index: int  # NVML's index (PCI bus order)
@@ -38,7 +42,7 @@ def _load_nvml():
     try:
         import pynvml
     except ImportError as err:  # pragma: no cover - nvidia-ml-py is a dependency
-        raise GpuChoiceError(f"NVML bindings missing (pip install nvidia-ml-py): {err}") from None
+        raise NvmlUnavailable(f"NVML bindings missing (pip install nvidia-ml-py): {err}") from None
     return pynvml
 
 
@@ -49,7 +53,7 @@ def list_gpus(nvml: Any = None) -> list[GpuInfo]:
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as err:
-        raise GpuChoiceError(f"NVML is not available on this machine ({err}): no NVIDIA driver, hence no GPU") from None
+        raise NvmlUnavailable(f"NVML is not available on this machine ({err}): no NVIDIA driver, hence no GPU") from None
     try:
         found = []
         for index in range(nvml.nvmlDeviceGetCount()):

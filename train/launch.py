@@ -189,13 +189,12 @@ def check_train_args(train_args: list[str], world_size: int, what: str):
 
 
 def _choose_gpus(nproc: int, device: str, explicit: bool, env: dict, nvml) -> str:
-    from train.gpus import GpuChoiceError, select_gpus
+    from train.gpus import GpuChoiceError, NvmlUnavailable, select_gpus
 
     try:
         return select_gpus(nproc, env, nvml)
     except GpuChoiceError as err:
-        no_gpu = "NVML is not available" in str(err)
-        if no_gpu and not explicit and device == "auto":
+        if isinstance(err, NvmlUnavailable) and not explicit and device == "auto":
             return f"no NVIDIA GPU here ({err}); {nproc} process(es) on CPU (gloo)"
         raise LaunchError(str(err)) from None
 
@@ -208,6 +207,8 @@ def plan_launch(options: argparse.Namespace, train_args: list[str], environ: dic
     environ = dict(os.environ if environ is None else environ)
     env: dict = {}
     notes: list[str] = []
+    if options.gpus is not None and options.gpus < 1:
+        raise LaunchError(f"--gpus must be >= 1, got {options.gpus}")
     if options.hosts is None:
         if options.host is not None:
             raise LaunchError("--host names an entry of --hosts; give --hosts too")
@@ -222,11 +223,11 @@ def plan_launch(options: argparse.Namespace, train_args: list[str], environ: dic
     probe = check_train_args(train_args, 1, "the training arguments")
     if probe.device != "cpu":
         if nproc is None:  # one machine, no count given: every GPU (NVML's count), else one CPU process
-            from train.gpus import GpuChoiceError, list_gpus
+            from train.gpus import NvmlUnavailable, list_gpus
 
             try:
                 nproc = max(1, len(list_gpus(nvml)))
-            except GpuChoiceError:
+            except NvmlUnavailable:
                 nproc = 1
         chosen = dict(environ)  # select_gpus keeps a CUDA_VISIBLE_DEVICES the user set
         notes.append(_choose_gpus(nproc, probe.device, options.gpus is not None, chosen, nvml))
