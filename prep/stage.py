@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from prep import pool
 from prep.artifact import MANIFEST, SCHEMA_VERSION, atomic_output_dir, read_manifest, sha256_file, write_json_atomic
+from prep.shards import current_shard, select_chunks
 from prep.tokenizer import describe_tokenizer, export_tokenizer
 
 
@@ -66,9 +67,15 @@ def run_stage(
     input_sha = input_sha256 or sha256_file(input_path)
     nproc = pool.cap_nproc(nproc, reserve_cpus)
     read_result: list[ReadResult] = []
+    shard, shard_info = current_shard(), {}
 
     def read_chunks():  # called by the pool once its workers are starting
-        read_result.append(read(input_path))
+        result = read(input_path)
+        if shard is not None:  # prep.shards: this run converts its part of the chunks only
+            chunks, skipped, info = select_chunks(shard, result.chunks, result.skipped)
+            shard_info.update(info, input_examples_in=result.examples_in)
+            result = ReadResult(chunks=chunks, examples_in=result.examples_in, skipped=skipped, info=result.info)
+        read_result.append(result)
         return read_result[0].chunks
 
     def report(done: int, features: int) -> None:
@@ -94,20 +101,26 @@ def run_stage(
         manifest = _manifest(
             dataset=dataset, split=split, input_path=input_path, input_sha=input_sha, result=read_result[0],
             pooled=pooled, config=config, tokenizer=tokenizer, mode=mode, schema=schema,
-            seconds=time.perf_counter() - started,
+            seconds=time.perf_counter() - started, shard=shard_info or None,
         )
         write_json_atomic(tmp / MANIFEST, manifest)
     return manifest
 
 
 def _manifest(*, dataset: str, split: str, input_path: Path, input_sha: str, result: ReadResult, pooled,
-              config: dict, tokenizer: dict, mode: str, schema: pa.Schema, seconds: float) -> dict:
-    """The manifest of a finished run; raises if examples in != converted + skipped."""
+              config: dict, tokenizer: dict, mode: str, schema: pa.Schema, seconds: float,
+              shard: dict | None = None) -> dict:
+    """The manifest of a finished run; raises if examples in != converted + skipped.
+
+    A shard's examples are those of its chunks (counted as converted + skipped): the set it
+    belongs to checks them against the input's (prep.shards.merge_shards).
+    """
     stats = dict(pooled.stats)
     skipped = result.skipped + stats.pop("skipped", [])
     converted = stats.pop("examples_converted", 0)
     id_wait_seconds = stats.pop("id_wait_seconds", 0.0)
-    if converted + len(skipped) != result.examples_in:
+    examples_in = result.examples_in if shard is None else converted + len(skipped)
+    if converted + len(skipped) != examples_in:
         raise RuntimeError(
             f"examples not conserved: {result.examples_in} in, {converted} converted, {len(skipped)} skipped"
         )
@@ -124,7 +137,7 @@ def _manifest(*, dataset: str, split: str, input_path: Path, input_sha: str, res
         "columns": schema.names,
         "files": pooled.files,
         "counts": {
-            "examples_in": result.examples_in,
+            "examples_in": examples_in,
             "examples_converted": converted,
             "examples_skipped": len(skipped),
             "features_out": pooled.num_features,
@@ -137,6 +150,7 @@ def _manifest(*, dataset: str, split: str, input_path: Path, input_sha: str, res
         # time workers spent waiting for their turn at the ordered id counter
         "id_wait_seconds": round(id_wait_seconds, 3),
         "features_per_second": round(pooled.num_features / seconds, 1) if seconds > 0 else None,
+        **({"shard": shard} if shard is not None else {}),
     }
 
 
