@@ -12,6 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Real data lives outside the repo; BERTFLOW_DATA points elsewhere if needed.
 DATA_DIR = Path(os.environ.get("BERTFLOW_DATA", REPO.parent / "shared" / "data"))
+# Tokenizer files and configs of other encoder families (no weights), ../shared/models/README.md.
+MODELS_DIR = Path(os.environ.get("BERTFLOW_MODELS", REPO.parent / "shared" / "models"))
 
 
 def under_ci() -> bool:
@@ -44,6 +46,20 @@ def tokenizer_dir() -> Path:
     from prep.tokenizer import default_model_dir
 
     return default_model_dir()
+
+
+def shared_model(name: str) -> Path:
+    """A folder under ../shared/models (tokenizer + config); skip where missing (fail under CI)."""
+    path = MODELS_DIR / name
+    if not (path / "config.json").is_file():
+        skip_or_fail(f"model folder not found: {path} (set BERTFLOW_MODELS to the folder holding it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mpnet_tokenizer_dir() -> Path:
+    """all-mpnet-base-v2's tokenizer and config: the RoBERTa/MPNet layout ``<s> q </s></s> c </s>``, pad 1."""
+    return shared_model("all-mpnet-base-v2-tokenizer")
 
 
 @pytest.fixture(scope="session")
