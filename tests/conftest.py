@@ -63,6 +63,33 @@ def mpnet_tokenizer_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def roberta_tokenizer_dir(tmp_path_factory) -> Path:
+    """A RoBERTa tokenizer (byte-level BPE, ``<s> q </s></s> c </s>``, trimmed offsets, no token types)
+    trained in-process on SQuAD dev text: the real family's rules, with a 2,000-token vocabulary."""
+    import json
+
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import RobertaTokenizerFast
+
+    texts = []
+    for article in json.loads(shared_data("squad/dev-v1.1.json").read_text(encoding="utf-8"))["data"][:3]:
+        for paragraph in article["paragraphs"]:
+            texts += [paragraph["context"], *(qa["question"] for qa in paragraph["qas"])]
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=2000, special_tokens=specials, show_progress=False)
+    bpe.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")),
+                                           trim_offsets=True)
+    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                     sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                                     mask_token="<mask>")
+    folder = tmp_path_factory.mktemp("roberta-tokenizer")
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def hf_tokenizer(tokenizer_dir):
     from prep.tokenizer import load_fast_tokenizer
 

@@ -95,16 +95,19 @@ def test_gap_heads_run_on_each_family(encoders):
     assert not torch.allclose(moved, logits)
 
 
-def test_gap_features_with_the_mpnet_tokenizer(tmp_path, mpnet_tokenizer_dir):
-    """Real gap-validation: spans decode to their mentions, <s> ... </s> around each text, nothing skipped."""
+@pytest.mark.parametrize("folder", ["mpnet_tokenizer_dir", "roberta_tokenizer_dir"])
+def test_gap_features_with_roberta_style_tokenizers(tmp_path, request, folder):
+    """Real gap-validation, MPNet's WordPiece and RoBERTa's byte-level BPE: every P/A/B span decodes
+    to its mention, <s> ... </s> around each text, nothing skipped."""
+    folder = request.getfixturevalue(folder)
     source = shared_data("gap/gap-validation.tsv")
     with open(source, encoding="utf-8", newline="") as handle:
         rows = {r["ID"]: r for r in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)}
-    manifest = prepare_gap(source, tmp_path / "gap", mpnet_tokenizer_dir, nproc=1, mode="merge", rows_per_chunk=128)
+    manifest = prepare_gap(source, tmp_path / "gap", folder, nproc=1, mode="merge", rows_per_chunk=128)
     assert manifest["counts"]["examples_converted"] == len(rows) == 454
     table = sorted_by_feature_id(open_features(tmp_path / "gap"))
-    hf = load_fast_tokenizer(mpnet_tokenizer_dir)
-    assert (hf.cls_token_id, hf.sep_token_id) == (0, 2)
+    hf = load_fast_tokenizer(folder)
+    assert (hf.cls_token, hf.sep_token) == ("<s>", "</s>")
     _check_spans(table, rows, hf, GapPrepConfig().max_seq_length)
 
 

@@ -56,13 +56,15 @@ def subset(src, dst, articles):
     return dst
 
 
-@pytest.fixture(params=["bert", "mpnet"])
-def family(request, tokenizer_dir, mpnet_tokenizer_dir):
+@pytest.fixture(params=["bert", "mpnet", "roberta"])
+def family(request):
     """``(tokenizer folder, HF fast tokenizer)`` of each layout family: BERT's [CLS] q [SEP] c [SEP]
-    with token types, and MPNet's (RoBERTa's) <s> q </s></s> c </s> without."""
+    with token types (WordPiece), MPNet's <s> q </s></s> c </s> without (WordPiece), and RoBERTa's
+    (byte-level BPE, offsets trimmed of the leading space)."""
     from prep.tokenizer import load_fast_tokenizer
 
-    folder = tokenizer_dir if request.param == "bert" else mpnet_tokenizer_dir
+    fixture = {"bert": "tokenizer_dir", "mpnet": "mpnet_tokenizer_dir", "roberta": "roberta_tokenizer_dir"}
+    folder = request.getfixturevalue(fixture[request.param])
     return folder, load_fast_tokenizer(folder)
 
 
@@ -127,6 +129,7 @@ def assert_impossible_rows_point_at_cls(table, impossible: set[str]):
     assert {label for windows in rows.values() for label in windows} == {(0, 0)}
 
 
+@pytest.mark.parametrize("family", ["bert", "mpnet"], indirect=True)  # RoBERTa's is trained on dev, not train
 def test_train_parity_on_real_squad(tmp_path, family):
     tokenizer_dir, hf_tokenizer = family
     v1 = subset(shared_data("squad/train-v1.1.reconstructed.json"), tmp_path / "v1.json", articles=12)
