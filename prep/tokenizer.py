@@ -185,12 +185,12 @@ def read_layout(backend, cls_id: int, sep_id: int, pad_id: int, token_types: boo
     b = backend.encode("b", add_special_tokens=False).ids
     single, pair = backend.encode("a", add_special_tokens=True), backend.encode("a", "b", add_special_tokens=True)
     single_runs, pair_runs = _split_by_sequence(single), _split_by_sequence(pair)
-    if sequence_runs_ok := (len(single_runs) == 3 and single_runs[1] == a and len(pair_runs) == 5
-                            and pair_runs[1] == a and pair_runs[3] == b):
-        head = len(pair_runs[0]) + len(a) + len(pair_runs[2])
-        first, second = pair.type_ids[0], pair.type_ids[-1]
-        types_ok = pair.type_ids == [first] * head + [second] * (len(pair.ids) - head)
-    if not sequence_runs_ok or not types_ok or pair.ids[0] != cls_id or single.ids[0] != cls_id:
+    shaped = (len(single_runs) == 3 and single_runs[1] == a and len(pair_runs) == 5
+              and pair_runs[1] == a and pair_runs[3] == b)
+    head = len(pair_runs[0]) + len(a) + len(pair_runs[2]) if shaped else 0  # tokens typed as the first segment
+    first, second = pair.type_ids[0], pair.type_ids[-1]
+    types_constant = pair.type_ids == [first] * head + [second] * (len(pair.ids) - head)
+    if not (shaped and types_constant) or pair.ids[0] != cls_id or single.ids[0] != cls_id:
         raise ValueError(
             f"{model_dir}: unsupported special-token layout (single {single.ids}, pair {pair.ids} with types "
             f"{pair.type_ids}); features need cls first, then A, specials, B, specials"

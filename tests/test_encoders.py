@@ -119,3 +119,12 @@ def test_squad_room_counts_the_tokenizers_special_tokens(tmp_path, mpnet_tokeniz
     with pytest.raises(ValueError, match="4 special tokens of this tokenizer must exceed doc_stride"):
         prepare_squad(shared_data("squad/dev-v1.1.json"), tmp_path / "out", mpnet_tokenizer_dir, config, nproc=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_model_folder_fails_under_ci(monkeypatch, tmp_path):
+    import tests.conftest as conftest
+
+    monkeypatch.setattr(conftest, "MODELS_DIR", tmp_path)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="model folder not found: .*all-mpnet-base-v2-tokenizer"):
+        conftest.shared_model("all-mpnet-base-v2-tokenizer")
