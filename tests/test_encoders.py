@@ -78,6 +78,17 @@ def test_segment_head_refused_without_token_types(encoders):
         build_model("gap", "segment", encoders["mpnet"])
 
 
+def test_train_cli_refuses_the_segment_head_in_one_line(encoders, tmp_path, capsys):
+    from train.__main__ import main as train_main
+    from train.testing import write_feature_dir
+
+    features = write_feature_dir(tmp_path / "gap", synthetic_gap_table(32), "gap", "train", 64)
+    code = train_main(["--task", "gap", "--features", str(features), "--out", str(tmp_path / "out"), "--model",
+                       str(encoders["mpnet"]), "--head", "segment", "--max-steps", "1", "--no-progress-bar"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: the segment head marks P/A/B with token types" in err and "Traceback" not in err
+
+
 def test_gap_heads_run_on_each_family(encoders):
     batch = collate_gap(synthetic_gap_table(4, min_len=12, max_len=20), pad_id=1)
     for family, heads in (("mpnet", ("multiply", "concat")), ("roberta", ("multiply", "concat", "segment"))):
