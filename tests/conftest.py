@@ -12,6 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Real data lives outside the repo; BERTFLOW_DATA points elsewhere if needed.
 DATA_DIR = Path(os.environ.get("BERTFLOW_DATA", REPO.parent / "shared" / "data"))
+# Tokenizer files and configs of other encoder families (no weights), ../shared/models/README.md.
+MODELS_DIR = Path(os.environ.get("BERTFLOW_MODELS", REPO.parent / "shared" / "models"))
 
 
 def under_ci() -> bool:
@@ -44,6 +46,47 @@ def tokenizer_dir() -> Path:
     from prep.tokenizer import default_model_dir
 
     return default_model_dir()
+
+
+def shared_model(name: str) -> Path:
+    """A folder under ../shared/models (tokenizer + config); skip where missing (fail under CI)."""
+    path = MODELS_DIR / name
+    if not (path / "config.json").is_file():
+        skip_or_fail(f"model folder not found: {path} (set BERTFLOW_MODELS to the folder holding it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mpnet_tokenizer_dir() -> Path:
+    """all-mpnet-base-v2's tokenizer and config: the RoBERTa/MPNet layout ``<s> q </s></s> c </s>``, pad 1."""
+    return shared_model("all-mpnet-base-v2-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def roberta_tokenizer_dir(tmp_path_factory) -> Path:
+    """A RoBERTa tokenizer (byte-level BPE, ``<s> q </s></s> c </s>``, trimmed offsets, no token types)
+    trained in-process on SQuAD dev text: the real family's rules, with a 2,000-token vocabulary."""
+    import json
+
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import RobertaTokenizerFast
+
+    texts = []
+    for article in json.loads(shared_data("squad/dev-v1.1.json").read_text(encoding="utf-8"))["data"][:3]:
+        for paragraph in article["paragraphs"]:
+            texts += [paragraph["context"], *(qa["question"] for qa in paragraph["qas"])]
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=2000, special_tokens=specials, show_progress=False)
+    bpe.post_processor = RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")),
+                                           trim_offsets=True)
+    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                     sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                                     mask_token="<mask>")
+    folder = tmp_path_factory.mktemp("roberta-tokenizer")
+    tokenizer.save_pretrained(str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")

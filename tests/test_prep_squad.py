@@ -56,7 +56,19 @@ def subset(src, dst, articles):
     return dst
 
 
-def assert_train_parity(ours, ref, max_seq_length, sep_id):
+@pytest.fixture(params=["bert", "mpnet", "roberta"])
+def family(request):
+    """``(tokenizer folder, HF fast tokenizer)`` of each layout family: BERT's [CLS] q [SEP] c [SEP]
+    with token types (WordPiece), MPNet's <s> q </s></s> c </s> without (WordPiece), and RoBERTa's
+    (byte-level BPE, offsets trimmed of the leading space)."""
+    from prep.tokenizer import load_fast_tokenizer
+
+    fixture = {"bert": "tokenizer_dir", "mpnet": "mpnet_tokenizer_dir", "roberta": "roberta_tokenizer_dir"}
+    folder = request.getfixturevalue(fixture[request.param])
+    return folder, load_fast_tokenizer(folder)
+
+
+def assert_train_parity(ours, ref, max_seq_length, tokenizer):
     """Row-for-row equality with run_qa, except where run_qa's start index runs off the window.
 
     run_qa walks the start index while offset[0] <= start_char; when the answer begins in the
@@ -64,11 +76,16 @@ def assert_train_parity(ours, ref, max_seq_length, sep_id):
     labels a non-context token. We label that last context token. Those rows are checked to be
     exactly that case; every other value must be equal.
     """
+    sep_id = tokenizer.sep_token_id
     assert ours["example_id"].to_pylist() == ref["example_id"]
     rows = ours["input_ids"].to_pylist()
-    np.testing.assert_array_equal(pad_rows(rows, max_seq_length), np.asarray(ref["input_ids"]))
-    np.testing.assert_array_equal(pad_rows(ours["token_type_ids"].to_pylist(), max_seq_length),
-                                  np.asarray(ref["token_type_ids"]))
+    np.testing.assert_array_equal(pad_rows(rows, max_seq_length, tokenizer.pad_token_id), np.asarray(ref["input_ids"]))
+    types = pad_rows(ours["token_type_ids"].to_pylist(), max_seq_length)
+    if "token_type_ids" in ref:
+        np.testing.assert_array_equal(types, np.asarray(ref["token_type_ids"]))
+        assert types.any()  # BERT: the context's type 1
+    else:  # the model takes no token types: what it sees without them
+        assert "token_type_ids" not in tokenizer.model_input_names and not types.any()
     np.testing.assert_array_equal(attention_mask(rows, max_seq_length), np.asarray(ref["attention_mask"]))
     np.testing.assert_array_equal(ours["end_positions"].to_numpy(), np.asarray(ref["end_positions"]))
     starts, ref_starts = ours["start_positions"].to_numpy(), np.asarray(ref["start_positions"])
@@ -80,13 +97,14 @@ def assert_train_parity(ours, ref, max_seq_length, sep_id):
 
 
 @pytest.mark.parametrize("version2", [False, True])
-def test_train_parity_on_fixture(tmp_path, tokenizer_dir, hf_tokenizer, version2):
+def test_train_parity_on_fixture(tmp_path, family, version2):
+    tokenizer_dir, hf_tokenizer = family
     src = make_squad(tmp_path / "in.json", version2=version2)
     config = SquadPrepConfig(max_seq_length=64, doc_stride=16, max_query_length=30)
     manifest = prepare_squad(src, tmp_path / "out", tokenizer_dir, config, nproc=1)
     ours = sorted_by_feature_id(open_features(tmp_path / "out"))
     ref = run_recipe(load_examples(src), hf_tokenizer, 64, 16)
-    assert_train_parity(ours, ref, 64, hf_tokenizer.sep_token_id)
+    assert_train_parity(ours, ref, 64, hf_tokenizer)
     assert manifest["counts"]["multi_window_questions"] > 0
     if version2:
         assert manifest["input"]["version_2_with_negative"]
@@ -111,7 +129,9 @@ def assert_impossible_rows_point_at_cls(table, impossible: set[str]):
     assert {label for windows in rows.values() for label in windows} == {(0, 0)}
 
 
-def test_train_parity_on_real_squad(tmp_path, tokenizer_dir, hf_tokenizer):
+@pytest.mark.parametrize("family", ["bert", "mpnet"], indirect=True)  # RoBERTa's is trained on dev, not train
+def test_train_parity_on_real_squad(tmp_path, family):
+    tokenizer_dir, hf_tokenizer = family
     v1 = subset(shared_data("squad/train-v1.1.reconstructed.json"), tmp_path / "v1.json", articles=12)
     v2 = subset(shared_data("squad/dev-v2.0.reconstructed.json"), tmp_path / "v2.json", articles=3)
     config = SquadPrepConfig(max_seq_length=384, doc_stride=128, max_query_length=NO_CUT_QUERY_LENGTH)
@@ -121,12 +141,13 @@ def test_train_parity_on_real_squad(tmp_path, tokenizer_dir, hf_tokenizer):
         ours = sorted_by_feature_id(open_features(out))
         ref = run_recipe(load_examples(src), hf_tokenizer, 384, 128)
         assert ours.num_rows == len(ref["input_ids"]) > 500
-        assert_train_parity(ours, ref, 384, hf_tokenizer.sep_token_id)
+        assert_train_parity(ours, ref, 384, hf_tokenizer)
     assert len(impossible_ids(v2)) > 300  # dev-v2.0's first 3 articles: a third unanswerable
     assert_impossible_rows_point_at_cls(ours, impossible_ids(v2))
 
 
-def test_eval_offsets_match_recipe(tmp_path, tokenizer_dir, hf_tokenizer):
+def test_eval_offsets_match_recipe(tmp_path, family):
+    tokenizer_dir, hf_tokenizer = family
     src = make_squad(tmp_path / "in.json", version2=True)
     config = SquadPrepConfig(max_seq_length=64, doc_stride=16, max_query_length=30, split="eval")
     prepare_squad(src, tmp_path / "out", tokenizer_dir, config, nproc=1)

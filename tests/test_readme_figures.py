@@ -124,6 +124,8 @@ def test_results_table_matches_docs_results_json():
     squad_v1 = load(RESULTS / "squad" / "squad-12201fa1221c.json")
     squad_v2 = load(RESULTS / "squad" / "squad-2c7798437484.json")
     walls = load(RESULTS / "wall_times.json")["commands"]
+    race = {g["group"]["head"]: g for g in load(RESULTS / "race.json")["groups"]}
+    race_walls = load(RESULTS / "race" / "wall_times.json")
 
     def mean_std(group, key):
         return [group["metrics"][key]["mean"], group["metrics"][key]["std"]]
@@ -152,6 +154,13 @@ def test_results_table_matches_docs_results_json():
         r"^BBC news topics, text classification": lambda row: assert_figures(row["result"], [
             *percent_mean_std(textclass(True), "accuracy"), *percent_mean_std(textclass(True), "macro_f1"),
             bbc_test_texts()], row["what"]),
+        r"^RACE test subset": lambda row: assert_figures(row["result"], [
+            *mean_std(race["mc"], "accuracy"), *mean_std(race["duma"], "accuracy"), 25,
+            race["mc"]["metrics"]["log_loss"]["mean"], race["duma"]["metrics"]["log_loss"]["mean"], 4], row["what"]),
+        r"^RACE, the 3 seeds' probabilities averaged": lambda row: assert_figures(row["result"], [
+            race["mc"]["ensemble"]["accuracy"], race["duma"]["ensemble"]["accuracy"]], row["what"]),
+        r"^RACE, both heads x 3 seeds": lambda row: assert_figures(
+            row["result"], minutes_seconds(race_walls["race_results"]["wall_seconds"]), row["what"]),
         r"^BBC, truncated": lambda row: assert_figures(row["result"], [
             *percent_mean_std(textclass(False), "accuracy"), *percent_mean_std(textclass(False), "macro_f1")],
             row["what"]),
@@ -170,6 +179,12 @@ def test_results_table_matches_docs_results_json():
     assert "10,570" in find_row(rows, "what", r"^SQuAD dev-v1\.1")["what"] and squad_v1["counts"]["questions"] == 10570
     assert squad_v1["config"]["articles_scored"] == squad_v1["config"]["articles_in_file"] == 48
     assert len(multiply["seeds"]) == len(concat["seeds"]) == len(segment["seeds"]) == 3
+    # The RACE row's labels are the evaluated runs' settings: 3 seeds a head, 130 test questions, 96 train, 128 tokens.
+    assert race["mc"]["seeds"] == race["duma"]["seeds"] == [1, 2, 3]
+    for path in (RESULTS / "race").glob("race-*.json"):
+        run = load(path)
+        assert run["counts"]["questions"] == 130 and run["inputs"]["features_config"]["every_nth"] == 38
+        assert run["train_config"]["data_info"]["max_questions"] == 96 and run["train_config"]["max_seq_length"] == 128
 
 
 def test_make_run_table_matches_docs_results_make_run_json():
@@ -260,6 +275,24 @@ def test_train_throughput_table_matches_its_json():
         assert r["batch"] == 16 and r["precision"] == "fp32"
     assert seen == set(runs), "the README table and train_throughput-cpu.json cover different runs"
     assert report["cpu_passes"] == 2 and {r["steps_measured"] for r in report["cpu"]} == {7}
+
+
+def test_race_prep_table_matches_its_json():
+    found = tables(section(README.read_text(encoding="utf-8"), "Benchmarks"))
+    table = next(t for t in found if "questions/s" in t[0])
+    report = load(BENCHMARKS / "race_prep.json")
+    runs = {(r["nproc"], r["impl"]): r for r in report["rows"]}
+    shown = {(int(row["nproc"]), row["way"]) for row in table}
+    assert shown == set(runs), "the README table and race_prep.json cover different points"
+    for row in table:
+        r = runs[(int(row["nproc"]), row["way"])]
+        recipe = runs[(r["nproc"], "hf-datasets")]
+        where = f"race_prep {row['nproc']} {row['way']}"
+        assert_figures(row["seconds"], [r["seconds"]], where)
+        assert_figures(row["questions/s"], [r["questions_per_second"]], where)
+        assert_figures(row["vs datasets.map (same nproc)"], [recipe["seconds"] / r["seconds"]], where)
+    assert report["comparisons"] and all(c["identical"] for c in report["comparisons"])
+    assert {r["questions"] for r in report["rows"]} == {4887} and report["max_seq_length"] == 512
 
 
 # --- the checker itself ------------------------------------------------------------------------

@@ -17,7 +17,7 @@ ENGINES = ("prep", "train", "eval", "profiling", "pipeline")
 
 
 def test_engines_never_name_a_task():
-    found = subprocess.run(["git", "grep", "-nE", r"['\"](squad|gap|textclass)['\"]", "--", *ENGINES], cwd=REPO,
+    found = subprocess.run(["git", "grep", "-nE", r"['\"](squad|gap|textclass|race)['\"]", "--", *ENGINES], cwd=REPO,
                            capture_output=True, text=True)
     assert found.returncode == 1 and found.stdout == "", found.stdout  # 1: git grep found nothing
 
@@ -25,7 +25,7 @@ def test_engines_never_name_a_task():
 def test_registry_lists_the_task_packages_and_refuses_others():
     from tasks import UnknownTaskError, get_task, task_names
 
-    assert task_names() == ("gap", "squad", "textclass")
+    assert task_names() == ("gap", "race", "squad", "textclass")
     for name in task_names():
         spec = get_task(name)
         assert spec.name == name and spec.default_head in spec.heads
@@ -33,8 +33,8 @@ def test_registry_lists_the_task_packages_and_refuses_others():
         assert (spec.fullrun is None) != (spec.user_data is None), name
         if spec.fullrun is not None:
             assert spec.fullrun.train.data in spec.data_files and spec.fullrun.test.data in spec.data_files
-    with pytest.raises(UnknownTaskError, match="unknown task 'race'; registered: gap, squad, textclass"):
-        get_task("race")
+    with pytest.raises(UnknownTaskError, match="unknown task 'nope'; registered: gap, race, squad, textclass"):
+        get_task("nope")
 
 
 def help_text(*module_args: str) -> str:
@@ -65,7 +65,7 @@ def test_eval_and_profiling_flags_come_from_their_config_objects():
     from profiling.config import ProfileConfig
     from tasks import get_task
 
-    for name in ("squad", "gap", "textclass"):
+    for name in ("squad", "gap", "textclass", "race"):
         text = help_text("eval", name)
         for field in dataclasses.fields(get_task(name).eval_config):
             assert flag(field.name) in text, (name, field.name)

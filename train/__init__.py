@@ -1,4 +1,4 @@
-"""DDP mixed-precision fine-tuning of BERT-family encoders on prep's Arrow features.
+"""DDP mixed-precision fine-tuning of encoders (any ``AutoModel`` with a fast tokenizer) on prep's Arrow features.
 
 Run ``python -m train --help`` (or ``torchrun --nproc-per-node N -m train ...``); from code,
 :func:`train.loop.train` with a :class:`train.config.TrainConfig` and a
@@ -7,9 +7,9 @@ Run ``python -m train --help`` (or ``torchrun --nproc-per-node N -m train ...``)
 Output folder (``--out``), what later stages may rely on:
 
 - ``model/``: the fine-tuned encoder, ``save_pretrained`` form (``model.safetensors`` +
-  ``config.json``, a ``BertModel`` without pooler) plus the tokenizer files of the source
-  model folder, so ``AutoTokenizer.from_pretrained(OUT/model)`` and
-  ``BertModel.from_pretrained(OUT/model, add_pooling_layer=False)`` both work. With the
+  ``config.json``, the ``AutoModel`` encoder - ``BertModel``, ``MPNetModel``, ... - without
+  pooler) plus the tokenizer files of the source model folder, so
+  ``AutoTokenizer.from_pretrained(OUT/model)`` and ``AutoModel.from_pretrained(OUT/model)`` both work. With the
   segmentation head this is the resized encoder (``type_vocab_size`` 4).
 - ``head.safetensors``: ``model.head.state_dict()`` (metadata: task, head).
 - ``train_config.json``: every :class:`~train.config.TrainConfig` field (``task``, ``head``,

@@ -16,6 +16,7 @@ no Hugging Face class (GAP's) live only in ``OUT/head.safetensors``: load those 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import shutil
@@ -78,21 +79,49 @@ def _quiet_transformers():
 
 
 def load_encoder(model_dir: str | Path, pooler: bool = False):
-    """A BertModel (float32, SDPA attention; no pooler unless ``pooler``) from a local folder.
+    """The ``AutoModel`` encoder of a local folder (BERT, RoBERTa, MPNet, ELECTRA, ...), float32, SDPA
+    attention where the architecture has it; no pooler unless ``pooler``.
 
     Without a pooler every parameter gets a gradient each step, so DDP needs no
-    ``find_unused_parameters``; a task whose head reads the pooler asks for it.
+    ``find_unused_parameters``; a task whose head reads the pooler asks for it. Architectures
+    built without a pooler argument (DistilBERT, DeBERTa) are loaded as they are.
     """
-    from transformers import BertModel
+    from transformers import AutoConfig, AutoModel
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir}: not a model folder (no config.json)")
     with _quiet_transformers():
-        return BertModel.from_pretrained(
-            str(model_dir), add_pooling_layer=pooler, dtype=torch.float32,
-            attn_implementation="sdpa", local_files_only=True,
-        )
+        config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+        model_class = _encoder_class(config)
+        kwargs = {}
+        if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+            kwargs["add_pooling_layer"] = pooler
+        if getattr(model_class, "_supports_sdpa", False):
+            kwargs["attn_implementation"] = "sdpa"
+        return model_class.from_pretrained(str(model_dir), config=config, dtype=torch.float32,
+                                           local_files_only=True, **kwargs)
+
+
+def _encoder_class(config):
+    from transformers import AutoModel
+
+    try:
+        return AutoModel._model_mapping[type(config)]
+    except KeyError as err:
+        raise ValueError(f"{config.model_type}: no AutoModel encoder for this model type") from err
+
+
+def takes_token_types(encoder: nn.Module) -> bool:
+    """Whether ``encoder`` has a token-type embedding (BERT, RoBERTa, ELECTRA do; MPNet, DistilBERT don't)."""
+    return getattr(getattr(encoder, "embeddings", None), "token_type_embeddings", None) is not None
+
+
+def encode(encoder: nn.Module, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+    """The encoder's last hidden states ``[B, T, H]``; ``token_type_ids`` are passed only to an encoder
+    that has token types (MPNet's forward has no such argument)."""
+    kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None and takes_token_types(encoder) else {}
+    return encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
 
 
 def build_model(task: str, head: str, model_dir: str | Path, data_info: dict | None = None) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Small fixtures for tests and benchmarks: a tiny random BERT folder and feature folders from tables.
+"""Small fixtures for tests and benchmarks: tiny random encoder folders and feature folders from tables.
 
 Each task's ``synthetic_features(rows, seed)`` makes a table that follows docs/feature_schema.md
 and carries a learnable signal (a few optimizer steps visibly lower the loss);
@@ -34,6 +34,39 @@ def make_tiny_model_dir(out_dir: str | Path, tokenizer_dir: str | Path | None = 
                         **{**TINY_BERT, **overrides})
     torch.manual_seed(seed)
     BertModel(config, add_pooling_layer=False).save_pretrained(str(out_dir))
+    for name in TOKENIZER_FILES:
+        if (tokenizer_dir / name).is_file():
+            shutil.copyfile(tokenizer_dir / name, out_dir / name)
+    return out_dir
+
+
+TINY_LAYERS = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+
+
+def make_tiny_encoder_dir(out_dir: str | Path, tokenizer_dir: str | Path, model_type: str | None = None,
+                          seed: int = 0, dropout: float = 0.1) -> Path:
+    """Save a randomly initialised tiny encoder shaped like ``tokenizer_dir``'s ``config.json``.
+
+    The folder's config (vocabulary, pad id, positions, e.g. all-mpnet-base-v2's from
+    ../shared/models) is kept and shrunk to 2 layers of hidden 64; ``model_type`` builds another
+    architecture on the same tokenizer (``"roberta"``: RoBERTa's layout with a token-type
+    embedding of one row). The tokenizer files are copied next to the weights.
+    """
+    import json
+
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    out_dir, tokenizer_dir = Path(out_dir), Path(tokenizer_dir)
+    values = json.loads((tokenizer_dir / "config.json").read_text(encoding="utf-8"))
+    values = {k: v for k, v in values.items() if not k.startswith("_") and k not in ("architectures", "model_type")}
+    values.update(TINY_LAYERS, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    if model_type == "roberta":
+        values["type_vocab_size"] = 1  # roberta-base's: one token type, all zeros
+    config = AutoConfig.for_model(model_type or json.loads((tokenizer_dir / "config.json").read_text())["model_type"],
+                                  **values)
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(str(out_dir))
     for name in TOKENIZER_FILES:
         if (tokenizer_dir / name).is_file():
             shutil.copyfile(tokenizer_dir / name, out_dir / name)

@@ -13,6 +13,8 @@ Heads (a mention's vector is the **mean of its sub-tokens' last hidden states** 
   ``q = W_q P``, keys ``W_k A``, ``W_k B`` and a learned vector ``n``; logits are
   ``(q.k_A, q.k_B, q.n) / sqrt(H)``.
 - ``segment``: token types 1/2/3 mark P/A/B (``segment_ids``); ``Linear(H, 3)`` on ``[CLS]``.
+  Only for encoders with a token-type embedding (BERT, RoBERTa, ELECTRA); MPNet and DistilBERT
+  have none, and :func:`build_model` refuses the head for them.
   The type embedding grows to 4 rows: row 0 keeps the pretrained row 0; rows 1-3 start at
   pretrained row 0 plus N(0, initializer_range) noise. Purely random rows (as in the original
   write-up) move every P/A/B token off the distribution the encoder was trained on; anchoring
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.data import int_column, token_batch
-from train.model import check_extra, float32_region, init_linear
+from train.model import check_extra, encode, float32_region, init_linear, takes_token_types
 
 HEADS = ("concat", "multiply", "segment")
 SEGMENT_TYPE_VOCAB = 4
@@ -133,9 +135,7 @@ class GapModel(nn.Module):
             if segment_ids is None:
                 raise ValueError("the segmentation head needs segment_ids")
             token_type_ids = segment_ids
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
+        hidden = encode(self.encoder, input_ids, attention_mask, token_type_ids)
         with float32_region(hidden.device.type):
             hidden = hidden.float()
             p = mean_pool_spans(hidden, p_start, p_end)
@@ -167,6 +167,11 @@ def build_model(head: str, encoder, data_info: dict | None = None) -> GapModel:
     if head not in HEADS:
         raise ValueError(f"GAP head must be one of {HEADS}, got {head!r}")
     if head == "segment":
+        if not takes_token_types(encoder):
+            raise ValueError(
+                f"the segment head marks P/A/B with token types, and this encoder ({encoder.config.model_type}) "
+                f"has none; use --head multiply or concat"
+            )
         resize_token_types(encoder)
     return GapModel(encoder, head)
 

@@ -1,15 +1,16 @@
-"""GAP (gendered ambiguous pronouns) TSV -> BERT features with P/A/B spans, in Arrow.
+"""GAP (gendered ambiguous pronouns) TSV -> encoder features with P/A/B spans, in Arrow.
 
     python -m prep.gap ../shared/data/gap/gap-development.tsv runs/gap-development --nproc 4
     python -m prep.gap gap-test.tsv runs/gap-test --mode merge --max-seq-length 256 --tokenizer DIR
 
-Each row becomes one feature ``[CLS] text-window [SEP]`` (see docs/feature_schema.md) with the
+Each row becomes one feature ``[CLS] text-window [SEP]`` (see docs/feature_schema.md; the special
+tokens are the tokenizer's own, e.g. ``<s> text-window </s>`` for RoBERTa / MPNet) with the
 sub-token spans of the pronoun P and the names A and B, ``segment_ids`` marking them 1/2/3 for
 the segmentation head, the label (0 = A, 1 = B, 2 = NEITHER) and the gender of the pronoun.
 
 The text is tokenized once, with character offsets; a mention's sub-tokens are those whose
 character span overlaps the mention's ``[offset, offset + len(name))``. A text longer than
-``max_seq_length - 2`` tokens keeps one window of that many tokens around P, A and B (centred
+``max_seq_length - 2`` tokens (2: the tokenizer's special tokens around one sequence) keeps one window of that many tokens around P, A and B (centred
 on the stretch from the first to the last of them, moved back inside the text at its ends); a
 row whose P, A and B are further apart than the window is skipped with that reason.
 """
@@ -30,9 +31,9 @@ import pyarrow as pa
 from tasks.gap.read import GapExample, GapFormatError, read_gap
 from prep.pool import MODES, available_cpus
 from prep.stage import ReadResult, run_stage, skip, tqdm_progress
-from prep.tokenizer import BertTokens, TokenizerExport, default_model_dir, load_backend
+from prep.tokenizer import SpecialTokens, TokenizerExport, default_model_dir, load_backend
 
-_SPECIAL_TOKENS = 2  # [CLS] window [SEP]
+_SPECIAL_TOKENS = 2  # [CLS] window [SEP] (BERT) or <s> window </s> (RoBERTa, MPNet): the config's check
 # P, A and B must each keep at least one token of their own, plus [CLS] and [SEP].
 _MIN_SEQ_LENGTH = 3 + _SPECIAL_TOKENS
 SEGMENT_PRONOUN, SEGMENT_A, SEGMENT_B = 1, 2, 3
@@ -69,8 +70,16 @@ class GapPrepConfig:
 
     @property
     def max_window_tokens(self) -> int:
-        """Text tokens a feature can hold between [CLS] and [SEP]."""
+        """Text tokens a feature can hold between [CLS] and [SEP] (a BERT / RoBERTa layout)."""
         return self.max_seq_length - _SPECIAL_TOKENS
+
+    def window_tokens(self, special: SpecialTokens) -> int:
+        """Text tokens a feature can hold with ``special``'s single-sequence layout."""
+        room = self.max_seq_length - special.single_specials
+        if room < 3:
+            raise ValueError(f"max_seq_length {self.max_seq_length} leaves {room} text tokens "
+                             f"next to this tokenizer's {special.single_specials} special tokens; P, A and B need 3")
+        return room
 
 
 class GapChunk(NamedTuple):
@@ -110,7 +119,7 @@ def window_start(num_tokens: int, room: int, lo: int, hi: int) -> int:
 
 
 def build_feature(example: GapExample, ids: list[int], offsets: list[tuple[int, int]],
-                  special: BertTokens, max_window_tokens: int) -> tuple[GapFeature | None, str | None]:
+                  special: SpecialTokens, max_window_tokens: int) -> tuple[GapFeature | None, str | None]:
     """One row's feature from its text's tokens, or ``(None, reason)`` when it cannot be built."""
     starts = [start for start, _ in offsets]
     ends = [end for _, end in offsets]
@@ -129,8 +138,8 @@ def build_feature(example: GapExample, ids: list[int], offsets: list[tuple[int, 
         return None, f"P, A and B span more than {max_window_tokens} tokens"
     start = window_start(len(ids), max_window_tokens, lo, hi)
     window = ids[start:start + max_window_tokens]
-    input_ids = [special.cls_id, *window, special.sep_id]
-    shift = 1 - start  # text token i sits at i + shift in input_ids
+    input_ids = [*special.single_prefix, *window, *special.single_suffix]
+    shift = len(special.single_prefix) - start  # text token i sits at i + shift in input_ids
     segment_ids = [0] * len(input_ids)
     placed = {}
     for name, value in (("Pronoun", SEGMENT_PRONOUN), ("A", SEGMENT_A), ("B", SEGMENT_B)):
@@ -148,7 +157,7 @@ def setup_worker(export: TokenizerExport):
 def convert_chunk(state, chunk: GapChunk) -> tuple[dict, dict]:
     """Turn a :class:`GapChunk` into feature columns (see ``GAP_SCHEMA``) and counts."""
     backend, special = state
-    room = chunk.config.max_window_tokens
+    room = chunk.config.window_tokens(special)
     encodings = backend.encode_batch([ex.text for ex in chunk.examples], add_special_tokens=False)
     columns = {name: [] for name in GAP_SCHEMA.names[1:]}
     skipped, windowed = [], 0
@@ -234,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", type=Path, help="GAP TSV file (gap-development.tsv, ...)")
     parser.add_argument("out_dir", type=Path, help="output folder (replaced atomically)")
     parser.add_argument("--model-dir", "--tokenizer", dest="tokenizer", type=Path, default=None,
-                        help="local BERT-family model/tokenizer folder (default: the packaged MiniLM)")
+                        help="local model/tokenizer folder with a fast tokenizer (default: the packaged MiniLM)")
     parser.add_argument("--max-seq-length", type=int, default=GapPrepConfig.max_seq_length,
                         help="tokens per feature, [CLS] and [SEP] included; longer texts are windowed")
     parser.add_argument("--nproc", type=int, default=max(1, available_cpus() - 1), help="worker processes")

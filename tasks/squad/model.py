@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.data import int_column, token_batch
-from train.model import check_extra, float32_region, init_linear
+from train.model import check_extra, encode, float32_region, init_linear
 
 HEADS = ("span",)
 CLS_ID, SEP_ID = 101, 102
@@ -47,9 +47,7 @@ class SquadModel(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, **extra):
         check_extra(extra)
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
+        hidden = encode(self.encoder, input_ids, attention_mask, token_type_ids)
         with float32_region(hidden.device.type):
             logits = self.head(hidden.float())  # [B, T, 2]
             logits = logits.masked_fill((attention_mask == 0).unsqueeze(-1), torch.finfo(torch.float32).min)

@@ -1,4 +1,4 @@
-"""SQuAD v1.1 / v2.0 -> windowed BERT features in Arrow, on a multiprocessing pool.
+"""SQuAD v1.1 / v2.0 -> windowed encoder features in Arrow, on a multiprocessing pool.
 
     python -m prep.squad train-v1.1.json runs/squad-train --nproc 4 --mode shards
     python -m prep.squad dev-v1.1.json runs/squad-dev --split eval --tokenizer path/to/bert-base-uncased
@@ -11,6 +11,11 @@ run_squad use ``doc_stride`` for that advance instead (step between window start
 ``doc_stride=128`` at ``max_seq_length=384`` and a 10-token question equals a Google
 ``doc_stride`` of 371 - 128 = 243; Google's default step of 128 equals an HF overlap of
 ``room - 128`` (243 for that question).
+
+The special tokens are the tokenizer's own (:class:`prep.tokenizer.SpecialTokens`): BERT's
+``[CLS] q [SEP] c [SEP]`` with token types 0 / 1, or RoBERTa's and MPNet's ``<s> q </s></s> c </s>``
+(4 special tokens, so ``room`` is one less) with all-zero types, as the tokenizer's own pair
+encoding and run_qa give.
 
 What makes it fast: each context is tokenized once, with character offsets, and reused for all
 of its questions (SQuAD has ~5 per context), instead of re-tokenizing question + context per
@@ -34,7 +39,7 @@ from prep.stage import ReadResult, run_stage, skip, tqdm_progress
 from prep.tokenizer import default_model_dir, load_backend
 
 SPLITS = ("train", "eval")
-_SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
+_SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]: the fewest a pair layout has (config checks)
 
 TRAIN_SCHEMA = pa.schema([
     ("feature_id", pa.int64()),
@@ -89,6 +94,8 @@ def window_spans(num_tokens: int, room: int, doc_stride: int) -> list[tuple[int,
     if num_tokens <= room:
         return [(0, num_tokens)]
     step = room - doc_stride
+    if step < 1:
+        raise ValueError(f"windows of {room} tokens overlapping by doc_stride {doc_stride} would not advance")
     spans, start = [], 0
     while True:
         stop = min(start + room, num_tokens)
@@ -121,11 +128,17 @@ def convert_chunk(state, payload) -> tuple[dict, dict]:
     backend, special = state
     config, contexts = payload
     is_eval = config.split == "eval"
+    if config.max_seq_length - config.max_query_length - special.pair_specials <= config.doc_stride:
+        raise ValueError(
+            f"max_seq_length ({config.max_seq_length}) - max_query_length ({config.max_query_length}) - "
+            f"{special.pair_specials} special tokens of this tokenizer must exceed doc_stride ({config.doc_stride})"
+        )
     context_encodings = backend.encode_batch([c for c, _ in contexts], add_special_tokens=False)
     flat_questions = [q for _, qs in contexts for q in qs]
     question_encodings = backend.encode_batch([q[2].lstrip() for q in flat_questions], add_special_tokens=False)
 
-    cls_sep = np.array([special.cls_id], np.int32), np.array([special.sep_id], np.int32)
+    prefix, middle = np.array(special.pair_prefix, np.int32), np.array(special.pair_middle, np.int32)
+    suffix = np.array(special.pair_suffix, np.int32)
     id_parts, head_lengths, tail_lengths = [], [], []
     offset_parts, example_ids, example_indices, start_positions, end_positions = [], [], [], [], []
     skipped = []
@@ -148,14 +161,15 @@ def convert_chunk(state, payload) -> tuple[dict, dict]:
             if len(q_ids) > config.max_query_length:
                 q_ids = q_ids[: config.max_query_length]
                 stats["truncated_questions"] += 1
-            head = np.concatenate([cls_sep[0], np.asarray(q_ids, np.int32), cls_sep[1]])
-            spans = window_spans(len(c_ids), config.max_seq_length - len(q_ids) - _SPECIAL_TOKENS, config.doc_stride)
+            head = np.concatenate([prefix, np.asarray(q_ids, np.int32), middle])
+            spans = window_spans(len(c_ids), config.max_seq_length - len(q_ids) - special.pair_specials,
+                                 config.doc_stride)
             stats["multi_window_questions"] += len(spans) > 1
             for span in spans:
                 s, e = span
-                id_parts += (head, c_ids[s:e], cls_sep[1])
+                id_parts += (head, c_ids[s:e], suffix)
                 head_lengths.append(len(head))
-                tail_lengths.append(e - s + 1)
+                tail_lengths.append(e - s + len(suffix))
                 example_ids.append(qid)
                 example_indices.append(index)
                 found = None
@@ -178,7 +192,7 @@ def convert_chunk(state, payload) -> tuple[dict, dict]:
     lengths = np.add(head_lengths, tail_lengths)
     row_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     ids = np.concatenate(id_parts)
-    types = np.repeat(np.tile(np.array([0, 1], np.int8), len(lengths)),
+    types = np.repeat(np.tile(np.array([special.first_type, special.second_type], np.int8), len(lengths)),
                       np.stack([head_lengths, tail_lengths], axis=1).ravel())
     columns = {
         "example_id": example_ids,
@@ -248,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", type=Path, help="SQuAD v1.1 or v2.0 JSON file")
     parser.add_argument("out_dir", type=Path, help="output folder (replaced atomically)")
     parser.add_argument("--model-dir", "--tokenizer", dest="tokenizer", type=Path, default=None,
-                        help="local BERT-family model/tokenizer folder (default: the packaged MiniLM)")
+                        help="local model/tokenizer folder with a fast tokenizer (default: the packaged MiniLM)")
     parser.add_argument("--nproc", type=int, default=max(1, available_cpus() - 1))
     parser.add_argument("--mode", choices=MODES, default="shards")
     parser.add_argument("--max-seq-length", type=int, default=384)
