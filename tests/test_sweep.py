@@ -47,10 +47,26 @@ def sweep_setup(tmp_path_factory):
     return root, model, config
 
 
-def build(tasks, workers: int = 1):
+def build(tasks):
     STARTED.clear()
-    result = luigi.build(tasks, local_scheduler=True, detailed_summary=True, log_level="WARNING", workers=workers)
+    result = luigi.build(tasks, local_scheduler=True, detailed_summary=True, log_level="WARNING")
     return result, sorted(STARTED)
+
+
+def write_cfg(sections: dict, path: Path) -> Path:
+    path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+                            for name, values in sections.items()))
+    return path
+
+
+def sweep_cli(cfg: Path, model: Path, *args: str, **popen) -> subprocess.Popen:
+    """``luigi --module pipeline Sweep --task gap ...`` in its own process. Several Luigi workers fork
+    task processes, and a fork of this pytest process, whose earlier tests ran torch's OpenMP pool,
+    hangs at its first parallel op (libgomp is not fork-safe); a fresh luigi process has run no torch."""
+    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "Sweep", "--task", "gap", *args,
+               "--model-dir", str(model), "--nproc", "1", "--local-scheduler"]
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, env=env, cwd=REPO, **popen)
 
 
 def study_rows(db: Path, study: str | None = None) -> list[tuple]:
@@ -68,13 +84,16 @@ def slot_records(sweep_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((sweep_dir / "trials").glob("slot-*.json"))]
 
 
-def test_sweep_two_workers_report_cache_then_final_on_test(sweep_setup, monkeypatch):
+def test_sweep_two_workers_report_cache_then_final_on_test(sweep_setup, monkeypatch, tmp_path):
     root, model, config = sweep_setup
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    two = sweep_cli(write_cfg(config, tmp_path / "luigi.cfg"), model, "--trials", "3", "--workers", "2",
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = two.communicate(timeout=600)[0]
+    assert two.returncode == 0, output[-3000:]
     with configured(config):
         sweep = Sweep(task="gap", trials=3, model_dir=str(model), nproc=1)
-        result, started = build([sweep], workers=2)
-        assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
+        assert sweep.complete()
         # The test split was never touched: its file does not even exist, and nothing asked for it.
         assert not (root / "data" / "gap-test.tsv").exists()
         assert not list((root / "runs" / "features").glob("gap-test-*"))
@@ -127,20 +146,15 @@ def test_sweep_killed_mid_trial_then_rerun_keeps_count(sweep_setup, tmp_path):
     """SIGKILL the luigi process while a trial trains; the rerun redoes that trial and stops at the count."""
     root, model, config = sweep_setup
     runs = root / "runs"  # shared with the test above: its features are cached here
-    cfg = tmp_path / "luigi.cfg"
     # Another seed (another study), no baseline: both trials train new settings.
     sections = {**config, "Sweep": {**config["Sweep"], "seed": 7, "baseline": "false"}}
-    cfg.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
-                           for name, values in sections.items()))
-    env = {**os.environ, "LUIGI_CONFIG_PATH": str(cfg), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "luigi", "--module", "pipeline", "Sweep", "--task", "gap", "--trials", "2",
-               "--model-dir", str(model), "--nproc", "1", "--local-scheduler"]
+    cfg = write_cfg(sections, tmp_path / "luigi.cfg")
     with configured(sections):
         study = Sweep(task="gap", trials=2, model_dir=str(model), nproc=1).resolved_study_name()
     trained_before = set(runs.glob("finetune-*/progress.json"))
     db = runs / "sweeps.db"
-    process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = sweep_cli(cfg, model, "--trials", "2", start_new_session=True,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # kill the run while its second trial trains (that trial is RUNNING in the study)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -156,8 +170,9 @@ def test_sweep_killed_mid_trial_then_rerun_keeps_count(sweep_setup, tmp_path):
     assert study_rows(db, study) == [(0, "COMPLETE"), (1, "RUNNING")]
     interrupted = optuna.load_study(study_name=study, storage=f"sqlite:///{db}").trials[1].params
 
-    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    rerun = sweep_cli(cfg, model, "--trials", "2", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0, output[-3000:]
     # The interrupted trial redone (same number, same settings), not a third one.
     assert study_rows(db, study) == [(0, "COMPLETE"), (1, "COMPLETE")]
     records = slot_records(runs / "sweep" / study)
