@@ -55,11 +55,13 @@ class SuiteResults(luigi.Task):
         return self.plan.parse_members(self.tasks or self.plan.default_members)
 
     def finetune_params(self, member: str, seed: int) -> dict:
-        train, _ = self.plan.member_plan(member)
+        train, tests = self.plan.member_plan(member)
         section = self.plan.recipe_section(member)
         recipe = section_values(section, FINETUNED[self.task])
         prep = section_values(section, FEATURES[self.task])
         params = {**recipe, "train_features": {**train, **prep}, "seed": seed}
+        if self.plan.monitor:
+            params["select_features"] = {**tests[0], **prep}
         if self.model_dir is not None:
             params["model_dir"] = self.model_dir
         return params

@@ -124,6 +124,9 @@ class SuitePlan:
     recipe_section: Callable[[str], str]
     write_table: Callable[[dict, Path], None]
     table_name: str = "table.md"
+    # Also score the first test file at every epoch end (learning curves in the run's metrics.json and
+    # TensorBoard); nothing is selected on it (select_best stays as the recipe says).
+    monitor: bool = False
 
 
 @dataclass(frozen=True)

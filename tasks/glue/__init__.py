@@ -29,7 +29,7 @@ SPEC = TaskSpec(
     data_files=official_files(),
     suite=SuitePlan(entry="GlueResults", default_members=suite.BUNDLED, parse_members=suite.parse_members,
                     member_plan=suite.member_plan, recipe_section=suite.recipe_section, write_table=table.write_table,
-                    table_name=table.TABLE),
+                    table_name=table.TABLE, monitor=True),
     eval_config=TextClassEvalConfig,
     evaluate=evaluate.evaluate,
     metric_rows=report.metric_rows,
