@@ -88,6 +88,17 @@ def test_glue_results_two_tasks_two_seeds_then_a_third_seed_runs_only_that_seed(
         table = json.loads(Path(GlueResults(seeds=3, **params).output().path).with_suffix(".json").read_text())
         assert table["seeds"] == [1, 2, 3] and table["mean"]["tasks"]["wnli"]["score"]["n"] == 3
 
+    # eval aggregate and compare take GLUE evaluations like any task's: the GLUE score leads.
+    from eval.aggregate import aggregate_runs
+    from eval.compare import comparison_rows
+
+    wnli = [Path(folder) for r in table["runs"] if r["task"] == "wnli" for folder in r["eval_dirs"]]
+    [group] = aggregate_runs(wnli)["groups"]
+    assert group["seeds"] == [1, 2, 3]
+    assert group["metrics"]["glue_score"]["mean"] == pytest.approx(table["mean"]["tasks"]["wnli"]["score"]["mean"])
+    rows = comparison_rows(wnli[:2])
+    assert [row["GLUE score"] for row in rows] == pytest.approx([r["score"] for r in table["runs"][3:5]])
+
 
 def test_a_broken_dev_row_is_a_coverage_error_naming_its_line(setup, monkeypatch, tmp_path):
     from pipeline import GlueResults

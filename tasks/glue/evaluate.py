@@ -69,7 +69,7 @@ def evaluate(context: EvalContext) -> EvalOutcome:
         raise GlueCoverageError(f"{context.data_path}: {len(results.unscored)} rows have no prediction")
     split = glue_split(context.manifest, context.data_path)
     metrics = dict(results.metrics)
-    if not task.regression:
+    if task.positive_label in task.labels:  # binary tasks: F1 of the positive class (official for MRPC, QQP)
         metrics["f1"] = positive_f1(results.per_label, task.positive_label)
     scores = official_scores(task, split, metrics)
     metrics["glue_score"] = statistics.fmean(scores.values())
