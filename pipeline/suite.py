@@ -101,9 +101,41 @@ class SuiteResults(luigi.Task):
 
     def run(self):
         out_dir = self.out_dir()
-        self.plan.write_table(self.eval_dirs(), out_dir)
+        self.plan.write_table(self.eval_dirs(), out_dir, [])
         self.set_progress_percentage(100)
         print(f"bertflow: {self.task} table at {out_dir / self.plan.table_name}")
+
+
+def write_finished(entry: SuiteResults, out_dir: Path) -> list[tuple[str, int]]:
+    """The table of the member x seed cells whose evaluations are all done, the others marked not run;
+    returns those. For a run stopped by its deadline: ``python -m pipeline.suite GlueResults ... --out DIR``."""
+    found, missing = {}, []
+    for key, evaluations in entry.eval_tasks().items():
+        if all(evaluation.complete() for evaluation in evaluations):
+            found[key] = [upstream_dir(evaluation) for evaluation in evaluations]
+        else:
+            missing.append(key)
+    if not found:
+        raise ValueError(f"{entry.task_family}: no member x seed has finished yet")
+    entry.plan.write_table(found, Path(out_dir), missing)
+    return missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.suite", description=write_finished.__doc__)
+    parser.add_argument("entry", choices=sorted(cls.__name__ for cls in SUITES.values()))
+    parser.add_argument("--tasks", default="")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the table")
+    args = parser.parse_args(argv)
+    entry = globals()[args.entry](tasks=args.tasks, seeds=args.seeds, model_dir=args.model_dir)
+    missing = write_finished(entry, args.out)
+    print(f"table at {args.out / entry.plan.table_name}; not run: {missing or 'none'}", file=sys.stderr)
+    return 0
 
 
 def _suite_class(spec) -> type:
@@ -115,3 +147,9 @@ def _suite_class(spec) -> type:
 
 SUITES = {spec.name: _suite_class(spec) for spec in all_tasks() if spec.suite is not None}
 globals().update({cls.__name__: cls for cls in SUITES.values()})
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -113,8 +113,9 @@ class SuitePlan:
     ``member_plan(member)`` gives the member's ``<Task>Features`` parameters for training and for
     each file it is scored on (``(train, [test, ...])``); the member's recipe (any ``<Task>FineTuned``
     parameter or prep field) is read from the luigi.cfg section ``recipe_section(member)``.
-    ``write_table(evals, out_dir)`` writes ``table_name`` (Markdown) and its companions into
-    ``out_dir`` from ``evals``: ``{(member, seed): [evaluation folders]}``.
+    ``write_table(evals, out_dir, not_run)`` writes ``table_name`` (Markdown) and its companions into
+    ``out_dir`` from ``evals``: ``{(member, seed): [evaluation folders]}``; ``not_run`` lists the
+    ``(member, seed)`` cells left out (a run stopped early), which the table must say.
     """
 
     entry: str
@@ -122,7 +123,7 @@ class SuitePlan:
     parse_members: Callable[[str], list[str]]
     member_plan: Callable[[str], tuple[dict, list[dict]]]
     recipe_section: Callable[[str], str]
-    write_table: Callable[[dict, Path], None]
+    write_table: Callable[[dict, Path, list], None]
     table_name: str = "table.md"
     # Also score the first test file at every epoch end (learning curves in the run's metrics.json and
     # TensorBoard); nothing is selected on it (select_best stays as the recipe says).

@@ -82,6 +82,12 @@ def test_glue_results_two_tasks_two_seeds_then_a_third_seed_runs_only_that_seed(
         assert "BERT-base, Hugging Face run_glue (dev)" in markdown and "100% (48/48)" in markdown
 
         assert build(GlueResults(seeds=2, **params)) == []  # cached: nothing runs again
+        # A run stopped early: the finished cells' table, the third seed marked not run (nothing trains).
+        from pipeline.suite import write_finished
+
+        assert write_finished(GlueResults(seeds=3, **params), root / "partial") == [("stsb", 3), ("wnli", 3)]
+        partial = (root / "partial" / "glue.md").read_text()
+        assert "Not run (the run was stopped at its deadline): stsb seed 3, wnli seed 3" in partial
         started = build(GlueResults(seeds=3, **params))
         assert started.count("GlueFineTuned") == 2 and started.count("Evaluation") == 2  # seed 3 of each task
         assert "GlueFeatures" not in started

@@ -111,20 +111,27 @@ def _pair(values: list[str]) -> str:
     return "/".join(values)
 
 
-def _mean_cell(task: str, mean: dict) -> str:
-    return _pair([f"{mean[key]['mean']:.1f} ± {mean[key]['std']:.1f}" for key in TASKS[task].metric_keys()])
+def _seeds_note(n: int, seeds: int) -> str:
+    return "" if n == seeds else f" (n={n})"
 
 
-def _value_cell(task: str, scores: dict) -> str:
+def _mean_cell(task: str, mean: dict, seeds: int) -> str:
+    cells = _pair([f"{mean[key]['mean']:.1f} ± {mean[key]['std']:.1f}" for key in TASKS[task].metric_keys()])
+    return cells + _seeds_note(mean["score"]["n"], seeds)
+
+
+def _value_cell(task: str, scores: dict | None) -> str:
+    if scores is None:
+        return "not run"
     cells = [f"{scores[key]:.1f}" if scores.get(key) is not None else "-" for key in TASKS[task].metric_keys()]
     return "-" if set(cells) == {"-"} else _pair(cells)
 
 
-def _average_cell(value) -> str:
+def _average_cell(value, seeds: int = 0) -> str:
     if value is None:
         return "-"
     if isinstance(value, dict):
-        return f"{value['mean']:.1f} ± {value['std']:.1f}"
+        return f"{value['mean']:.1f} ± {value['std']:.1f}" + _seeds_note(value["n"], seeds)
     return f"{value:.1f}"
 
 
@@ -137,16 +144,16 @@ def format_markdown(table: dict, model: str = "", not_run: list[str] | None = No
              "|---|" + "---:|" * (len(tasks) + 3)]
 
     def row(name, cells, averages, cover=""):
-        lines.append(f"| {name} | " + " | ".join(cells + [_average_cell(averages.get(a)) for a in AVERAGES]
-                                                  + [cover]) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells + [_average_cell(averages.get(a), len(seeds))
+                                                          for a in AVERAGES] + [cover]) + " |")
 
     who = f"{model}, " if model else ""
-    row(f"{who}mean ± std ({len(seeds)} seeds)", [_mean_cell(t, table["mean"]["tasks"][t]) for t in tasks],
-        table["mean"], share)
+    row(f"{who}mean ± std ({len(seeds)} seeds)", [_mean_cell(t, table["mean"]["tasks"][t], len(seeds))
+                                                   for t in tasks], table["mean"], share)
     row(f"{who}max over seeds", [_value_cell(t, table["max"]["tasks"][t]) for t in tasks], table["max"], share)
     for seed in seeds:
         found = table["per_seed"][str(seed)] if str(seed) in table["per_seed"] else table["per_seed"][seed]
-        row(f"{who}seed {seed}", [_value_cell(t, found["scores"].get(t, {})) for t in tasks], found)
+        row(f"{who}seed {seed}", [_value_cell(t, found["scores"].get(t)) for t in tasks], found)
     for name, reference in table["references"].items():
         row(name, [_value_cell(t, reference["scores"][t]) for t in tasks], reference, "not stated")
     notes = ["", f"Scores in percent on the dev sets; {len(seeds)} seeds per task; averages over the {len(tasks)} "
@@ -154,7 +161,8 @@ def format_markdown(table: dict, model: str = "", not_run: list[str] | None = No
              "row is GLUE test-server figures with one metric per task (MRPC, QQP: F1; STS-B: Spearman), as the "
              "write-up lists them; its averages use that one figure."]
     if not_run:
-        notes.append(f"Not run: {', '.join(not_run)}.")
+        notes.append(f"Not run (the run was stopped at its deadline): {', '.join(not_run)}; a task's mean, std and "
+                     "max are over the seeds it has (n=), and the averages over the seeds that have every task.")
     return "\n".join(lines + notes) + "\n"
 
 
@@ -180,16 +188,22 @@ def plot_table(table: dict, path: Path, model: str = "") -> None:
     fig.savefig(path)
 
 
-def write_table(evals: dict[tuple[str, int], list[Path]], out_dir: Path) -> None:
-    """``glue.json``, ``glue.md`` and ``glue.png`` in ``out_dir`` (the JSON last but one, the Markdown last)."""
+def write_table(evals: dict[tuple[str, int], list[Path]], out_dir: Path,
+                not_run: list[tuple[str, int]] | None = None) -> None:
+    """``glue.json``, ``glue.md`` and ``glue.png`` in ``out_dir`` (the JSON last but one, the Markdown last).
+
+    ``not_run``: ``(task, seed)`` cells that were planned but not run; they are listed, and a task's
+    rows are over the seeds it has.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = build_table(evals)
     model = _model_name(table)
     table["model"] = model
+    table["not_run"] = [f"{task} seed {seed}" for task, seed in sorted(not_run or [])]
     plot_table(table, out_dir / "glue.png", model)
     write_json_atomic(out_dir / "glue.json", table)
-    write_text_atomic(out_dir / TABLE, format_markdown(table, model))
+    write_text_atomic(out_dir / TABLE, format_markdown(table, model, table["not_run"]))
 
 
 def _model_name(table: dict) -> str:
@@ -207,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m tasks.glue.table GLUE_JSON", file=sys.stderr)
         return 2
     table = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    print(format_markdown(table, table.get("model", "")), end="")
+    print(format_markdown(table, table.get("model", ""), table.get("not_run")), end="")
     return 0
 
 
