@@ -104,5 +104,6 @@ def test_table_mean_std_max_and_averages(tmp_path):
     assert table["mean"]["average_without_wnli"] == {"mean": 75.0, "std": 0.0, "max": 75.0, "n": 2}
     assert table["coverage"] == {"rows": 40, "scored": 40, "share": 1.0}
     markdown = format_markdown(table, "tiny")
-    assert "| tiny, mean ± std (2 seeds) | 85.0 ± 7.1/65.0 ± 7.1 | 45.0 ± 7.1 | 75.0 ± 0.0 | 60.0 ± 3.5 | 100% (40/40) |" \
-        in markdown
+    expected = ("| tiny, mean ± std (2 seeds) | 85.0 ± 7.1/65.0 ± 7.1 | 45.0 ± 7.1 | 75.0 ± 0.0 | 60.0 ± 3.5 "
+                "| 100% (40/40) |")
+    assert expected in markdown

@@ -44,7 +44,8 @@ def test_bert_features_equal_the_tokenizer_call_on_real_rte_rows(tmp_path, hf_to
     lines = shared_data("glue/RTE/dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
     data = tmp_path / "dev.tsv"
     data.write_text("".join(lines[:41]), encoding="utf-8")
-    manifest = prepare_glue(data, tmp_path / "features", tokenizer_dir, GluePrepConfig(glue_task="rte", max_seq_length=64))
+    config = GluePrepConfig(glue_task="rte", max_seq_length=64)
+    manifest = prepare_glue(data, tmp_path / "features", tokenizer_dir, config)
     table = open_features(tmp_path / "features").sort_by("feature_id")
     examples, _, _ = read_glue(data, "rte")
     expected = hf_tokenizer([e.text for e in examples], [e.text_pair for e in examples], truncation=True,
