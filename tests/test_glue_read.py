@@ -103,3 +103,15 @@ def test_the_registry_resolves_glue_dir_and_fetches_a_member_out_of_a_zip(tmp_pa
     assert sorted(p.name for p in dest.parent.iterdir()) == ["dev.tsv"]  # no archive or part file left
     with pytest.raises(RuntimeError, match="no direct download"):
         download(files["glue-mrpc-dev"], tmp_path / "mrpc-dev.tsv", timeout_s=5)
+
+
+def test_tasks_flag_parsing_and_tasks_without_recorded_checksums():
+    from tasks.glue.suite import parse_members
+
+    assert parse_members("wnli, CoLA,rte") == ["cola", "rte", "wnli"]  # GLUE's column order
+    with pytest.raises(ValueError, match="unknown GLUE task"):
+        parse_members("cola,sts")
+    with pytest.raises(ValueError, match="listed twice"):
+        parse_members("rte,rte")
+    with pytest.raises(ValueError, match="GLUE qqp, mnli: no official checksums"):
+        parse_members("mnli,qqp")
