@@ -106,13 +106,15 @@ def read_chunks(path: Path, config: GluePrepConfig, token_types: bool, rows_per_
 
 
 def prepare_glue(input_path: str | Path, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
-                 config: GluePrepConfig = GluePrepConfig(glue_task="sst2"), nproc: int = 1, mode: str = "shards",
+                 config: GluePrepConfig | None = None, nproc: int = 1, mode: str = "shards",
                  rows_per_chunk: int = 512, reserve_cpus: int = 1, progress=None) -> dict:
     """Build ``input_path``'s features into ``out_dir``; returns the manifest.
 
     Broken rows are skipped and listed in the manifest with their lines (evaluation refuses a dev
     file with any). Raises :class:`GlueFormatError` on a file that is not the task's TSV.
     """
+    if config is None:
+        raise ValueError("prepare_glue needs a GluePrepConfig naming the GLUE task (glue_task)")
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else default_model_dir()
     token_types = "token_type_ids" in load_fast_tokenizer(tokenizer_dir).model_input_names
     schema = features_schema(TASKS[config.glue_task].regression, token_types)
