@@ -56,18 +56,23 @@ def _spread(values: list[float]) -> dict:
             "max": max(values), "n": len(values)}
 
 
-def build_table(evals: dict[tuple[str, int], list[Path]]) -> dict:
-    """The table's numbers from ``{(task, seed): [evaluation folders]}``."""
+def build_table(evals: dict[tuple[str, int], list[Path]], planned: list[str] | None = None) -> dict:
+    """The table's numbers from ``{(task, seed): [evaluation folders]}``.
+
+    ``planned``: every task of the run (default: those with an evaluation); a planned task without one
+    has no column figures, and the averages need every planned task.
+    """
     records = [run_record(task, seed, dirs) for (task, seed), dirs in sorted(evals.items(), key=lambda kv: (
         ORDER.index(kv[0][0]), kv[0][1]))]
     tasks = sorted({r["task"] for r in records}, key=ORDER.index)
+    planned = sorted(set(planned or []) | set(tasks), key=ORDER.index)
     seeds = sorted({r["seed"] for r in records})
     by = {(r["task"], r["seed"]): r for r in records}
     per_seed = {}
     for seed in seeds:
         found = {task: by[(task, seed)]["score"] for task in tasks if (task, seed) in by}
         per_seed[seed] = {"scores": {task: by[(task, seed)]["scores"] for task in found},
-                          **(glue_averages(found) if len(found) == len(tasks) else dict.fromkeys(AVERAGES))}
+                          **(glue_averages(found) if len(found) == len(planned) else dict.fromkeys(AVERAGES))}
     mean, best = {}, {}
     for task in tasks:
         runs = [r for r in records if r["task"] == task]
@@ -79,12 +84,13 @@ def build_table(evals: dict[tuple[str, int], list[Path]]) -> dict:
     averages = {name: [per_seed[s][name] for s in seeds if per_seed[s][name] is not None] for name in AVERAGES}
     rows, scored = sum(r["coverage"]["rows"] for r in records), sum(r["coverage"]["scored"] for r in records)
     return {
-        "tasks": tasks, "seeds": seeds, "runs": records,
+        "tasks": planned, "seeds": seeds, "runs": records,
         "mean": {"tasks": mean, **{name: _spread(values) if values else None for name, values in averages.items()}},
-        "max": {"tasks": best, **glue_averages({task: best[task]["score"] for task in tasks})},
+        "max": {"tasks": best, **glue_averages({task: best[task]["score"] if task in best else None
+                                                 for task in planned})},
         "per_seed": per_seed,
         "coverage": {"rows": rows, "scored": scored, "share": scored / rows if rows else None},
-        "references": reference_rows(tasks),
+        "references": reference_rows(planned),
         "train_seconds": sum(r["train_seconds"] or 0.0 for r in records),
     }
 
@@ -115,7 +121,9 @@ def _seeds_note(n: int, seeds: int) -> str:
     return "" if n == seeds else f" (n={n})"
 
 
-def _mean_cell(task: str, mean: dict, seeds: int) -> str:
+def _mean_cell(task: str, mean: dict | None, seeds: int) -> str:
+    if mean is None:
+        return "not run"
     cells = _pair([f"{mean[key]['mean']:.1f} ± {mean[key]['std']:.1f}" for key in TASKS[task].metric_keys()])
     return cells + _seeds_note(mean["score"]["n"], seeds)
 
@@ -148,15 +156,15 @@ def format_markdown(table: dict, model: str = "", not_run: list[str] | None = No
                                                           for a in AVERAGES] + [cover]) + " |")
 
     who = f"{model}, " if model else ""
-    row(f"{who}mean ± std ({len(seeds)} seeds)", [_mean_cell(t, table["mean"]["tasks"][t], len(seeds))
-                                                   for t in tasks], table["mean"], share)
-    row(f"{who}max over seeds", [_value_cell(t, table["max"]["tasks"][t]) for t in tasks], table["max"], share)
+    row(f"{who}mean ± std ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})",
+        [_mean_cell(t, table["mean"]["tasks"].get(t), len(seeds)) for t in tasks], table["mean"], share)
+    row(f"{who}max over seeds", [_value_cell(t, table["max"]["tasks"].get(t)) for t in tasks], table["max"], share)
     for seed in seeds:
         found = table["per_seed"][str(seed)] if str(seed) in table["per_seed"] else table["per_seed"][seed]
         row(f"{who}seed {seed}", [_value_cell(t, found["scores"].get(t)) for t in tasks], found)
     for name, reference in table["references"].items():
         row(name, [_value_cell(t, reference["scores"][t]) for t in tasks], reference, "not stated")
-    notes = ["", f"Scores in percent on the dev sets; {len(seeds)} seeds per task; averages over the {len(tasks)} "
+    notes = ["", f"Scores in percent on the dev sets; {len(seeds)} seed(s) per task; averages over the {len(tasks)} "
              "tasks shown (a task with two metrics counts as their mean; w/o WNLI as the BERT paper). The BERT paper "
              "row is GLUE test-server figures with one metric per task (MRPC, QQP: F1; STS-B: Spearman), as the "
              "write-up lists them; its averages use that one figure."]
@@ -169,7 +177,7 @@ def format_markdown(table: dict, model: str = "", not_run: list[str] | None = No
 def plot_table(table: dict, path: Path, model: str = "") -> None:
     from eval.plots import figure
 
-    tasks = table["tasks"]
+    tasks = [t for t in table["tasks"] if t in table["mean"]["tasks"]]
     means = [table["mean"]["tasks"][t]["score"]["mean"] for t in tasks]
     stds = [table["mean"]["tasks"][t]["score"]["std"] for t in tasks]
     hf = next(iter(table["references"].values()))
@@ -197,7 +205,7 @@ def write_table(evals: dict[tuple[str, int], list[Path]], out_dir: Path,
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = build_table(evals)
+    table = build_table(evals, [task for task, _ in not_run or []])
     model = _model_name(table)
     table["model"] = model
     table["not_run"] = [f"{task} seed {seed}" for task, seed in sorted(not_run or [])]
