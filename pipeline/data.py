@@ -117,13 +117,18 @@ def config_key(name: str) -> str:
     return name.replace("-", "_").replace(".", "_")
 
 
+def _own_path(name: str) -> Path | None:
+    value = luigi.configuration.get_config().get("inputs", config_key(name), None)
+    return Path(value) if value else None
+
+
 def configured_path(name: str) -> Path | None:
     """The path ``[inputs] <name>`` gives for an official file (or its folder key, ``<folder>/<member>``), or None."""
-    config = luigi.configuration.get_config()
-    value = config.get("inputs", config_key(name), None)
-    if value:
-        return Path(value)
+    own = _own_path(name)
+    if own is not None:
+        return own
     spec = OFFICIAL.get(name)
+    config = luigi.configuration.get_config()
     folder = config.get("inputs", spec.folder_key, None) if spec is not None and spec.folder_key else None
     return Path(folder) / spec.member if folder and spec.member else None
 
@@ -153,7 +158,8 @@ class DataFile(luigi.Task):
     def run(self):
         own = configured_path(self.name)
         if own is not None:
-            raise FileNotFoundError(f"[inputs] {config_key(self.name)} = {own}: no such file")
+            key = self.spec.folder_key if own != _own_path(self.name) else config_key(self.name)
+            raise FileNotFoundError(f"{own}: no such file (luigi.cfg [inputs] {key})")
         if self.path.is_file():
             verify(self.path, self.spec.checksum)  # raises: a wrong local copy is never replaced silently
             return
