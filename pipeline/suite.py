@@ -44,12 +44,18 @@ class SuiteResults(luigi.Task):
     seeds = luigi.IntParameter(default=3, description="runs per member, seeds 1..N")
     model_dir = luigi.OptionalParameter(default=None,
                                         description="pretrained encoder folder (default: the packaged MiniLM)")
+    model = luigi.OptionalParameter(default=None, description="the same as --model-dir (either spelling)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     world_size = luigi.IntParameter(default=1, significant=False)
 
     @property
     def plan(self):
         return get_task(self.task).suite
+
+    def encoder_dir(self) -> str | None:
+        if self.model and self.model_dir and self.model != self.model_dir:
+            raise ValueError(f"{self.task_family}: --model {self.model} and --model-dir {self.model_dir} differ; give one")
+        return self.model or self.model_dir
 
     def members(self) -> list[str]:
         return self.plan.parse_members(self.tasks or self.plan.default_members)
@@ -62,8 +68,8 @@ class SuiteResults(luigi.Task):
         params = {**recipe, "train_features": {**train, **prep}, "seed": seed}
         if self.plan.monitor:
             params["select_features"] = {**tests[0], **prep}
-        if self.model_dir is not None:
-            params["model_dir"] = self.model_dir
+        if self.encoder_dir() is not None:
+            params["model_dir"] = self.encoder_dir()
         return params
 
     def eval_tasks(self) -> dict[tuple[str, int], list[Evaluation]]:
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("entry", choices=sorted(cls.__name__ for cls in SUITES.values()))
     parser.add_argument("--tasks", default="")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--model-dir", "--model", default=None)
     parser.add_argument("--out", type=Path, required=True, help="folder for the table")
     args = parser.parse_args(argv)
     entry = globals()[args.entry](tasks=args.tasks, seeds=args.seeds, model_dir=args.model_dir)

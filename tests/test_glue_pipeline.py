@@ -82,6 +82,11 @@ def test_glue_results_two_tasks_two_seeds_then_a_third_seed_runs_only_that_seed(
         assert "BERT-base, Hugging Face run_glue (dev)" in markdown and "100% (48/48)" in markdown
 
         assert build(GlueResults(seeds=2, **params)) == []  # cached: nothing runs again
+        # --model is the same as --model-dir (the issue's spelling): the same cells, nothing runs.
+        alias = GlueResults(seeds=2, tasks="wnli,stsb", model=str(model), nproc=1)
+        assert alias.output().path == str(out) and build(alias) == []
+        with pytest.raises(ValueError, match="differ; give one"):
+            GlueResults(seeds=2, tasks="wnli", model=str(model), model_dir=str(root)).encoder_dir()
         # A run stopped early: the finished cells' table, the third seed marked not run (nothing trains).
         from pipeline.suite import write_finished
 
