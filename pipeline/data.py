@@ -15,8 +15,10 @@ The files, URLs and checksums come from the tasks (``data_files`` in ``tasks/<na
 from __future__ import annotations
 
 import os
+import shutil
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import luigi
@@ -70,10 +72,15 @@ def download(spec: OfficialFile, dest: Path, timeout_s: float, progress=None) ->
 
     ``progress(bytes_done, bytes_total_or_None)`` is called after every MiB.
     """
+    if not spec.downloadable:
+        raise RuntimeError(f"{dest.name} has no direct download (its source: {spec.url}); put the file at {dest}"
+                           + (f", or set [inputs] {spec.folder_key} to a folder holding {spec.member}"
+                              if spec.folder_key else "") + " (offline here: LUIGI_CONFIG_PATH=luigi.offline.cfg)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + f".part-{os.getpid()}")
+    fetched = part.with_name(part.name + ".archive") if spec.member else part
     try:
-        with urllib.request.urlopen(spec.url, timeout=timeout_s) as response, open(part, "wb") as out:
+        with urllib.request.urlopen(spec.url, timeout=timeout_s) as response, open(fetched, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             done = 0
             while chunk := response.read(1 << 20):
@@ -81,12 +88,17 @@ def download(spec: OfficialFile, dest: Path, timeout_s: float, progress=None) ->
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-    except (urllib.error.URLError, OSError) as err:
+        if spec.member:  # the file is one member of the archive: extract it, then verify it
+            extract_member(fetched, spec.member, part)
+    except (urllib.error.URLError, OSError, KeyError, zipfile.BadZipFile) as err:
         part.unlink(missing_ok=True)
         raise RuntimeError(
             f"could not download {spec.url} ({err}); with no network, put the file at {dest} "
             f"or set its path in luigi.cfg's [inputs] section (offline here: LUIGI_CONFIG_PATH=luigi.offline.cfg)"
         ) from err
+    finally:
+        if fetched != part:
+            fetched.unlink(missing_ok=True)
     try:
         verify(part, spec.checksum)
     except ChecksumError:
@@ -95,14 +107,30 @@ def download(spec: OfficialFile, dest: Path, timeout_s: float, progress=None) ->
     os.replace(part, dest)
 
 
+def extract_member(archive: Path, member: str, dest: Path) -> None:
+    """Copy ``member`` of the zip ``archive`` to ``dest``."""
+    with zipfile.ZipFile(archive) as found, found.open(member) as source, open(dest, "wb") as out:
+        shutil.copyfileobj(source, out)
+
+
 def config_key(name: str) -> str:
     return name.replace("-", "_").replace(".", "_")
 
 
-def configured_path(name: str) -> Path | None:
-    """The path ``[inputs] <name>`` gives for an official file, or None."""
+def _own_path(name: str) -> Path | None:
     value = luigi.configuration.get_config().get("inputs", config_key(name), None)
     return Path(value) if value else None
+
+
+def configured_path(name: str) -> Path | None:
+    """The path ``[inputs] <name>`` gives for an official file (or its folder key, ``<folder>/<member>``), or None."""
+    own = _own_path(name)
+    if own is not None:
+        return own
+    spec = OFFICIAL.get(name)
+    config = luigi.configuration.get_config()
+    folder = config.get("inputs", spec.folder_key, None) if spec is not None and spec.folder_key else None
+    return Path(folder) / spec.member if folder and spec.member else None
 
 
 class DataFile(luigi.Task):
@@ -130,7 +158,8 @@ class DataFile(luigi.Task):
     def run(self):
         own = configured_path(self.name)
         if own is not None:
-            raise FileNotFoundError(f"[inputs] {config_key(self.name)} = {own}: no such file")
+            key = self.spec.folder_key if own != _own_path(self.name) else config_key(self.name)
+            raise FileNotFoundError(f"{own}: no such file (luigi.cfg [inputs] {key})")
         if self.path.is_file():
             verify(self.path, self.spec.checksum)  # raises: a wrong local copy is never replaced silently
             return

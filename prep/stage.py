@@ -47,12 +47,15 @@ def run_stage(
     reserve_cpus: int = 1,
     progress: Callable[[int, int, int], None] | None = None,
     input_sha256: str | None = None,
+    export: Callable[[Path, Path], Any] = export_tokenizer,
 ) -> dict:
     """Read ``input_path``, convert it on a pool, and publish ``out_dir`` with its manifest.
 
     ``setup(export)`` runs once per worker with a :class:`prep.tokenizer.TokenizerExport`
     (``prep.tokenizer.load_backend(export)`` rebuilds the tokenizer from it).
     ``progress(chunks_done, chunks_total, features_done)`` is called from the main process.
+    ``export(tokenizer_dir, scratch_file)`` makes the workers' ``setup`` argument instead (a task whose
+    workers call the Hugging Face tokenizer itself; the scratch file is removed if written).
     Returns the manifest (that of a concurrent run which wrote ``out_dir`` first, if one did:
     the stage then does no work). ``input_sha256``: the caller's digest of an input that need not
     be one file (a folder of files; the task defines it), recorded instead of the file's sha256.
@@ -84,11 +87,11 @@ def run_stage(
     with atomic_output_dir(out_dir, reuse_if_made_while_waiting=True) as tmp:
         if tmp is None:  # another run wrote this very output while we waited for its lock
             return read_manifest(out_dir)
-        export = export_tokenizer(tokenizer_dir, tmp / ".tokenizer.json")
+        setup_arg = export(tokenizer_dir, tmp / ".tokenizer.json")
         pooled = pool.run_pool(
             read_chunks,
             setup=setup,
-            setup_arg=export,
+            setup_arg=setup_arg,
             convert=convert,
             schema=schema,
             out_dir=tmp,
@@ -97,7 +100,7 @@ def run_stage(
             file_stem=f"{dataset}-{split}",
             progress=report if progress else None,
         )
-        Path(export.backend_file).unlink()
+        (tmp / ".tokenizer.json").unlink(missing_ok=True)
         manifest = _manifest(
             dataset=dataset, split=split, input_path=input_path, input_sha=input_sha, result=read_result[0],
             pooled=pooled, config=config, tokenizer=tokenizer, mode=mode, schema=schema,

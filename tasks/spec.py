@@ -23,8 +23,10 @@ The engines call these and nothing else task-specific:
   report.md, ``headline(metrics)`` for compare / summaries, ``aggregate_metrics`` and
   ``ensemble(run_dirs, summaries)`` for ``eval aggregate``, ``score_file`` for ``score-<task>``.
 - data and the DAG (``pipeline/``): ``data_files`` (official name -> :class:`OfficialFile`),
-  ``fullrun`` (which data file plays which role in FullRun) and ``sweep_objective`` (what a
-  hyper-parameter sweep optimises on the validation split; default: the held-out loss).
+  ``fullrun`` (which data file plays which role in FullRun), ``user_data`` and ``suite`` (generated
+  entry tasks: the user's own files; a benchmark of member tasks x seeds ending in one table) and
+  ``sweep_objective`` (what a hyper-parameter sweep optimises on the validation split; default:
+  the held-out loss).
 """
 
 from __future__ import annotations
@@ -41,10 +43,17 @@ class OfficialFile:
 
     url: str
     checksum: str  # "sha256:<hex>" or "md5:<hex>"
+    # A file inside an archive (a zip at ``url``): its path there; ``checksum`` is the member's own.
+    member: str | None = None
+    # An [inputs] key naming a folder of the user's copies, where this file is ``<folder>/<member>``
+    # (e.g. GLUE's ``glue_dir``), used as it is, like an [inputs] path of its own.
+    folder_key: str | None = None
+    local_path: str | None = None  # where it goes under [inputs] data_dir (default: the URL's file name)
+    downloadable: bool = True  # False: no direct download; the error says where to put the file
 
     @property
     def filename(self) -> str:
-        return self.url.rsplit("/", 1)[1]
+        return self.local_path or self.url.rsplit("/", 1)[1]
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,32 @@ class UserDataPlan:
     write_splits: Callable[[Any, Path], dict]
     prep_values: Callable[[Any], dict]
     split_suffix: str = "jsonl"
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    """A benchmark of several member tasks on one task's model (GLUE: CoLA, SST-2, ...), each fine-tuned
+    and scored per seed, ending in one table: a generated Luigi entry task ``entry``.
+
+    ``parse_members(text)`` turns the entry's ``--tasks`` value (``"cola,sst2"``) into member names;
+    ``member_plan(member)`` gives the member's ``<Task>Features`` parameters for training and for
+    each file it is scored on (``(train, [test, ...])``); the member's recipe (any ``<Task>FineTuned``
+    parameter or prep field) is read from the luigi.cfg section ``recipe_section(member)``.
+    ``write_table(evals, out_dir, not_run)`` writes ``table_name`` (Markdown) and its companions into
+    ``out_dir`` from ``evals``: ``{(member, seed): [evaluation folders]}``; ``not_run`` lists the
+    ``(member, seed)`` cells left out (a run stopped early), which the table must say.
+    """
+
+    entry: str
+    default_members: str
+    parse_members: Callable[[str], list[str]]
+    member_plan: Callable[[str], tuple[dict, list[dict]]]
+    recipe_section: Callable[[str], str]
+    write_table: Callable[[dict, Path, list], None]
+    table_name: str = "table.md"
+    # Also score the first test file at every epoch end (learning curves in the run's metrics.json and
+    # TensorBoard); nothing is selected on it (select_best stays as the recipe says).
+    monitor: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +216,7 @@ class TaskSpec:
     data_files: Mapping[str, OfficialFile] = field(default_factory=dict)
     fullrun: FullRunPlan | None = None
     user_data: UserDataPlan | None = None  # the user's own files: a generated entry task (pipeline/userdata.py)
+    suite: SuitePlan | None = None  # a benchmark of member tasks: a generated results entry (pipeline/suite.py)
     save_pretrained: Callable[[Any, Path], None] | None = None
     # the sha256 recorded for a --data input that may be a folder (raises FileNotFoundError when
     # missing); unset, --data must be a file and its sha256 is used

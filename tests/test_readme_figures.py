@@ -311,3 +311,26 @@ def test_numbers_are_read_as_shown(cell, expected):
 def test_rounding_is_the_readme_precision():
     assert agrees("75.3", 75.3242) and agrees("0.735", 0.7345) and agrees("5,467".replace(",", ""), 5467.4)
     assert not agrees("75.3", 75.36) and not agrees("12.6", 19.3)
+
+
+# --- GLUE ---------------------------------------------------------------------------------------
+
+
+def test_glue_table_matches_docs_results_glue_json():
+    """Every row of the README's GLUE table is a row of the table regenerated from docs/results/glue/glue.json,
+    and the wall-time table's figures are docs/results/glue/wall_times.json's."""
+    from tasks.glue.table import format_markdown
+
+    text = section(README.read_text(encoding="utf-8"), "GLUE benchmark (`tasks/glue/`)")
+    table = load(RESULTS / "glue" / "glue.json")
+    regenerated = format_markdown(table, table["model"], table.get("not_run")).splitlines()
+    shown = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| row |")
+             and not line.startswith("| what |")]
+    glue_rows = [line for line in shown if line.count("|") > 6]
+    assert len(glue_rows) >= 4, "the README shows the GLUE table's mean, max and reference rows"
+    for line in glue_rows:
+        assert line in regenerated, f"README GLUE row not in the table from glue.json: {line}"
+    walls = load(RESULTS / "glue" / "wall_times.json")
+    [timing] = [t for t in tables(text) if "what" in t[0]]
+    row = find_row(timing, "what", r"^GlueResults, 6 tasks")
+    assert_figures(row["figure"], [*divmod(walls["total_wall_seconds"], 60)], row["what"])

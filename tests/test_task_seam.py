@@ -17,7 +17,7 @@ ENGINES = ("prep", "train", "eval", "profiling", "pipeline")
 
 
 def test_engines_never_name_a_task():
-    found = subprocess.run(["git", "grep", "-nE", r"['\"](squad|gap|textclass|race)['\"]", "--", *ENGINES], cwd=REPO,
+    found = subprocess.run(["git", "grep", "-nE", r"['\"](squad|gap|textclass|glue|race)['\"]", "--", *ENGINES], cwd=REPO,
                            capture_output=True, text=True)
     assert found.returncode == 1 and found.stdout == "", found.stdout  # 1: git grep found nothing
 
@@ -25,15 +25,15 @@ def test_engines_never_name_a_task():
 def test_registry_lists_the_task_packages_and_refuses_others():
     from tasks import UnknownTaskError, get_task, task_names
 
-    assert task_names() == ("gap", "race", "squad", "textclass")
+    assert task_names() == ("gap", "glue", "race", "squad", "textclass")
     for name in task_names():
         spec = get_task(name)
         assert spec.name == name and spec.default_head in spec.heads
-        # A task runs in FullRun on official files, or through its own entry on the user's files.
-        assert (spec.fullrun is None) != (spec.user_data is None), name
+        # A task runs in FullRun on official files, through its own entry on the user's files, or as a suite.
+        assert [spec.fullrun, spec.user_data, spec.suite].count(None) == 2, name
         if spec.fullrun is not None:
             assert spec.fullrun.train.data in spec.data_files and spec.fullrun.test.data in spec.data_files
-    with pytest.raises(UnknownTaskError, match="unknown task 'nope'; registered: gap, race, squad, textclass"):
+    with pytest.raises(UnknownTaskError, match="unknown task 'nope'; registered: gap, glue, race, squad, textclass"):
         get_task("nope")
 
 

@@ -146,8 +146,10 @@ def window_logits(model, table: pa.Table, batch_size: int, width: int, device: s
     out = np.zeros((len(lengths), width), dtype=np.float64)
     for rows in length_batches(lengths, batch_size):
         batch = collate_textclass(table.take(pa.array(rows)), pad_id=pad_id)
+        types = batch.get("token_type_ids")
         logits = classifier_logits(model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                         token_type_ids=batch["token_type_ids"].to(device)), "a text classifier")
+                                         token_type_ids=None if types is None else types.to(device)),
+                                   "a text classifier")
         if tuple(logits.shape) != (len(rows), width):
             raise ValueError(f"model returned {tuple(logits.shape)} for a batch of {len(rows)}; expected [B, {width}]"
                              " (the label set of the features and of the trained model differ?)")

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.data import int_column, token_batch
+from train.data import attention_mask_for, int_column, pad_list_column, token_batch
 from train.model import check_extra, float32_region, init_linear
 
 HEADS = ("linear",)
@@ -132,10 +132,18 @@ def eval_counts(output, batch: dict) -> dict:
 def collate_textclass(rows: pa.Table, pad_id: int = 0, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
     """Windows -> ``input_ids, attention_mask, token_type_ids`` ``[B, T]``, ``feature_id`` and ``label`` ``[B]``.
 
+    ``token_type_ids`` only when the rows have that column (features from a tokenizer that returns them).
+
     ``label`` is long for classification and float32 for regression, following the column's
     type; it is left out when the rows have none.
     """
-    batch = token_batch(rows, pad_id, pad_to_multiple_of)
+    if "token_type_ids" in rows.column_names:
+        batch = token_batch(rows, pad_id, pad_to_multiple_of)
+    else:  # a tokenizer without token types (RoBERTa, MPNet): the model gets none
+        input_ids, lengths = pad_list_column(rows.column("input_ids"), pad_id, pad_to_multiple_of)
+        batch = {"input_ids": torch.from_numpy(input_ids),
+                 "attention_mask": attention_mask_for(lengths, input_ids.shape[1]),
+                 "feature_id": int_column(rows, "feature_id")}
     if "label" in rows.column_names:
         if pa.types.is_floating(rows.schema.field("label").type):
             batch["label"] = torch.from_numpy(rows.column("label").to_numpy().astype(np.float32))
@@ -203,3 +211,11 @@ def save_sequence_classification(model: TextClassifier, folder: str | Path) -> N
     hf_model.classifier.load_state_dict(
         {"weight": model.head.weight.detach() / scale, "bias": model.head.bias.detach() / scale}, strict=True)
     hf_model.save_pretrained(str(folder))
+
+
+def classifier_spec_fields() -> dict:
+    """The TaskSpec training fields of this classifier, for every task that trains it (textclass, glue)."""
+    return dict(heads=HEADS, default_head="linear", build_model=build_model, collate=collate_textclass, loss=loss,
+                eval_counts=eval_counts, synthetic_features=synthetic_textclass_table,
+                synthetic_data_info=synthetic_data_info, calibratable=True, encoder_pooler=True,
+                save_pretrained=save_sequence_classification)
