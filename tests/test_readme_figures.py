@@ -165,6 +165,27 @@ def test_results_table_matches_docs_results_json():
             *percent_mean_std(textclass(False), "accuracy"), *percent_mean_std(textclass(False), "macro_f1")],
             row["what"]),
     }
+    # The base-size MPNet (docs/results/gap-mpnet.json): its seeds' mean, the issue's targets beside it
+    # (F1 86, bias 0.98, log loss 0.45), its ensemble and its wall time.
+    mpnet = load(RESULTS / "gap-mpnet.json")
+    [mpnet_group] = mpnet["groups"]
+    mpnet_walls = load(RESULTS / "gap-mpnet" / "wall_times.json")
+    checks[r"^GAP test with the base-size all-mpnet-base-v2 .*mean"] = lambda row: assert_figures(row["result"], [
+        *mean_std(mpnet_group, "f1_overall"), mpnet_group["metrics"]["bias_f_over_m"]["mean"],
+        mpnet_group["metrics"]["log_loss"]["mean"], mpnet_group["metrics"]["accuracy"]["mean"], 86, 0.98, 0.45],
+        row["what"])
+    if len(mpnet_group["seeds"]) > 1:
+        checks[r"^GAP test, MPNet, the seeds' probabilities averaged"] = lambda row: assert_figures(row["result"], [
+            mpnet_group["ensemble"]["f1_overall"], mpnet_group["ensemble"]["bias_f_over_m"],
+            mpnet_group["ensemble"]["log_loss"]], row["what"])
+    checks[r"^GAP with MPNet, .* fine-tunes \+ evaluations"] = lambda row: assert_figures(
+        row["result"], minutes_seconds(mpnet_walls["wall_seconds"]), row["what"])
+    mpnet_row = find_row(rows, "what", r"^GAP test with the base-size all-mpnet-base-v2")
+    assert f"{len(mpnet_group['seeds'])} seed" in mpnet_row["what"]
+    assert mpnet_group["group"]["head"] == "multiply" and "multiply head" in mpnet_row["what"]
+    for path in (RESULTS / "gap-mpnet").glob("gap-*.json"):
+        run = load(path)
+        assert run["train_config"]["model_dir"].endswith("all-mpnet-base-v2") and run["metrics"]["total"] == 2000
     final, sweep, sweep_walls = sweep_subset()
     test = final["test"]
     checks[r"^GAP sweep on a documented subset"] = lambda row: assert_figures(row["result"], [
