@@ -24,8 +24,19 @@ def setup_state(arg):
 
 
 def convert_items(state, chunk):
-    """Chunk k yields k % 4 rows, after a random pause that shuffles completion order."""
+    """Chunk k yields k % 4 rows, after a random pause that shuffles completion order.
+
+    With ``state`` a folder, chunks 0 and 1 wait there until two worker processes have arrived, so
+    both workers certainly convert a chunk (else a worker slow to start may get none, and write no shard).
+    """
     time.sleep(random.random() * 0.02)
+    if isinstance(state, str) and os.path.isdir(state) and chunk < 2:
+        open(os.path.join(state, str(os.getpid())), "w").close()
+        deadline = time.monotonic() + 30
+        while len(os.listdir(state)) < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the second worker never took a chunk")
+            time.sleep(0.01)
     if state == "raise" and chunk == 5:
         raise ValueError("chunk 5 is bad")
     if state == "die" and chunk == 5:
@@ -54,9 +65,13 @@ def read_all(out_dir, files):
 
 @pytest.mark.parametrize("mode", ["shards", "merge"])
 def test_ids_are_dense_and_follow_chunk_order(tmp_path, alarm, mode):
-    result = run_pool(range(30), setup=setup_state, setup_arg="ok", convert=convert_items, schema=SCHEMA,
-                      out_dir=tmp_path, nproc=2, mode=mode)
-    table = read_all(tmp_path, result.files)
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_pool(range(30), setup=setup_state, setup_arg=str(meet), convert=convert_items, schema=SCHEMA,
+                      out_dir=out, nproc=2, mode=mode)
+    table = read_all(out, result.files)
     expected = [(k, i) for k in range(30) for i in range(k % 4)]
     assert list(zip(table["chunk"].to_pylist(), table["item"].to_pylist())) == expected
     np.testing.assert_array_equal(table["feature_id"].to_numpy(), np.arange(len(expected)))
@@ -67,7 +82,7 @@ def test_ids_are_dense_and_follow_chunk_order(tmp_path, alarm, mode):
         assert len(result.files) == 2 and sorted(f["worker"] for f in result.files) == [0, 1]
         # each shard was written by one worker process
         for f in result.files:
-            pids = pa.ipc.open_file(str(tmp_path / f["path"])).read_all()["worker_pid"].unique()
+            pids = pa.ipc.open_file(str(out / f["path"])).read_all()["worker_pid"].unique()
             assert len(pids) == 1
     else:
         assert [f["path"] for f in result.files] == ["features.arrow"]

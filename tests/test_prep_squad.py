@@ -168,7 +168,11 @@ def test_modes_give_same_features(tmp_path, tokenizer_dir):
                                  contexts_per_chunk=2, reserve_cpus=0)
         assert manifest["mode"] == mode and manifest["nproc"] == 2
         tables[mode] = sorted_by_feature_id(open_features(tmp_path / mode))
-    assert len(json.loads((tmp_path / "shards" / "manifest.json").read_text())["files"]) == 2
+    # One shard per worker that converted a chunk: a worker slow to start may get none (seen in CI), so
+    # 1 or 2 here; that both workers write when both work is the pool test's (tests/test_prep_pool.py).
+    shards = json.loads((tmp_path / "shards" / "manifest.json").read_text())["files"]
+    assert 1 <= len(shards) <= 2 and len({f["worker"] for f in shards}) == len(shards)
+    assert sum(f["rows"] for f in shards) == tables["shards"].num_rows
     assert tables["shards"].equals(tables["merge"])
     ids = tables["merge"]["feature_id"].to_numpy()
     np.testing.assert_array_equal(ids, np.arange(len(ids)))  # dense and unique

@@ -29,7 +29,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -105,7 +104,8 @@ def run_logged(command: list[str], log_path: Path, what: str, env: dict | None =
                grace_s: float = GRACE_S) -> None:
     """Run ``command`` with its output appended to ``log_path``; raise with the log's tail on failure.
 
-    ``on_poll`` is called every ``poll_seconds`` while it runs (progress reports). An interrupt
+    ``on_poll`` is called every ``poll_seconds`` while it runs (progress reports); the call returns
+    as soon as the command exits. An interrupt
     (Ctrl-C, SIGTERM, SIGHUP) or error here stops the child's whole process group (SIGTERM, then
     SIGKILL after ``grace_s``) before it propagates, so no run is left orphaned.
     """
@@ -115,10 +115,13 @@ def run_logged(command: list[str], log_path: Path, what: str, env: dict | None =
         process = None
         try:
             process = start_process_group(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            while process.poll() is None:
-                time.sleep(poll_seconds)
-                if on_poll is not None:
-                    on_poll()
+            while True:
+                try:  # returns the moment the child exits, not at the next poll
+                    process.wait(timeout=poll_seconds)
+                    break
+                except subprocess.TimeoutExpired:
+                    if on_poll is not None:
+                        on_poll()
         except BaseException:
             if process is not None:
                 stop_process_group(process, grace_s)
