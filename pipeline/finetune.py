@@ -52,6 +52,10 @@ _INSIGNIFICANT = ("per_device_batch_size", "device", "num_workers", "pad_to_mult
                   # a sweep's trial (pipeline/sweep.py) trains the same run as any run with its settings
                   "trial_storage", "trial_study", "trial_number")
 
+# Fields added after runs were published: unset (None, the old behaviour) they stay out of the hash,
+# so the run folders made before them keep their names.
+_HASHED_WHEN_SET = ("dropout",)
+
 
 class FineTuned(luigi.Task):
     """A fine-tuned run folder; every TrainConfig field is a parameter (``--FineTuned-weight-decay 0``)."""
@@ -101,6 +105,7 @@ class FineTuned(luigi.Task):
         significant = {
             name: value for name, value in self.param_kwargs.items()
             if self._params_by_name()[name].significant and name != "runs_dir"
+            and not (name in _HASHED_WHEN_SET and value is None)
         }
         significant["head"] = self.resolved_head
         significant["schema_version"] = SCHEMA_VERSION

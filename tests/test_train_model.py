@@ -134,3 +134,31 @@ def test_segment_ids_change_the_segment_heads_logits():
         for head in ("concat", "multiply"):  # the mention heads ignore segment_ids
             model = tiny_gap_model(head).eval()
             torch.testing.assert_close(model(**{**batch, "segment_ids": swapped}), model(**batch))
+
+
+def test_dropout_replaces_the_encoders_and_reaches_the_head(tmp_path):
+    source = make_tiny_model_dir(tmp_path / "tiny", dropout=0.1)
+    batch = collate_gap(synthetic_gap_table(4))
+    torch.manual_seed(0)
+    model = build_model("gap", "multiply", source, dropout=0.3)
+    assert model.encoder.config.hidden_dropout_prob == model.encoder.config.attention_probs_dropout_prob == 0.3
+    assert model.head.dropout.p == 0.3
+    torch.manual_seed(0)
+    quiet = build_model("gap", "multiply", source, dropout=0.0).train()
+    with torch.no_grad():  # in train mode, dropout 0 gives the same output twice; the folder's 0.1 would not
+        torch.testing.assert_close(quiet(**batch), quiet(**batch))
+    torch.manual_seed(0)
+    own = build_model("gap", "multiply", source).train()
+    assert own.encoder.config.hidden_dropout_prob == 0.1
+    with torch.no_grad():
+        assert not torch.equal(own(**batch), own(**batch))
+
+
+def test_dropout_is_refused_for_an_encoder_without_those_settings(tmp_path):
+    from transformers import DistilBertConfig
+
+    from train.model import load_encoder
+
+    DistilBertConfig(n_layers=1, dim=32, hidden_dim=37, n_heads=2).save_pretrained(tmp_path / "distil")
+    with pytest.raises(ValueError, match="distilbert config has no hidden_dropout_prob"):
+        load_encoder(tmp_path / "distil", dropout=0.2)

@@ -13,6 +13,7 @@ import pipeline.finetune as finetune
 from train import launch
 from tasks.gap.model import synthetic_gap_table
 from train.testing import make_tiny_model_dir, write_feature_dir
+from train.config import TrainConfig
 
 
 def test_launch_command_and_world_size_check(monkeypatch):
@@ -58,3 +59,14 @@ def test_finetuned_task_runs_once_and_reports_progress(tmp_path, monkeypatch):
     assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp  # world_size is not significant: nothing re-ran
     other = finetune.FineTuned(**{**task.param_kwargs, "lr": 2e-3})
     assert other.run_dir != run_dir
+
+
+def test_dropout_enters_the_run_folder_hash_only_when_set():
+    params = dict(task="gap", features_dir="/x/features/gap-development-abc", runs_dir="/x/runs",
+                  eval_features_dir="/x/features/gap-validation-def", model_dir="/x/model", lr=1e-4, epochs=2,
+                  global_batch_size=16)
+    # The name these settings had before the dropout field existed: published run folders keep theirs.
+    assert finetune.FineTuned(**params).run_dir.name == "finetune-gap-multiply-e652c05d32"
+    assert finetune.FineTuned(**params, dropout=0.2).run_dir != finetune.FineTuned(**params).run_dir
+    with pytest.raises(ValueError, match="dropout must be in"):
+        TrainConfig(task="gap", features_dir="x", run_dir="y", dropout=1.5)

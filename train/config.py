@@ -15,7 +15,7 @@ RUN_DEFINING_FIELDS = (
     "task", "head", "model_dir", "features_dir", "precision", "global_batch_size", "epochs",
     "max_steps", "lr", "warmup_ratio", "weight_decay", "max_grad_norm", "adam_beta1",
     "adam_beta2", "adam_eps", "seed", "length_bucketing", "bucket_window_steps", "select_best",
-    "calibrate",
+    "calibrate", "dropout",
 )
 
 
@@ -37,6 +37,9 @@ class TrainConfig:
         default=None, metadata={"help": "held-out features evaluated at every epoch end"})
     select_best: bool = field(default=False, metadata={
         "help": "end on the epoch with the lowest eval loss (kept in checkpoints/best.pt; needs eval features)"})
+    dropout: float | None = field(default=None, metadata={
+        "help": "the encoder's hidden and attention dropout, which the task heads use too "
+                "(default: the model's own, 0.1 for BERT / RoBERTa / MPNet)"})
     calibrate: bool = field(default=False, metadata={
         "help": "classifiers: fit a softmax temperature on the eval features after training "
                 "(lowers log loss, keeps every prediction)"})
@@ -110,6 +113,8 @@ class TrainConfig:
                              f"got {trial}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1) or unset, got {self.dropout}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.lr <= 0 or self.max_grad_norm <= 0:

@@ -143,7 +143,8 @@ def setup(config: TrainConfig, env: DistEnv, profiler=None) -> _Run:
     run = _Run(config, env, profiler)
     seed_everything(config.seed)  # identical head init on every rank
     run.raw_model = build_model(config.task, config.head, config.model_dir,
-                                data_info=run.train_set.manifest.get("input") or {}).to(env.device)
+                                data_info=run.train_set.manifest.get("input") or {},
+                                dropout=config.dropout).to(env.device)
     run.collate = make_collate(config.task, run.raw_model.encoder.config.pad_token_id or 0, config.pad_to_multiple_of)
     run.optimizer = make_optimizer(run.raw_model, config, env.device)
     warmup_steps = math.ceil(config.warmup_ratio * run.total_steps)

@@ -78,9 +78,16 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def load_encoder(model_dir: str | Path, pooler: bool = False):
+# The config attributes that hold an encoder's dropout (BERT, RoBERTa, MPNet, ELECTRA spell them so).
+DROPOUT_ATTRIBUTES = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def load_encoder(model_dir: str | Path, pooler: bool = False, dropout: float | None = None):
     """The ``AutoModel`` encoder of a local folder (BERT, RoBERTa, MPNet, ELECTRA, ...), float32, SDPA
     attention where the architecture has it; no pooler unless ``pooler``.
+
+    ``dropout`` (None: the folder's own) replaces its hidden and attention dropout; the heads read
+    ``config.hidden_dropout_prob``, so theirs follows. An encoder without those settings is refused.
 
     Without a pooler every parameter gets a gradient each step, so DDP needs no
     ``find_unused_parameters``; a task whose head reads the pooler asks for it. Architectures
@@ -93,6 +100,13 @@ def load_encoder(model_dir: str | Path, pooler: bool = False):
         raise FileNotFoundError(f"{model_dir}: not a model folder (no config.json)")
     with _quiet_transformers():
         config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+        if dropout is not None:
+            missing = [name for name in DROPOUT_ATTRIBUTES if not hasattr(config, name)]
+            if missing:
+                raise ValueError(f"{model_dir}: a {config.model_type} config has no {' / '.join(missing)}, "
+                                 "so --dropout cannot be set for it; leave it unset")
+            for name in DROPOUT_ATTRIBUTES:
+                setattr(config, name, dropout)
         model_class = _encoder_class(config)
         kwargs = {}
         if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
@@ -124,8 +138,10 @@ def encode(encoder: nn.Module, input_ids, attention_mask, token_type_ids=None) -
     return encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
 
 
-def build_model(task: str, head: str, model_dir: str | Path, data_info: dict | None = None) -> nn.Module:
-    """A model to fine-tune: the pretrained encoder from ``model_dir`` plus task ``task``'s fresh ``head``.
+def build_model(task: str, head: str, model_dir: str | Path, data_info: dict | None = None,
+                dropout: float | None = None) -> nn.Module:
+    """A model to fine-tune: the pretrained encoder from ``model_dir`` (its dropout replaced by
+    ``dropout`` when set) plus task ``task``'s fresh ``head``.
 
     Call under a fixed seed: a new head (and any new embedding rows) draws from the global
     torch generator.
@@ -133,7 +149,8 @@ def build_model(task: str, head: str, model_dir: str | Path, data_info: dict | N
     from tasks import get_task
 
     spec = get_task(task)
-    return spec.build_model(head, load_encoder(model_dir, pooler=spec.encoder_pooler), data_info=data_info or {})
+    encoder = load_encoder(model_dir, pooler=spec.encoder_pooler, dropout=dropout)
+    return spec.build_model(head, encoder, data_info=data_info or {})
 
 
 def unwrap(model: nn.Module) -> nn.Module:
