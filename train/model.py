@@ -93,7 +93,7 @@ def load_encoder(model_dir: str | Path, pooler: bool = False, dropout: float | N
     ``find_unused_parameters``; a task whose head reads the pooler asks for it. Architectures
     built without a pooler argument (DistilBERT, DeBERTa) are loaded as they are.
     """
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():

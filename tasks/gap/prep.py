@@ -17,9 +17,7 @@ row whose P, A and B are further apart than the window is skipped with that reas
 
 from __future__ import annotations
 
-import argparse
 import bisect
-import logging
 import re
 import sys
 from dataclasses import asdict, dataclass, field
@@ -29,8 +27,8 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from tasks.gap.read import GapExample, GapFormatError, read_gap
-from prep.pool import MODES, available_cpus
-from prep.stage import ReadResult, run_stage, skip, tqdm_progress
+from prep.cli import add_pool_arguments, prep_parser, run_prep_cli
+from prep.stage import ReadResult, run_stage, skip
 from prep.tokenizer import SpecialTokens, TokenizerExport, default_model_dir, load_backend
 
 _SPECIAL_TOKENS = 2  # [CLS] window [SEP] (BERT) or <s> window </s> (RoBERTa, MPNet): the config's check
@@ -239,38 +237,15 @@ def summarize(manifest: dict, out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prep.gap", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", type=Path, help="GAP TSV file (gap-development.tsv, ...)")
-    parser.add_argument("out_dir", type=Path, help="output folder (replaced atomically)")
-    parser.add_argument("--model-dir", "--tokenizer", dest="tokenizer", type=Path, default=None,
-                        help="local model/tokenizer folder with a fast tokenizer (default: the packaged MiniLM)")
+    parser = prep_parser("python -m prep.gap", __doc__, "GAP TSV file (gap-development.tsv, ...)")
     parser.add_argument("--max-seq-length", type=int, default=GapPrepConfig.max_seq_length,
                         help="tokens per feature, [CLS] and [SEP] included; longer texts are windowed")
-    parser.add_argument("--nproc", type=int, default=max(1, available_cpus() - 1), help="worker processes")
-    parser.add_argument("--mode", choices=MODES, default="shards",
-                        help="shards: one Arrow file per worker; merge: one file written by the main process")
-    parser.add_argument("--rows-per-chunk", type=int, default=64, help="TSV rows per pool task")
-    parser.add_argument("--reserve-cpus", type=int, default=1, help="CPUs kept free when capping --nproc")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
-    parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="default: INFO, or WARNING with --quiet")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level or ("WARNING" if args.quiet else "INFO"), format="%(levelname)s %(message)s")
-    try:
-        config = GapPrepConfig(args.max_seq_length)
-    except (TypeError, ValueError) as err:
-        parser.error(str(err))
-    if args.rows_per_chunk < 1:
-        parser.error(f"--rows-per-chunk must be >= 1, got {args.rows_per_chunk}")
-    try:
-        manifest = prepare_gap(args.input, args.out_dir, args.tokenizer, config, args.nproc, args.mode,
-                               args.rows_per_chunk, args.reserve_cpus, tqdm_progress(args.quiet))
-    except (GapFormatError, FileNotFoundError) as err:
-        # Bad input, not a bug: say what and where, without a traceback.
-        print(f"tasks.gap.prep: error: {err}", file=sys.stderr)
-        return 1
-    print(summarize(manifest, args.out_dir))
-    return 0
+    add_pool_arguments(parser, ("--rows-per-chunk", 64, "TSV rows per pool task"))
+    return run_prep_cli(
+        parser, argv, lambda args: GapPrepConfig(args.max_seq_length),
+        lambda args, config, progress: prepare_gap(args.input, args.out_dir, args.tokenizer, config, args.nproc,
+                                                   args.mode, args.rows_per_chunk, args.reserve_cpus, progress),
+        summarize, (GapFormatError,))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ text classifier trains and scores them; class ids are positions in the task's fi
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,8 +20,9 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from prep.pool import MODES, available_cpus
-from prep.stage import ReadResult, run_stage, tqdm_progress
+from prep.cli import add_pool_arguments, prep_parser, run_prep_cli
+from prep.pool import available_cpus
+from prep.stage import ReadResult, run_stage
 from prep.tokenizer import default_model_dir, load_fast_tokenizer
 from tasks.glue.benchmark import TASKS, parse_tasks
 from tasks.glue.read import GlueFormatError, read_glue
@@ -137,30 +136,15 @@ def summarize(manifest: dict, out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prep glue", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", type=Path, help="an official GLUE TSV (train.tsv, dev.tsv, ...)")
-    parser.add_argument("out_dir", type=Path, help="output folder (replaced atomically)")
-    parser.add_argument("--model-dir", "--tokenizer", dest="tokenizer", type=Path, default=None,
-                        help="local model/tokenizer folder (default: the packaged MiniLM)")
+    parser = prep_parser("python -m prep glue", __doc__, "an official GLUE TSV (train.tsv, dev.tsv, ...)")
     add_dataclass_arguments(parser, GluePrepConfig)
-    parser.add_argument("--nproc", type=int, default=1, help="worker processes (each loads the tokenizer)")
-    parser.add_argument("--mode", choices=MODES, default="shards")
-    parser.add_argument("--reserve-cpus", type=int, default=1, help="CPUs kept free when capping --nproc")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level="WARNING" if args.quiet else "INFO", format="%(levelname)s %(message)s")
-    try:
-        config = GluePrepConfig(**values_for(GluePrepConfig, args))
-    except (TypeError, ValueError) as err:
-        parser.error(str(err))
-    try:
-        manifest = prepare_glue(args.input, args.out_dir, args.tokenizer, config, min(args.nproc, available_cpus()),
-                                args.mode, reserve_cpus=args.reserve_cpus, progress=tqdm_progress(args.quiet))
-    except (GlueFormatError, FileNotFoundError) as err:
-        print(f"glue prep: error: {err}", file=sys.stderr)
-        return 1
-    print(summarize(manifest, args.out_dir))
-    return 0
+    add_pool_arguments(parser, nproc_default=1, nproc_help="worker processes (each loads the tokenizer)")
+    return run_prep_cli(
+        parser, argv, lambda args: GluePrepConfig(**values_for(GluePrepConfig, args)),
+        lambda args, config, progress: prepare_glue(args.input, args.out_dir, args.tokenizer, config,
+                                                    min(args.nproc, available_cpus()), args.mode,
+                                                    reserve_cpus=args.reserve_cpus, progress=progress),
+        summarize, (GlueFormatError,))
 
 
 if __name__ == "__main__":

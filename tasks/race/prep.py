@@ -19,8 +19,6 @@ docs/feature_schema.md (RACE).
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,8 +26,8 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from prep.pool import MODES, available_cpus
-from prep.stage import ReadResult, run_stage, skip, tqdm_progress
+from prep.cli import add_pool_arguments, prep_parser, run_prep_cli
+from prep.stage import ReadResult, run_stage, skip
 from prep.tokenizer import default_model_dir, load_backend, load_fast_tokenizer
 from tasks.race.read import SPLITS, RaceArticle, RaceFormatError, input_digest, qa_text, read_chunks
 
@@ -225,39 +223,20 @@ def summarize(manifest: dict, out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prep.race", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", type=Path, help="RACE JSON Lines file, split folder (RACE/dev) or release root (with --split)")
-    parser.add_argument("out_dir", type=Path, help="output folder (replaced atomically)")
-    parser.add_argument("--model-dir", "--tokenizer", dest="tokenizer", type=Path, default=None,
-                        help="local model/tokenizer folder (default: the packaged MiniLM)")
+    parser = prep_parser("python -m prep.race", __doc__,
+                         "RACE JSON Lines file, split folder (RACE/dev) or release root (with --split)")
     parser.add_argument("--max-seq-length", type=int, default=RacePrepConfig.max_seq_length,
                         help="tokens per passage+question+option sequence; the passage is cut first")
     parser.add_argument("--split", choices=SPLITS, default=None, help="the split folder to read under the release root")
     parser.add_argument("--max-questions", type=int, default=None, help="the input's first N questions only")
     parser.add_argument("--every-nth", type=int, default=1, help="every Nth question only (a spread-out subset)")
-    parser.add_argument("--nproc", type=int, default=max(1, available_cpus() - 1), help="worker processes")
-    parser.add_argument("--mode", choices=MODES, default="shards",
-                        help="shards: one Arrow file per worker; merge: one file written by the main process")
-    parser.add_argument("--articles-per-chunk", type=int, default=16, help="articles per pool task")
-    parser.add_argument("--reserve-cpus", type=int, default=1, help="CPUs kept free when capping --nproc")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
-    parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level or ("WARNING" if args.quiet else "INFO"), format="%(levelname)s %(message)s")
-    try:
-        config = RacePrepConfig(args.max_seq_length, args.split, args.max_questions, args.every_nth)
-    except (TypeError, ValueError) as err:
-        parser.error(str(err))
-    if args.articles_per_chunk < 1:
-        parser.error(f"--articles-per-chunk must be >= 1, got {args.articles_per_chunk}")
-    try:
-        manifest = prepare_race(args.input, args.out_dir, args.tokenizer, config, args.nproc, args.mode,
-                                args.articles_per_chunk, args.reserve_cpus, tqdm_progress(args.quiet))
-    except (RaceFormatError, FileNotFoundError) as err:
-        print(f"prep.race: error: {err}", file=sys.stderr)
-        return 1
-    print(summarize(manifest, args.out_dir))
-    return 0
+    add_pool_arguments(parser, ("--articles-per-chunk", 16, "articles per pool task"))
+    return run_prep_cli(
+        parser, argv,
+        lambda args: RacePrepConfig(args.max_seq_length, args.split, args.max_questions, args.every_nth),
+        lambda args, config, progress: prepare_race(args.input, args.out_dir, args.tokenizer, config, args.nproc,
+                                                    args.mode, args.articles_per_chunk, args.reserve_cpus, progress),
+        summarize, (RaceFormatError,))
 
 
 if __name__ == "__main__":

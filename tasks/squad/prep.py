@@ -24,8 +24,6 @@ question; windows are then cut from the token arrays.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from prep.pool import MODES, available_cpus
+from prep.cli import add_pool_arguments, prep_parser, run_prep_cli
 from tasks.squad.read import SquadFormatError, read_squad
-from prep.stage import ReadResult, run_stage, skip, tqdm_progress
+from prep.stage import ReadResult, run_stage, skip
 from prep.tokenizer import default_model_dir, load_backend
 
 SPLITS = ("train", "eval")
@@ -258,38 +256,20 @@ def summarize(manifest: dict, out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prep.squad", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", type=Path, help="SQuAD v1.1 or v2.0 JSON file")
-    parser.add_argument("out_dir", type=Path, help="output folder (replaced atomically)")
-    parser.add_argument("--model-dir", "--tokenizer", dest="tokenizer", type=Path, default=None,
-                        help="local model/tokenizer folder with a fast tokenizer (default: the packaged MiniLM)")
-    parser.add_argument("--nproc", type=int, default=max(1, available_cpus() - 1))
-    parser.add_argument("--mode", choices=MODES, default="shards")
+    parser = prep_parser("python -m prep.squad", __doc__, "SQuAD v1.1 or v2.0 JSON file")
     parser.add_argument("--max-seq-length", type=int, default=384)
     parser.add_argument("--doc-stride", type=int, default=128, help="overlap in tokens between windows")
     parser.add_argument("--max-query-length", type=int, default=64)
     parser.add_argument("--split", choices=SPLITS, default="train")
     parser.add_argument("--max-articles", type=int, default=None, help="use only the first N articles")
-    parser.add_argument("--contexts-per-chunk", type=int, default=32)
-    parser.add_argument("--reserve-cpus", type=int, default=1, help="CPUs kept free when capping --nproc")
-    parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="default: INFO, or WARNING with --quiet")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level or ("WARNING" if args.quiet else "INFO"), format="%(levelname)s %(message)s")
-    try:
-        config = SquadPrepConfig(args.max_seq_length, args.doc_stride, args.max_query_length, args.split,
-                                 args.max_articles)
-    except ValueError as err:
-        parser.error(str(err))
-    try:
-        manifest = prepare_squad(args.input, args.out_dir, args.tokenizer, config, args.nproc, args.mode,
-                                 args.contexts_per_chunk, args.reserve_cpus, tqdm_progress(args.quiet))
-    except (SquadFormatError, FileNotFoundError) as err:
-        print(f"tasks.squad.prep: error: {err}", file=sys.stderr)
-        return 1
-    print(summarize(manifest, args.out_dir))
-    return 0
+    add_pool_arguments(parser, ("--contexts-per-chunk", 32, "paragraphs (contexts) per pool task"))
+    return run_prep_cli(
+        parser, argv,
+        lambda args: SquadPrepConfig(args.max_seq_length, args.doc_stride, args.max_query_length, args.split,
+                                     args.max_articles),
+        lambda args, config, progress: prepare_squad(args.input, args.out_dir, args.tokenizer, config, args.nproc,
+                                                     args.mode, args.contexts_per_chunk, args.reserve_cpus, progress),
+        summarize, (SquadFormatError,))
 
 
 if __name__ == "__main__":

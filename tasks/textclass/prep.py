@@ -23,9 +23,7 @@ whose label is not in that list is skipped and listed in the manifest.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import re
 import sys
 from dataclasses import asdict, dataclass, field
@@ -35,8 +33,8 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from prep.artifact import MANIFEST
-from prep.pool import MODES, available_cpus
-from prep.stage import ReadResult, run_stage, skip, tqdm_progress
+from prep.cli import add_pool_arguments, prep_parser, run_prep_cli
+from prep.stage import ReadResult, run_stage, skip
 from prep.tokenizer import BertTokens, default_model_dir, load_backend
 from train.cli_args import add_dataclass_arguments, values_for
 from tasks.textclass.read import (FORMATS, LABEL_TYPES, SKIP_UNKNOWN_LABEL, TextClassFormatError, TextExample,
@@ -337,37 +335,15 @@ def summarize(manifest: dict, out_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prep textclass", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", type=Path, help="labelled CSV, TSV or JSON-lines file")
-    parser.add_argument("out_dir", type=Path, help="output folder (replaced atomically)")
-    parser.add_argument("--model-dir", "--tokenizer", dest="tokenizer", type=Path, default=None,
-                        help="local BERT-family model/tokenizer folder (default: the packaged MiniLM)")
+    parser = prep_parser("python -m prep textclass", __doc__, "labelled CSV, TSV or JSON-lines file",
+                         "local BERT-family model/tokenizer folder (default: the packaged MiniLM)")
     add_dataclass_arguments(parser, TextClassPrepConfig)
-    parser.add_argument("--nproc", type=int, default=max(1, available_cpus() - 1), help="worker processes")
-    parser.add_argument("--mode", choices=MODES, default="shards",
-                        help="shards: one Arrow file per worker; merge: one file written by the main process")
-    parser.add_argument("--rows-per-chunk", type=int, default=64, help="texts per pool task")
-    parser.add_argument("--reserve-cpus", type=int, default=1, help="CPUs kept free when capping --nproc")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or info logs")
-    parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="default: INFO, or WARNING with --quiet")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level or ("WARNING" if args.quiet else "INFO"), format="%(levelname)s %(message)s")
-    try:
-        config = TextClassPrepConfig(**values_for(TextClassPrepConfig, args))
-    except (TypeError, ValueError) as err:
-        parser.error(str(err))
-    if args.rows_per_chunk < 1:
-        parser.error(f"--rows-per-chunk must be >= 1, got {args.rows_per_chunk}")
-    try:
-        manifest = prepare_textclass(args.input, args.out_dir, args.tokenizer, config, args.nproc, args.mode,
-                                     args.rows_per_chunk, args.reserve_cpus, tqdm_progress(args.quiet))
-    except (TextClassFormatError, FileNotFoundError) as err:
-        # Bad input, not a bug: say what and where, without a traceback.
-        print(f"textclass prep: error: {err}", file=sys.stderr)
-        return 1
-    print(summarize(manifest, args.out_dir))
-    return 0
+    add_pool_arguments(parser, ("--rows-per-chunk", 64, "texts per pool task"))
+    return run_prep_cli(
+        parser, argv, lambda args: TextClassPrepConfig(**values_for(TextClassPrepConfig, args)),
+        lambda args, config, progress: prepare_textclass(args.input, args.out_dir, args.tokenizer, config, args.nproc,
+                                                         args.mode, args.rows_per_chunk, args.reserve_cpus, progress),
+        summarize, (TextClassFormatError,))
 
 
 if __name__ == "__main__":
