@@ -61,7 +61,7 @@ class SweepSettings(luigi.Task):
     startup_trials = luigi.IntParameter(default=10, description="random trials before TPE models the results")
     pruner = luigi.ChoiceParameter(choices=("median", "none"), default="median")
     pruner_startup_trials = luigi.IntParameter(default=5, description="trials the median pruner waits for")
-    pruner_warmup_epochs = luigi.IntParameter(default=0, description="epochs of a trial that are never pruned")
+    pruner_warmup_epochs = luigi.IntParameter(default=0, description="a trial's first N epochs are never pruned")
     baseline = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                    description="first trial: the configured [<Task>FineTuned] recipe")
     metric = luigi.OptionalParameter(default=None, description="objective (default: the task's sweep_objective)")
@@ -124,8 +124,11 @@ class SweepSettings(luigi.Task):
     def pruner_record(self) -> dict | None:
         if self.pruner == "none":
             return None
+        # Epochs are reported as steps 1, 2, ...; optuna's earliest pruning step is n_warmup_steps, so
+        # N protected epochs is N + 1 (0 stays 0: every epoch can be pruned, as with 1).
+        warmup = self.pruner_warmup_epochs + 1 if self.pruner_warmup_epochs > 0 else 0
         return {"name": "MedianPruner", "kwargs": {"n_startup_trials": self.pruner_startup_trials,
-                                                   "n_warmup_steps": self.pruner_warmup_epochs}}
+                                                   "n_warmup_steps": warmup}}
 
     def resolved_study_name(self) -> str:
         if self.study_name:

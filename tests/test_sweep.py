@@ -188,7 +188,7 @@ def test_pruned_trial_is_recorded_as_pruned_and_its_folder_stays_incomplete(swee
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     settings = dict(task="gap", trials=1, model_dir=str(model), nproc=1, seed=11, baseline=False,
                     space={"epochs": ["choice", 2], "lr": ["log", 1e-3, 2e-3]}, pruner="median",
-                    pruner_startup_trials=2)
+                    pruner_startup_trials=2, pruner_warmup_epochs=0)
     with configured(config):
         sweep = Sweep(**settings)
         study = sweep.open_study(0)

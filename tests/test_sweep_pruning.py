@@ -26,14 +26,15 @@ def work(tmp_path_factory):
             "eval": write_feature_dir(root / "eval", synthetic_gap_table(16, seed=1), "gap", "validation", 64)}
 
 
-def study_with_history(url: str, name: str, epoch_one_value: float):
-    """A study whose two finished trials reported ``epoch_one_value`` after epoch 1."""
+def study_with_history(url: str, name: str, epoch_one_value: float, pruner: dict = MEDIAN, epochs: int = 1):
+    """A study whose two finished trials reported ``epoch_one_value`` after epochs 1..``epochs``."""
     from pipeline.sweep_study import open_study
 
-    study = open_study(url, name, "minimize", "eval_loss", MEDIAN, {"lr": ["log", 1e-4, 1e-2]}, 0, 10)
+    study = open_study(url, name, "minimize", "eval_loss", pruner, {"lr": ["log", 1e-4, 1e-2]}, 0, 10)
     for _ in range(2):
         trial = study.ask()
-        trial.report(epoch_one_value, 1)
+        for epoch in range(1, epochs + 1):
+            trial.report(epoch_one_value, epoch)
         study.tell(trial, epoch_one_value)
     return study
 
@@ -109,3 +110,21 @@ def test_objective_comes_from_the_task_and_can_be_overridden():
         Sweep(task="squad").base_finetune()
     with pytest.raises(ValueError, match="no FullRun plan"):
         Sweep(task="textclass").base_finetune()
+
+
+def test_pruner_warmup_epochs_protects_that_many_epochs(work, tmp_path):
+    """``Sweep --pruner-warmup-epochs 1``: the same bad trial survives epoch 1 and is stopped after epoch 2."""
+    from pipeline.sweep import Sweep
+    from train.loop import train
+    from train.trial import PRUNED_FILE, TrialPruned
+
+    assert Sweep(task="gap", pruner_warmup_epochs=0).pruner_record()["kwargs"]["n_warmup_steps"] == 0
+    pruner = Sweep(task="gap", pruner_startup_trials=2, pruner_warmup_epochs=1).pruner_record()
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = study_with_history(url, "warm", 0.01, pruner, epochs=2)
+    bad = study.ask()
+    out = tmp_path / "run"
+    with pytest.raises(TrialPruned):
+        train(trial_config(work, out, url, "warm", bad.number), single_process("cpu"))
+    assert json.loads((out / PRUNED_FILE).read_text())["epoch"] == 2
+    assert list(study.trials[bad.number].intermediate_values) == [1, 2]
