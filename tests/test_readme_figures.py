@@ -112,9 +112,9 @@ def percent_mean_std(group: dict, key: str) -> list[float]:
     return [100 * group["metrics"][key]["mean"], 100 * group["metrics"][key]["std"]]
 
 
-def sweep_subset() -> tuple[dict, dict, dict]:
-    """The GAP subset sweep: its final step, its report summary and its wall times (docs/results/sweep/gap-subset)."""
-    folder = RESULTS / "sweep" / "gap-subset"
+def sweep_results(name: str = "gap-subset") -> tuple[dict, dict, dict]:
+    """A published GAP sweep: its final step, its report summary and its wall times (docs/results/sweep/<name>)."""
+    folder = RESULTS / "sweep" / name
     return load(folder / "final" / "final.json"), load(folder / "sweep.json"), load(folder / "wall_times.json")
 
 
@@ -186,7 +186,19 @@ def test_results_table_matches_docs_results_json():
     for path in (RESULTS / "gap-mpnet").glob("gap-*.json"):
         run = load(path)
         assert run["train_config"]["model_dir"].endswith("all-mpnet-base-v2") and run["metrics"]["total"] == 2000
-    final, sweep, sweep_walls = sweep_subset()
+    full_final, full_sweep, full_walls = sweep_results("gap-full")
+    full_test = full_final["test"]
+    checks[r"^GAP sweep, all of GAP"] = lambda row: assert_figures(row["result"], [
+        full_sweep["baseline"]["value"], full_sweep["best"]["value"], full_sweep["best"]["params"]["epochs"], *mean_std(full_test, "f1_overall"),
+        full_test["metrics"]["bias_f_over_m"]["mean"], full_test["metrics"]["log_loss"]["mean"],
+        full_test["ensemble"]["f1_overall"], full_test["ensemble"]["bias_f_over_m"], full_test["ensemble"]["log_loss"],
+        82, 0.50, *minutes_seconds(full_walls["wall_seconds"])], row["what"])
+    full_row = find_row(rows, "what", r"^GAP sweep, all of GAP")
+    assert (f"{full_sweep['trials']} trials" in full_row["what"] and f"{full_sweep['pruned']} pruned" in full_row["what"]
+            and full_sweep["best"]["params"]["head"] in full_row["result"]
+            and f"lr {full_sweep['best']['params']['lr']:.1e}".replace("e-0", "e-") in full_row["result"])
+    assert (full_final["seeds"], full_test["runs"]) == ([1, 2, 3], 3) and full_sweep["baseline"]["baseline"]
+    final, sweep, sweep_walls = sweep_results()
     test = final["test"]
     checks[r"^GAP sweep on a documented subset"] = lambda row: assert_figures(row["result"], [
         sweep["best"]["value"], *mean_std(test, "f1_overall"), test["metrics"]["bias_f_over_m"]["mean"],
