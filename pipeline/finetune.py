@@ -21,15 +21,17 @@ forked from this one; a folder left by a crashed attempt is continued with ``--r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import luigi
 
 from pipeline.artifacts import FolderOutput, bertflow, pending_dir, upstream_dir
-from pipeline.console import TrainingReporter
+from pipeline.console import TrainingReporter, say
 from pipeline.params import dataclass_parameters
 from pipeline.prep_tasks import features_task
 from prep.artifact import write_json_atomic
@@ -38,6 +40,7 @@ from prep.pool import available_cpus
 from tasks import all_tasks, task_names
 from train.checkpoint import SCHEMA_VERSION, checkpoint_path
 from train.config import TrainConfig
+from train.gpus import NvmlUnavailable, claimed_gpus
 from train.launch import check_world_size, launch_command, read_progress, run_logged, visible_cuda_devices
 
 _POLL_SECONDS = 5.0
@@ -154,9 +157,30 @@ class FineTuned(luigi.Task):
         config_file = run_dir / LAUNCH_CONFIG
         write_json_atomic(config_file, self.train_config().to_dict())
         argv = ["--config", str(config_file)]
-        self._run_and_report(launch_command(argv, self.world_size), run_dir)
+        with self._claimed_gpus() as env:
+            self._run_and_report(launch_command(argv, self.world_size), run_dir, env)
 
-    def _run_and_report(self, command: list[str], run_dir: Path) -> None:
+    @contextlib.contextmanager
+    def _claimed_gpus(self):
+        """The trainer's environment: on a GPU machine, ``world_size`` GPUs held for this run alone
+        (train.gpus.claimed_gpus: lock files under ``<runs_dir>/.gpu-claims``), so two Luigi
+        workers' trainings never share a GPU; None (this process's environment) on a CPU run."""
+        if self.device == "cpu" or visible_cuda_devices() == 0:
+            yield None
+            return
+        env = dict(os.environ)
+        claims = Path(self.runs_dir or bertflow().runs_dir) / ".gpu-claims"
+        with contextlib.ExitStack() as stack:
+            try:
+                line = stack.enter_context(claimed_gpus(self.world_size, claims, env, say=say))
+            except NvmlUnavailable as err:  # GPUs that NVML cannot see (not NVIDIA): no choice to make
+                say(f"{self.task_family}: GPUs not claimed: {err}")
+                yield None
+                return
+            say(f"{self.task_family}: {line}")
+            yield env
+
+    def _run_and_report(self, command: list[str], run_dir: Path, env: dict | None = None) -> None:
         console = TrainingReporter(self.task_family, self.global_batch_size)
 
         def report() -> None:
@@ -164,7 +188,7 @@ class FineTuned(luigi.Task):
             self._report(progress)
             console(progress)
 
-        run_logged(command, run_dir / "train.log", "training", on_poll=report, poll_seconds=_POLL_SECONDS)
+        run_logged(command, run_dir / "train.log", "training", env=env, on_poll=report, poll_seconds=_POLL_SECONDS)
         self._report(read_progress(run_dir))
 
     def _report(self, progress: dict | None) -> None:

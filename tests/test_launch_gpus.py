@@ -7,7 +7,7 @@ import json
 import pytest
 
 from train import launch
-from train.gpus import GpuChoiceError, GpuInfo, choose_gpus, list_gpus, select_gpus
+from train.gpus import GpuChoiceError, GpuInfo, choose_gpus, claimed_gpus, list_gpus, select_gpus
 from tasks.gap.model import synthetic_gap_table
 from train.testing import write_feature_dir
 
@@ -75,6 +75,32 @@ def test_select_sets_cuda_visible_devices_and_says_which():
         select_gpus(1, {}, FakeNvml(driver=False))
 
 
+def test_concurrent_launches_claim_different_gpus_and_wait_when_none_is_free(tmp_path):
+    import threading
+
+    first, second, third, said = {}, {}, {}, []
+    with claimed_gpus(2, tmp_path / "claims", first, FakeNvml(FOUR)) as line:
+        assert first["CUDA_VISIBLE_DEVICES"] == "1,3" and line.startswith("GPUs: claimed GPU 1 (H100")
+        with claimed_gpus(2, tmp_path / "claims", second, FakeNvml(FOUR)):
+            assert second["CUDA_VISIBLE_DEVICES"] == "0,2"  # the least used of those still free
+            # All four held: a third launch waits until the first block ends, then takes its GPUs.
+            claim = claimed_gpus(2, tmp_path / "claims", third, FakeNvml(FOUR), poll_s=0.02, say=said.append)
+            waiter = threading.Thread(target=claim.__enter__)
+            waiter.start()
+            waiter.join(0.3)
+            assert waiter.is_alive() and "CUDA_VISIBLE_DEVICES" not in third
+            assert said == [f"GPUs: waiting for 2 of 4 to be free of other launches (claims in {tmp_path / 'claims'})"]
+    waiter.join(5)
+    assert not waiter.is_alive() and third["CUDA_VISIBLE_DEVICES"] == "1,3"
+    claim.__exit__(None, None, None)
+    with pytest.raises(GpuChoiceError, match="5 GPU"):
+        with claimed_gpus(5, tmp_path / "claims", {}, FakeNvml(FOUR)):
+            pass
+    preset = {"CUDA_VISIBLE_DEVICES": "2"}  # the user's choice: kept, nothing claimed
+    with claimed_gpus(1, tmp_path / "none", preset, FakeNvml(FOUR)) as line:
+        assert "was set already; kept" in line and not (tmp_path / "none").exists()
+
+
 @pytest.fixture(scope="module")
 def features(tmp_path_factory):
     return write_feature_dir(tmp_path_factory.mktemp("f") / "gap", synthetic_gap_table(24), "gap", "train", 64)
@@ -111,3 +137,23 @@ def test_with_a_host_map_this_hosts_count_picks_its_gpus(tmp_path, features):
     assert "--nproc-per-node=2" in chosen.command and chosen.env["CUDA_VISIBLE_DEVICES"] == "1,3"
     with pytest.raises(launch.LaunchError, match=r"2 GPU\(s\) asked for but this machine has 1"):
         plan(["--hosts", str(hosts), "--host", "127.0.0.1"], features, FakeNvml(FOUR[:1]))
+
+
+def test_two_finetuned_tasks_on_one_gpu_machine_train_on_different_gpus(tmp_path, monkeypatch, capsys):
+    import functools
+
+    import pipeline.finetune as finetune
+
+    monkeypatch.setattr(finetune, "visible_cuda_devices", lambda: 4)
+    monkeypatch.setattr(finetune, "claimed_gpus", functools.partial(claimed_gpus, nvml=FakeNvml(FOUR)))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    common = dict(task="gap", features_dir=str(tmp_path / "f"), runs_dir=str(tmp_path / "runs"), world_size=2)
+    one, two = finetune.FineTuned(**common, lr=1e-4), finetune.FineTuned(**common, lr=2e-4)
+    with one._claimed_gpus() as env_one, two._claimed_gpus() as env_two:
+        assert (env_one["CUDA_VISIBLE_DEVICES"], env_two["CUDA_VISIBLE_DEVICES"]) == ("1,3", "0,2")
+    assert "FineTuned: GPUs: claimed GPU 1 (H100" in capsys.readouterr().out
+    with finetune.FineTuned(**common, device="cpu")._claimed_gpus() as env:
+        assert env is None  # a CPU run inherits this process's environment
+    monkeypatch.setattr(finetune, "claimed_gpus", functools.partial(claimed_gpus, nvml=FakeNvml(driver=False)))
+    with one._claimed_gpus() as env:
+        assert env is None and "GPUs not claimed: NVML is not available" in capsys.readouterr().out

@@ -7,13 +7,20 @@ On a machine with more GPUs than processes (another job may hold some), the laun
 free to fork) for each GPU's memory in use, takes the ``count`` least used (ties: the lower
 index), and sets ``CUDA_VISIBLE_DEVICES`` to them with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, the
 order NVML numbers GPUs in (CUDA's default order, fastest first, can differ). A choice the user
-made already (``CUDA_VISIBLE_DEVICES`` set) is kept.
+made already (``CUDA_VISIBLE_DEVICES`` set) is kept. :func:`claimed_gpus` adds per-GPU lock files,
+so that concurrent launches on one machine (two Luigi workers' trainings) take different GPUs.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, MutableMapping
+from pathlib import Path
+from typing import Any, Callable, Iterator, MutableMapping
 
 MIB = 1 << 20
 
@@ -91,3 +98,55 @@ def select_gpus(count: int, environ: MutableMapping[str, str], nvml: Any = None)
     environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu.index) for gpu in chosen)
     return (f"GPUs: chose {', '.join(gpu.describe() for gpu in chosen)} (least memory in use); "
             f"CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']}")
+
+
+@contextmanager
+def claimed_gpus(count: int, claims_dir: str | Path, environ: MutableMapping[str, str], nvml: Any = None,
+                 poll_s: float = 2.0, say: Callable[[str], None] = print) -> Iterator[str]:
+    """Hold ``count`` GPUs of this machine for one launch, so that concurrent launches (two Luigi
+    workers' trainings) never share one; yields the line that says which.
+
+    Each GPU has a lock file ``<claims_dir>/<host>-gpu<index>.lock``; the least used free GPUs
+    (by memory, as :func:`choose_gpus`) are locked with ``flock`` and set in ``environ`` as in
+    :func:`select_gpus`, and released when the block ends (or the process dies: the kernel drops
+    the locks). While fewer than ``count`` are free, it waits. A ``CUDA_VISIBLE_DEVICES`` set
+    already is the user's choice: kept, nothing claimed.
+    """
+    if environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        yield select_gpus(count, environ, nvml)
+        return
+    claims_dir = Path(claims_dir)
+    claims_dir.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    waited = False
+    while True:
+        gpus = list_gpus(nvml)
+        choose_gpus(gpus, count)  # raises when the machine has fewer than count
+        held = []
+        for gpu in sorted(gpus, key=lambda gpu: (gpu.memory_used_bytes, gpu.index)):
+            fd = os.open(claims_dir / f"{host}-gpu{gpu.index}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            held.append((gpu, fd))
+            if len(held) == count:
+                break
+        if len(held) == count:
+            break
+        for _, fd in held:
+            os.close(fd)  # closing drops the lock
+        if not waited:
+            say(f"GPUs: waiting for {count} of {len(gpus)} to be free of other launches (claims in {claims_dir})")
+            waited = True
+        time.sleep(poll_s)
+    try:
+        chosen = sorted((gpu for gpu, _ in held), key=lambda gpu: gpu.index)
+        environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu.index) for gpu in chosen)
+        yield (f"GPUs: claimed {', '.join(gpu.describe() for gpu in chosen)}; "
+               f"CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']}")
+    finally:
+        for _, fd in held:
+            os.close(fd)
