@@ -70,3 +70,20 @@ def test_dropout_enters_the_run_folder_hash_only_when_set():
     assert finetune.FineTuned(**params, dropout=0.2).run_dir != finetune.FineTuned(**params).run_dir
     with pytest.raises(ValueError, match="dropout must be in"):
         TrainConfig(task="gap", features_dir="x", run_dir="y", dropout=1.5)
+
+
+def test_run_logged_returns_when_the_command_exits_not_at_the_next_poll(tmp_path):
+    import sys
+    import time
+
+    polls = []
+    started = time.monotonic()
+    launch.run_logged([sys.executable, "-c", "import time; time.sleep(0.5)"], tmp_path / "a.log", "sleeper",
+                      on_poll=lambda: polls.append(1), poll_seconds=60)
+    assert time.monotonic() - started < 30 and polls == []  # not the 60 s poll interval
+    launch.run_logged([sys.executable, "-c", "import time; time.sleep(1.5)"], tmp_path / "b.log", "sleeper",
+                      on_poll=lambda: polls.append(1), poll_seconds=0.1)
+    assert len(polls) >= 3  # progress reported while it ran
+    with pytest.raises(RuntimeError, match="failing exited with 3"):
+        launch.run_logged([sys.executable, "-c", "print('the reason'); raise SystemExit(3)"], tmp_path / "c.log",
+                          "failing")

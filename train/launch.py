@@ -27,8 +27,10 @@ import functools
 import hashlib
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -99,6 +101,33 @@ def train_argv(**options) -> list[str]:
     return argv
 
 
+def _pidfd(process: subprocess.Popen) -> int | None:
+    """A file descriptor that becomes readable when ``process`` exits (Linux >= 5.3), else None."""
+    try:
+        return os.pidfd_open(process.pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _exited_within(process: subprocess.Popen, pidfd: int | None, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``process`` to exit; True once it has (and is reaped).
+
+    Not ``Popen.wait(timeout)``: its busy loop takes the Popen's wait lock hundreds of times a
+    second, and a signal handler that raises (Ctrl-C, :func:`prep.stopping.stop_on_signals`) right
+    after an acquire leaves the lock taken, so the stop path's final ``wait()`` hangs for ever (seen
+    in CI). Here the wait is a ``select`` on the pidfd (or short sleeps), holding no lock.
+    """
+    if process.poll() is not None:
+        return True
+    if pidfd is not None:
+        select.select([pidfd], [], [], seconds)
+    else:
+        deadline = time.monotonic() + seconds
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    return process.poll() is not None
+
+
 def run_logged(command: list[str], log_path: Path, what: str, env: dict | None = None,
                on_poll: Callable[[], None] | None = None, poll_seconds: float = 2.0,
                grace_s: float = GRACE_S) -> None:
@@ -115,13 +144,14 @@ def run_logged(command: list[str], log_path: Path, what: str, env: dict | None =
         process = None
         try:
             process = start_process_group(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            while True:
-                try:  # returns the moment the child exits, not at the next poll
-                    process.wait(timeout=poll_seconds)
-                    break
-                except subprocess.TimeoutExpired:
+            pidfd = _pidfd(process)
+            try:
+                while not _exited_within(process, pidfd, poll_seconds):
                     if on_poll is not None:
                         on_poll()
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
         except BaseException:
             if process is not None:
                 stop_process_group(process, grace_s)
