@@ -44,6 +44,10 @@ def finetune_command(model: Path, features: Path, runs: Path, *extra: str) -> li
             "--global-batch-size", "8", "--select-best", "false", "--calibrate", "false", *extra]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for(condition, proc: subprocess.Popen, what: str, timeout_s: float = 240.0):
     deadline = time.monotonic() + timeout_s
     while not (found := condition()):
@@ -103,8 +107,10 @@ def test_sigterm_during_training_leaves_no_process(tiny_gap, tmp_path, world_siz
     runs = tmp_path / "runs"
     command = finetune_command(model, features, runs, "--max-steps", "100000", "--epochs", "1000",
                                "--world-size", str(world_size), "--workers", str(workers))
+    # SIGINT at its default action, as in a terminal: a suite started as a background job (cmd &)
+    # inherits SIGINT ignored, luigi rightly keeps it ignored, and the ctrl-c case would test nothing.
     proc = subprocess.Popen(command, cwd=REPO, env=luigi_env(tmp_path, {}), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, preexec_fn=_default_sigint)
     try:
         run_dir = wait_for(lambda: next((p.parent for p in runs.glob("finetune-gap-*/progress.json")), None),
                            proc, "training progress")
