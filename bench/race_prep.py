@@ -20,11 +20,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.children import fastest_of, run_child
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BERTFLOW_DATA", REPO.parent / "shared" / "data"))
@@ -83,15 +84,8 @@ def run_one(impl: str, input_path: str, nproc: int, work_dir: str, max_seq_lengt
 
 
 def measure(impl: str, input_path: Path, nproc: int, work: Path, max_seq_length: int) -> dict:
-    result_file = work / "result.json"
-    cmd = [sys.executable, "-m", "bench.race_prep", "--child", impl, str(input_path), str(nproc), str(work),
-           str(result_file), str(max_seq_length)]
-    wall = time.perf_counter()
-    if subprocess.run(cmd, cwd=REPO).returncode != 0:
-        raise RuntimeError(f"{impl} nproc={nproc} failed")
-    result = json.loads(result_file.read_text())
-    result.update(impl=impl, nproc=nproc, process_seconds=round(time.perf_counter() - wall, 2),
-                  questions_per_second=round(result["questions"] / result["seconds"], 1))
+    result = run_child("bench.race_prep", impl, input_path, nproc, work, str(max_seq_length))
+    result["questions_per_second"] = round(result["questions"] / result["seconds"], 1)
     return result
 
 
@@ -132,14 +126,8 @@ def main(argv=None) -> int:
         for nproc in args.nprocs:
             kept: dict[str, Path] = {}
             for impl in args.impls:
-                best = None
-                for repeat in range(args.repeats):
-                    work = Path(scratch) / f"{impl}-{nproc}-{repeat}"
-                    work.mkdir()
-                    result = measure(impl, args.input, nproc, work, args.max_seq_length)
-                    if best is None or result["seconds"] < best[0]["seconds"]:
-                        best = (result, work)
-                result, kept[impl] = best
+                result, kept[impl] = fastest_of(args.repeats, scratch, impl, nproc, lambda work: measure(
+                    impl, args.input, nproc, work, args.max_seq_length))
                 rows.append(result)
                 print(f"{impl:<16} {nproc:>5} {result['seconds']:>8.2f} {result['questions']:>9} "
                       f"{result['questions_per_second']:>12.1f}", flush=True)

@@ -21,11 +21,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.children import fastest_of, run_child
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BERTFLOW_DATA", REPO.parent / "shared" / "data"))
@@ -82,15 +83,7 @@ def run_one(impl: str, input_path: str, nproc: int, work_dir: str, args: dict) -
 
 def measure(impl: str, input_path: Path, nproc: int, work: Path, args: dict) -> dict:
     """Parent side: one measurement in a subprocess, its output left in ``work``."""
-    result_file = work / "result.json"
-    cmd = [sys.executable, "-m", "bench.textclass_prep", "--child", impl, str(input_path), str(nproc), str(work),
-           str(result_file), json.dumps(args)]
-    wall = time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO)
-    if done.returncode != 0:
-        raise RuntimeError(f"{impl} nproc={nproc} failed with exit code {done.returncode}")
-    result = json.loads(result_file.read_text())
-    result.update(impl=impl, nproc=nproc, process_seconds=round(time.perf_counter() - wall, 2))
+    result = run_child("bench.textclass_prep", impl, input_path, nproc, work, json.dumps(args))
     result["texts_per_second"] = round(result["texts"] / result["seconds"], 1)
     result["windows_per_second"] = round(result["windows"] / result["seconds"], 1)
     return result
@@ -148,14 +141,8 @@ def main(argv=None) -> int:
         for nproc in args.nprocs:
             kept: dict[str, Path] = {}
             for impl in args.impls:
-                best = None
-                for repeat in range(args.repeats):
-                    work = Path(scratch) / f"{impl}-{nproc}-{repeat}"
-                    work.mkdir()
-                    r = measure(impl, args.input, nproc, work, settings)
-                    if best is None or r["seconds"] < best[0]["seconds"]:
-                        best = (r, work)
-                r, kept[impl] = best
+                r, kept[impl] = fastest_of(args.repeats, scratch, impl, nproc,
+                                           lambda work: measure(impl, args.input, nproc, work, settings))
                 rows.append(r)
                 print(f"{impl:<16} {nproc:>5} {r['seconds']:>8.2f} {r['texts']:>6} {r['windows']:>8} "
                       f"{r['texts_per_second']:>9.0f} {r['windows_per_second']:>10.0f}", flush=True)
