@@ -42,7 +42,13 @@ PROGRESS_FILE = "progress.json"
 
 @functools.lru_cache(maxsize=1)
 def visible_cuda_devices() -> int:
-    """GPUs torch can see, counted in a child process (0 without CUDA)."""
+    """GPUs torch can see, counted in a child process (0 without CUDA); probed once per value of
+    ``CUDA_VISIBLE_DEVICES`` (the probe starts a Python with torch: seconds, asked by several stages)."""
+    return _count_cuda_devices(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+@functools.lru_cache(maxsize=None)
+def _count_cuda_devices(_visible: str | None) -> int:
     probe = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return int(result.stdout.strip().splitlines()[-1])
