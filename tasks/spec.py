@@ -210,6 +210,7 @@ class TaskSpec:
     synthetic_features: Callable[..., Any]
     calibratable: bool = False
     encoder_pooler: bool = False  # the head reads the encoder's pooler output (kept, trained, saved)
+    sequences_per_row: int = 1  # encoder sequences in one feature row (multiple choice: one per option)
     synthetic_data_info: Callable[[], dict] = dict  # the data_info that goes with synthetic_features
     check_features: Callable[[dict, Path, str], None] = _none
     # data: the official files a task knows, and their roles in FullRun (None: not part of FullRun)

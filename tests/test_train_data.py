@@ -116,6 +116,12 @@ def test_train_config_derives_accumulation_from_global_batch():
     assert TrainConfig(**base, global_batch_size=32, world_size=1).accumulation_steps() == 1
     assert TrainConfig(**base, global_batch_size=32, per_device_batch_size=8, world_size=2).accumulation_steps() == 2
     assert TrainConfig(**base, global_batch_size=128, world_size=2).micro_batch_size() == 32
+    # a RACE row holds 4 sequences: the default forward is capped at 8 questions, 32 sequences
+    race = dict(base, task="race", head="mc")
+    assert TrainConfig(**race, global_batch_size=16).micro_batch_size() == 8
+    assert TrainConfig(**race, global_batch_size=16).accumulation_steps() == 2
+    assert TrainConfig(**race, global_batch_size=12).micro_batch_size() == 6
+    assert TrainConfig(**race, global_batch_size=16, per_device_batch_size=4).micro_batch_size() == 4
     with pytest.raises(ValueError, match="not a multiple"):
         TrainConfig(**base, global_batch_size=32, per_device_batch_size=6, world_size=2)
     with pytest.raises(ValueError, match="head"):

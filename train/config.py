@@ -46,9 +46,11 @@ class TrainConfig:
     precision: str = field(default="auto", metadata={
         "help": "fp16 (autocast + GradScaler), bf16, fp32, or auto: fp16 on CUDA, fp32 on CPU (which emulates fp16)",
         "choices": (*PRECISIONS, "auto")})
-    global_batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step, all ranks"})
+    global_batch_size: int = field(default=32, metadata={"help": "feature rows per optimizer step, all ranks "
+                                                                          "(a sequence; a question for multiple choice)"})
     per_device_batch_size: int | None = field(
-        default=None, metadata={"help": "sequences per forward pass (default: global / world size, at most 32)"})
+        default=None, metadata={"help": "feature rows per forward pass (default: global / world size, at most 32 sequences: "
+                                   "8 four-option questions)"})
     world_size: int = field(default=1, metadata={"help": "processes (set by the launcher, not by hand)"})
     epochs: int = field(default=2, metadata={"help": "passes over the training features"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
@@ -141,14 +143,19 @@ class TrainConfig:
         return get_task(task).default_head
 
     def micro_batch_size(self) -> int:
-        """Sequences per forward pass on one device."""
+        """Feature rows per forward pass on one device: by default the per-rank share of the global
+        batch, capped so a forward holds at most 32 encoder sequences (a multiple-choice row is one
+        sequence per option: RACE's cap is 8 questions, 32 sequences)."""
         if self.per_device_batch_size is not None:
             return self.per_device_batch_size
+        from tasks import get_task
+
+        cap = max(1, 32 // get_task(self.task).sequences_per_row)
         per_rank = max(1, self.global_batch_size // self.world_size)
-        if per_rank <= 32:
+        if per_rank <= cap:
             return per_rank
-        # The largest divisor of the per-rank share that is at most 32 keeps the global batch exact.
-        return max(d for d in range(1, 33) if per_rank % d == 0)
+        # The largest divisor of the per-rank share that is at most the cap keeps the global batch exact.
+        return max(d for d in range(1, cap + 1) if per_rank % d == 0)
 
     def accumulation_steps(self) -> int:
         """Micro-batches per optimizer step on each rank (derived, never a separate knob)."""

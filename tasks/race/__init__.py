@@ -56,6 +56,7 @@ SPEC = TaskSpec(
     eval_counts=model.eval_counts,
     synthetic_features=model.synthetic_race_table,
     encoder_pooler=True,
+    sequences_per_row=4,
     save_pretrained=model.save_multiple_choice,
     data_digest=input_digest,
     eval_config=evaluate.RaceEvalConfig,
