@@ -124,6 +124,13 @@ def test_launcher_gpus_flag_runs_that_many_processes_on_the_chosen_gpus(features
     assert cpu.command[1:3] == ["-m", "train"] and cpu.env == {} and "on CPU (gloo)" in cpu.notes[0]
     with pytest.raises(launch.LaunchError, match="NVML is not available"):
         plan(["--gpus", "2"], features, FakeNvml(driver=False))
+    # --device cpu: --gpus counts CPU processes, and the launcher says no GPU is used
+    options = launch.build_parser().parse_args(["--gpus", "2"])
+    on_cpu = launch.plan_launch(options, ["--task", "gap", "--features", str(features), "--out", "x",
+                                          "--global-batch-size", "12", "--device", "cpu"],
+                                environ={}, nvml=FakeNvml(FOUR), python="py")
+    assert "--nproc-per-node=2" in on_cpu.command and on_cpu.env == {}
+    assert on_cpu.notes == ["--device cpu: --gpus 2 runs 2 CPU process(es) (gloo); no GPU is used"]
     with pytest.raises(launch.LaunchError, match=r"5 GPU\(s\) asked for but this machine has 4"):
         plan(["--gpus", "5"], features, FakeNvml(FOUR))
     with pytest.raises(launch.LaunchError, match=r"--gpus must be >= 1, got 0"):

@@ -271,6 +271,9 @@ def plan_launch(options: argparse.Namespace, train_args: list[str], environ: dic
         chosen = dict(environ)  # select_gpus keeps a CUDA_VISIBLE_DEVICES the user set
         notes.append(_choose_gpus(nproc, probe.device, options.gpus is not None, chosen, nvml))
         env.update({name: value for name, value in chosen.items() if environ.get(name) != value})
+    elif options.gpus is not None:
+        notes.append(f"--device cpu: --gpus {options.gpus} runs {options.gpus} CPU process(es) (gloo); "
+                     "no GPU is used")
     nproc = nproc or 1
     if host_map is None:
         check_train_args(train_args, nproc, f"{nproc} process(es)")
