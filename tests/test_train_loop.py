@@ -21,6 +21,7 @@ from train.__main__ import main as train_main
 from train.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from train.config import TrainConfig
 from train.dist import single_process
+from train import loop
 from train.loop import train
 from train.model import load_finetuned
 from train.testing import make_tiny_model_dir, write_feature_dir
@@ -138,6 +139,40 @@ def test_sigkill_mid_epoch_then_resume_equals_unbroken_run(work, tmp_path):
     metrics = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert metrics["steps"] == 30 and metrics["resumed_from_step"] == saved["step"]
     assert json.loads((tmp_path / "unbroken" / "metrics.json").read_text())["resumed_from_step"] is None
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_resumed_run_reports_the_whole_runs_histories(work, tmp_path, monkeypatch):
+    """metrics.json of a run broken after epoch 1's evaluation and resumed lists every logged loss
+    and every evaluation, equal to the unbroken run's."""
+    base = gap_config(work, tmp_path / "unbroken", eval_features_dir=str(work["gap_eval"]), epochs=3,
+                      save_every_n_steps=4, log_every_n_steps=2)
+    unbroken = train(base, LOCAL)
+    broken = base.replace(run_dir=str(tmp_path / "broken"))
+    original = loop.save_checkpoint
+
+    def crash_at_step_12(run):
+        original(run)
+        if run.step >= 12:
+            raise _Crash
+
+    monkeypatch.setattr(loop, "save_checkpoint", crash_at_step_12)
+    with pytest.raises(_Crash):
+        train(broken, LOCAL)
+    monkeypatch.setattr(loop, "save_checkpoint", original)
+    resumed = train(broken.replace(resume=True), LOCAL)
+    assert resumed["resumed_from_step"] == 12 and resumed["steps"] == unbroken["steps"] == 30
+    assert [r["step"] for r in resumed["train_loss_history"]] == [r["step"] for r in unbroken["train_loss_history"]]
+    assert [r["loss"] for r in resumed["train_loss_history"]] == \
+        pytest.approx([r["loss"] for r in unbroken["train_loss_history"]], rel=1e-5)
+    assert [(r["epoch"], r["step"]) for r in resumed["eval"]] == [(1, 10), (2, 20), (3, 30)]
+    assert [r["eval_loss"] for r in resumed["eval"]] == \
+        pytest.approx([r["eval_loss"] for r in unbroken["eval"]], rel=1e-5)
+    written = json.loads((tmp_path / "broken" / "metrics.json").read_text())
+    assert written["eval"] == resumed["eval"] and written["train_loss_history"] == resumed["train_loss_history"]
 
 
 def test_resume_errors_are_clear(work, tmp_path, capsys):

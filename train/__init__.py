@@ -20,7 +20,8 @@ Output folder (``--out``), what later stages may rely on:
 - ``checkpoints/last.pt``: see :mod:`train.checkpoint`; ``--resume`` continues from it.
 - ``tb/``: TensorBoard logs. ``progress.json``: the latest step (for the Luigi task).
 - ``metrics.json``: written last (its presence means the run finished): ``final_train_loss``,
-  ``train_loss_history``, ``eval`` (one record per evaluation), ``final_eval``,
+  ``train_loss_history``, ``eval`` (one record per evaluation; both cover a resumed run's steps
+  before the resume too), ``final_eval``, ``resumed_from_step``,
   ``wall_seconds``, ``throughput`` (sequences/s, real tokens/s, padding fraction) and the
   batch layout.
 """

@@ -4,13 +4,16 @@
 
     {"schema_version", "model", "optimizer", "scheduler", "scaler",
      "step", "epoch", "step_in_epoch",
-     "rng": [per-rank RNG states, index = rank], "world_size", "config"}
+     "rng": [per-rank RNG states, index = rank], "world_size", "config",
+     "histories": JSON text {"train_loss": [...], "eval": [...]}}
 
 ``step`` counts optimizer steps done; ``epoch`` / ``step_in_epoch`` say where in the data the
 run stands (``step_in_epoch`` optimizer steps of ``epoch`` are done). The batch plan is a pure
 function of (seed, epoch, world size, batch sizes), so a resumed run rebuilds the epoch's plan
 and skips ``step_in_epoch`` steps of it; with the model, optimizer, scheduler, grad scaler and
-every rank's RNG restored it then computes what the unbroken run would have.
+every rank's RNG restored it then computes what the unbroken run would have. ``histories`` (the
+logged losses and evaluations so far) lets a resumed run's metrics.json cover the whole run; it is
+optional, so older checkpoints still resume (with histories from the resume on).
 
 The file is written to a temp name in the same folder, fsynced, and renamed over ``last.pt``
 (a crash mid-write leaves the previous checkpoint intact). Everything in it loads with

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import time
@@ -160,6 +161,9 @@ def setup(config: TrainConfig, env: DistEnv, profiler=None) -> _Run:
         if saved["scaler"]:
             run.scaler.load_state_dict(saved["scaler"])
         run.step, run.epoch, run.step_in_epoch = saved["step"], saved["epoch"], saved["step_in_epoch"]
+        # Checkpoints from before the histories were saved resume with empty ones.
+        histories = json.loads(saved.get("histories", "{}"))
+        run.loss_history, run.eval_history = histories.get("train_loss", []), histories.get("eval", [])
     run.model = run.raw_model
     if env.distributed:
         run.model = DDP(run.raw_model, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
@@ -299,6 +303,8 @@ def save_checkpoint(run: _Run) -> None:
             "scaler": run.scaler.state_dict(), "step": run.step, "epoch": run.epoch,
             "step_in_epoch": run.step_in_epoch, "rng": rng, "world_size": run.env.world_size,
             "config": run.config.to_dict(),
+            # JSON text: torch.load(weights_only=True) reads it back whatever the metric values' types
+            "histories": json.dumps({"train_loss": run.loss_history, "eval": run.eval_history}),
         })
     barrier(run.env)
 
@@ -339,7 +345,7 @@ def finish(run: _Run) -> dict:
     metrics = {
         "task": config.task, "head": config.head, "precision": config.precision,
         "world_size": env.world_size, "device": str(env.device), "steps": run.step, "epochs_completed": run.epoch,
-        # --resume: the checkpoint's step (the histories below start after it); None: a fresh run.
+        # --resume: the checkpoint's step (the histories below include the steps before it); None: a fresh run.
         "resumed_from_step": run.first_step if run.saved is not None else None,
         "global_batch_size": config.global_batch_size, "micro_batch_size": run.micro,
         "accumulation_steps": run.accum, "final_train_loss": run.last_loss, "train_loss_history": run.loss_history,
