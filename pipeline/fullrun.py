@@ -30,6 +30,7 @@ import luigi
 from pipeline.artifacts import bertflow, digest, pending_dir, upstream_dir
 from pipeline.evaluate import Evaluation
 from pipeline.finetune import FINETUNED
+from pipeline.params import EncoderDirParameter
 from pipeline.profile import Profile
 from prep.pool import available_cpus
 from tasks import all_tasks
@@ -56,7 +57,7 @@ class FullRun(luigi.Task):
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False,
                                description="prep processes (capped below the CPU count)")
     world_size = luigi.IntParameter(default=1, significant=False, description="training processes (GPUs)")
-    model_dir = luigi.OptionalParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
+    model_dir = EncoderDirParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
     profile = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     profile_task = luigi.OptionalParameter(
         default=None, description="whose training steps to profile (default: the last enabled task in name order)")

@@ -9,10 +9,29 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 
 import luigi
 
 from train.cli_args import MISSING, _base_type
+
+
+class EncoderDirParameter(luigi.OptionalParameter):
+    """A pretrained encoder folder, None meaning the packaged MiniLM. The packaged model's own folder,
+    named explicitly, normalises to None: it is the same encoder, so it finds the default's cached
+    artifacts instead of giving them another name and training again."""
+
+    def normalize(self, x):
+        x = super().normalize(x)
+        if x is None:
+            return None
+        from prep.tokenizer import default_model_dir
+
+        try:
+            packaged = default_model_dir().resolve()
+        except RuntimeError:  # the package is missing: nothing to compare with
+            return x
+        return None if Path(x).resolve() == packaged else x
 
 
 def luigi_parameter(field: dataclasses.Field, hint, *, default=MISSING, significant: bool = True,
@@ -24,6 +43,8 @@ def luigi_parameter(field: dataclasses.Field, hint, *, default=MISSING, signific
     if default is not luigi.parameter._no_value:
         kwargs["default"] = default
     choices = choices or field.metadata.get("choices")
+    if field.name == "model_dir":
+        return EncoderDirParameter(**kwargs)
     if base is bool:
         if optional:
             return luigi.OptionalBoolParameter(**kwargs)

@@ -26,7 +26,7 @@ from prep.artifact import MANIFEST, SCHEMA_VERSION
 from prep.pool import MODES, available_cpus
 from prep.shards import merge_shards, prep_shard
 from prep.tokenizer import default_model_dir, tokenizer_fingerprint
-from pipeline.params import dataclass_parameters
+from pipeline.params import EncoderDirParameter, dataclass_parameters
 from pipeline.splits import SPLITS, Splits
 from tasks import all_tasks, get_task
 
@@ -38,7 +38,7 @@ class _FeaturesTask(luigi.Task):
     splits = luigi.OptionalDictParameter(
         default=None, description="a user-data task's Splits config: the input is one of its split files")
     split_file = luigi.OptionalChoiceParameter(choices=SPLITS, default=None, description="with --splits: which split")
-    model_dir = luigi.OptionalParameter(default=None,
+    model_dir = EncoderDirParameter(default=None,
                                         description="encoder folder whose tokenizer is used (default: the packaged MiniLM)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     mode = luigi.ChoiceParameter(choices=MODES, default="shards", significant=False)

@@ -21,6 +21,7 @@ import luigi
 from pipeline.artifacts import bertflow, digest, pending_dir, upstream_dir
 from pipeline.evaluate import Evaluation
 from pipeline.finetune import FINETUNED
+from pipeline.params import EncoderDirParameter
 from pipeline.prep_tasks import FEATURES
 from prep.pool import available_cpus
 from tasks import all_tasks, get_task
@@ -42,9 +43,9 @@ class SuiteResults(luigi.Task):
     task = ""
     tasks = luigi.Parameter(default="", description="comma-separated members (default: the suite's bundled set)")
     seeds = luigi.IntParameter(default=3, description="runs per member, seeds 1..N")
-    model_dir = luigi.OptionalParameter(default=None,
+    model_dir = EncoderDirParameter(default=None,
                                         description="pretrained encoder folder (default: the packaged MiniLM)")
-    model = luigi.OptionalParameter(default=None, description="the same as --model-dir (either spelling)")
+    model = EncoderDirParameter(default=None, description="the same as --model-dir (either spelling)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     world_size = luigi.IntParameter(default=1, significant=False)
 

@@ -38,6 +38,7 @@ from pipeline.artifacts import bertflow, digest, significant_params, upstream_di
 from pipeline.evaluate import Evaluation
 from pipeline.finetune import FINETUNED
 from pipeline.fullrun import FullRun
+from pipeline.params import EncoderDirParameter
 from prep.artifact import write_json_atomic
 from prep.locking import artifact_lock
 from prep.pool import available_cpus
@@ -71,7 +72,7 @@ class SweepSettings(luigi.Task):
         default=None, description="<Task>FineTuned parameters to start from (default: the task's FullRun roles)")
     test_features = luigi.OptionalDictParameter(
         default=None, description="the final step's test features (default: the plan's test file)")
-    model_dir = luigi.OptionalParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
+    model_dir = EncoderDirParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     world_size = luigi.IntParameter(default=1, significant=False)
 

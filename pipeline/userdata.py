@@ -21,7 +21,7 @@ import luigi
 
 from pipeline.artifacts import bertflow, digest, pending_dir, upstream_dir
 from pipeline.evaluate import Evaluation
-from pipeline.params import dataclass_parameters
+from pipeline.params import EncoderDirParameter, dataclass_parameters
 from pipeline.splits import Splits
 from prep.pool import available_cpus
 from tasks import all_tasks, get_task
@@ -33,7 +33,7 @@ class UserDataRun(luigi.Task):
     """Base of the generated entry tasks (``task`` is fixed by each)."""
 
     task = ""
-    model_dir = luigi.OptionalParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
+    model_dir = EncoderDirParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False,
                                description="prep processes (capped below the CPU count)")
     world_size = luigi.IntParameter(default=1, significant=False, description="training processes (GPUs)")

@@ -72,6 +72,23 @@ def test_dropout_enters_the_run_folder_hash_only_when_set():
         TrainConfig(task="gap", features_dir="x", run_dir="y", dropout=1.5)
 
 
+def test_the_packaged_models_own_folder_is_the_default_encoder(tmp_path, monkeypatch):
+    """Naming the packaged MiniLM's folder (by any spelling) finds the default's artifacts, not new ones."""
+    from pipeline import FullRun, GlueResults, Sweep
+    from prep.tokenizer import default_model_dir
+
+    packaged = default_model_dir()
+    monkeypatch.chdir(packaged.parent)
+    params = dict(task="gap", features_dir="/x/features/gap-development-abc", runs_dir="/x/runs", lr=1e-4)
+    for spelling in (str(packaged), f"./{packaged.name}/", str(packaged.parent / ".." / packaged.parent.name / packaged.name)):
+        assert finetune.FineTuned(**params, model_dir=spelling).run_dir == finetune.FineTuned(**params).run_dir
+        assert FullRun(model_dir=spelling).task_id == FullRun().task_id
+        assert GlueResults(model=spelling).encoder_dir() is None and Sweep(task="gap", model_dir=spelling).model_dir is None
+    other = make_tiny_model_dir(tmp_path / "tiny")
+    assert FullRun(model_dir=str(other)).model_dir == str(other)
+    assert finetune.FineTuned(**params, model_dir=str(other)).run_dir != finetune.FineTuned(**params).run_dir
+
+
 def test_run_logged_returns_when_the_command_exits_not_at_the_next_poll(tmp_path):
     import sys
     import time
