@@ -39,7 +39,7 @@ class _FeaturesTask(luigi.Task):
         default=None, description="a user-data task's Splits config: the input is one of its split files")
     split_file = luigi.OptionalChoiceParameter(choices=SPLITS, default=None, description="with --splits: which split")
     model_dir = EncoderDirParameter(default=None,
-                                        description="encoder folder whose tokenizer is used (default: the packaged MiniLM)")
+                                    description="encoder folder whose tokenizer is used (default: the packaged MiniLM)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     mode = luigi.ChoiceParameter(choices=MODES, default="shards", significant=False)
     reserve_cpus = luigi.IntParameter(default=1, significant=False)

@@ -44,7 +44,7 @@ class SuiteResults(luigi.Task):
     tasks = luigi.Parameter(default="", description="comma-separated members (default: the suite's bundled set)")
     seeds = luigi.IntParameter(default=3, description="runs per member, seeds 1..N")
     model_dir = EncoderDirParameter(default=None,
-                                        description="pretrained encoder folder (default: the packaged MiniLM)")
+                                    description="pretrained encoder folder (default: the packaged MiniLM)")
     model = EncoderDirParameter(default=None, description="the same as --model-dir (either spelling)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     world_size = luigi.IntParameter(default=1, significant=False)
