@@ -106,10 +106,11 @@ def features(tmp_path_factory):
     return write_feature_dir(tmp_path_factory.mktemp("f") / "gap", synthetic_gap_table(24), "gap", "train", 64)
 
 
-def plan(argv, features, nvml, environ=None):
+def plan(argv, features, nvml, environ=None, train_args=()):
     options = launch.build_parser().parse_args(argv)
     return launch.plan_launch(options, ["--task", "gap", "--features", str(features), "--out", "x",
-                                        "--global-batch-size", "12"], environ=environ or {}, nvml=nvml, python="py")
+                                        "--global-batch-size", "12", *train_args],
+                              environ=environ or {}, nvml=nvml, python="py")
 
 
 def test_launcher_gpus_flag_runs_that_many_processes_on_the_chosen_gpus(features):
@@ -125,10 +126,7 @@ def test_launcher_gpus_flag_runs_that_many_processes_on_the_chosen_gpus(features
     with pytest.raises(launch.LaunchError, match="NVML is not available"):
         plan(["--gpus", "2"], features, FakeNvml(driver=False))
     # --device cpu: --gpus counts CPU processes, and the launcher says no GPU is used
-    options = launch.build_parser().parse_args(["--gpus", "2"])
-    on_cpu = launch.plan_launch(options, ["--task", "gap", "--features", str(features), "--out", "x",
-                                          "--global-batch-size", "12", "--device", "cpu"],
-                                environ={}, nvml=FakeNvml(FOUR), python="py")
+    on_cpu = plan(["--gpus", "2"], features, FakeNvml(FOUR), train_args=("--device", "cpu"))
     assert "--nproc-per-node=2" in on_cpu.command and on_cpu.env == {}
     assert on_cpu.notes == ["--device cpu: --gpus 2 runs 2 CPU process(es) (gloo); no GPU is used"]
     with pytest.raises(launch.LaunchError, match=r"5 GPU\(s\) asked for but this machine has 4"):
