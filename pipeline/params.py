@@ -1,7 +1,8 @@
 """Luigi parameters derived from a stage's config dataclass, so the two can never disagree.
 
 Each field becomes a parameter of the same name and default (Optional types become Luigi's
-Optional* parameters, booleans take explicit true/false on the command line); a field's
+Optional* parameters, booleans take explicit true/false on the command line, except a field with
+``metadata["flag"]`` and default False: a switch such as ``--no-fold``); a field's
 ``metadata["help"]`` is its description.
 """
 
@@ -46,6 +47,8 @@ def luigi_parameter(field: dataclasses.Field, hint, *, default=MISSING, signific
     if field.name == "model_dir":
         return EncoderDirParameter(**kwargs)
     if base is bool:
+        if field.metadata.get("flag") and not optional and default is False:
+            return luigi.BoolParameter(**kwargs)  # a plain switch: --no-fold
         if optional:
             return luigi.OptionalBoolParameter(**kwargs)
         return luigi.BoolParameter(parsing=luigi.BoolParameter.EXPLICIT_PARSING, **kwargs)

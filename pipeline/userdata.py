@@ -4,7 +4,8 @@
         --label-column label --local-scheduler
 
 The entry's parameters are the task's split-config fields (files, columns, split ratios, seed),
-plus ``--model-dir``, ``--nproc``, ``--world-size``. It requires one ``Evaluation`` on the test
+its further options if the plan has them (textclass: ``--no-fold``, ``--fold-stride``,
+``--fold-pool``), plus ``--model-dir``, ``--nproc``, ``--world-size``. It requires one ``Evaluation`` on the test
 split of a model fine-tuned on the train split, chosen on the validation split: ``Splits`` ->
 ``<Task>Features`` x 3 -> ``<Task>FineTuned`` -> ``Evaluation``, every knob from luigi.cfg
 sections or ``--Task-param`` flags as in FullRun. Its output is a run summary like FullRun's,
@@ -42,10 +43,19 @@ class UserDataRun(luigi.Task):
         plan = get_task(self.task).user_data
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(plan.split_config)}
 
+    def option_values(self) -> tuple[dict, dict]:
+        """(prep values, evaluation values) of the plan's further flags (``--no-fold``), if it has any."""
+        plan = get_task(self.task).user_data
+        if plan.options is None:
+            return {}, {}
+        options = plan.options(**{f.name: getattr(self, f.name) for f in dataclasses.fields(plan.options)})
+        return plan.option_values(options)
+
     def features_params(self, split: str) -> dict:
         plan = get_task(self.task).user_data
         config = plan.split_config(**self.split_config())
-        params = {"splits": self.split_config(), "split_file": split, **plan.prep_values(config)}
+        params = {"splits": self.split_config(), "split_file": split, **plan.prep_values(config),
+                  **self.option_values()[0]}
         if self.model_dir is not None:
             params["model_dir"] = self.model_dir
         return params
@@ -56,7 +66,8 @@ class UserDataRun(luigi.Task):
         finetune = {"train_features": self.features_params("train"),
                     "select_features": self.features_params("validation"), "model_dir": self.model_dir}
         return Evaluation(task=self.task, finetune=finetune, test_features=self.features_params("test"),
-                          input=str(splits.split_path("test")), world_size=self.world_size, prep_nproc=self.nproc)
+                          input=str(splits.split_path("test")), world_size=self.world_size, prep_nproc=self.nproc,
+                          **self.option_values()[1])
 
     def requires(self):
         return self.evaluation()
@@ -93,7 +104,8 @@ class UserDataRun(luigi.Task):
 def _entry_class(spec) -> type:
     plan = spec.user_data
     return type(plan.entry, (UserDataRun,), {
-        **dataclass_parameters(plan.split_config), "task": spec.name, "__module__": __name__,
+        **dataclass_parameters(plan.split_config), **(dataclass_parameters(plan.options) if plan.options else {}),
+        "task": spec.name, "__module__": __name__,
         "__doc__": f"{spec.description}: the user's file(s) split, featurised, fine-tuned and evaluated.",
     })
 

@@ -97,6 +97,11 @@ class UserDataPlan:
     ``folder`` (publishing the folder atomically, e.g. with ``prep.artifact.atomic_output_dir``)
     and returns the manifest. ``prep_values(config)`` gives the prep-config values
     that read those files (the same for the three splits).
+
+    ``options`` (optional) is a frozen dataclass of further entry flags that are not about the
+    data (e.g. ``--no-fold``); ``option_values(options)`` turns them into ``(prep values,
+    evaluation values)`` for the three features tasks and the test ``Evaluation``. A value it
+    leaves out is the luigi.cfg section's (``[<Task>Features]``, ``[Evaluation]``).
     """
 
     entry: str
@@ -105,6 +110,8 @@ class UserDataPlan:
     write_splits: Callable[[Any, Path], dict]
     prep_values: Callable[[Any], dict]
     split_suffix: str = "jsonl"
+    options: type | None = None
+    option_values: Callable[[Any], tuple[dict, dict]] | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import luigi
 import pytest
+from luigi.cmdline_parser import CmdlineParser
 from luigi.execution_summary import LuigiStatusCode
 
 from tests.conftest import shared_data
@@ -87,6 +88,32 @@ def test_text_classification_runs_caches_and_reruns_what_changed(setup, monkeypa
         started = build(TextClassification(**params, split_seed=7))
         assert started == ["Evaluation", "Splits", "TextClassification", "TextclassFeatures", "TextclassFeatures",
                            "TextclassFeatures", "TextclassFineTuned"]
+
+        # The folding flags as a user types them: --no-fold truncates (new features, the same splits) and
+        # --fold-pool max scores the texts anew.
+        argv = ["TextClassification", "--data", str(data), "--text-column", "Text", "--label-column", "Category",
+                "--id-column", "ArticleId", "--model-dir", str(model), "--nproc", "1", "--no-fold",
+                "--fold-pool", "max"]
+        with CmdlineParser.global_instance(argv) as parser:
+            flagged = parser.get_task_obj()
+        assert build(flagged) == ["Evaluation", "TextClassification", "TextclassFeatures", "TextclassFeatures",
+                                  "TextclassFeatures", "TextclassFineTuned"]
+        features = flagged.artifacts()["features"]
+        for folder in features.values():
+            manifest = json.loads((folder / "manifest.json").read_text())
+            assert manifest["config"]["fold"] is False
+            counts = manifest["counts"]
+            assert counts["features_out"] == counts["texts_truncated"] == counts["examples_in"] > 0  # a window a text
+        eval_dir = flagged.artifacts()["evals"]["textclass"]
+        assert flagged.requires().eval_config().fold_pool == "max"
+        assert eval_dir.name != evaluation.name
+    # The luigi.cfg spelling builds the same features (found, not rebuilt); the fine-tune's name includes the
+    # features parameters as given, so that spelling trains once under its own name.
+    with configured({**config, "TextclassFeatures": {**config["TextclassFeatures"], "fold": "false"},
+                     "Evaluation": {**config["Evaluation"], "fold_pool": "max"}}):
+        assert build(TextClassification(**params)) == ["Evaluation", "TextClassification", "TextclassFineTuned"]
+    with pytest.raises(ValueError, match="--fold-stride needs folding"):
+        TextClassification(**params, no_fold=True, fold_stride=16).requires()
 
 
 def test_missing_input_file_is_a_clear_error(setup):

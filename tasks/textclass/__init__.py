@@ -42,5 +42,7 @@ SPEC = TaskSpec(
         input_fields=("data", "validation_data", "test_data"),
         write_splits=userdata.write_user_splits,
         prep_values=userdata.split_prep_values,
+        options=userdata.TextClassOptions,
+        option_values=userdata.option_values,
     ),
 )

@@ -7,6 +7,8 @@ One file: a seeded split, stratified by label, exact-duplicate texts kept in one
 (:mod:`tasks.textclass.split`). Already split data: ``--validation-data`` and ``--test-data``
 (the test file alone: validation is cut from ``--data``). Every split is written as JSON lines
 with the columns id, text, text_pair, label, so the three feature tasks read them alike.
+The entry's folding flags (``--no-fold``, ``--fold-stride N``, ``--fold-pool mean|max``) are
+:class:`TextClassOptions`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.textclass.evaluate import FOLD_POOLS
 from tasks.textclass.read import FORMATS, LABEL_TYPES, read_examples
 from tasks.textclass.split import split_examples, write_splits
 
@@ -62,3 +65,29 @@ def split_prep_values(config: TextClassSplitConfig) -> dict:
     return {"text_column": "text", "label_column": "label", "id_column": "id", "format": "jsonl",
             "text_pair_column": "text_pair" if config.text_pair_column else None,
             "label_type": "float" if config.label_type == "float" else "auto"}
+
+
+@dataclass(frozen=True)
+class TextClassOptions:
+    """The entry's folding flags. Unset, [TextclassFeatures] and [Evaluation] in luigi.cfg decide."""
+
+    no_fold: bool = field(default=False, metadata={
+        "flag": True, "help": "truncate each text to its first window instead of folding it into several"})
+    fold_stride: int | None = field(default=None, metadata={
+        "help": "overlap in tokens between a text's consecutive windows (default 0: plain folding)"})
+    fold_pool: str | None = field(default=None, metadata={
+        "help": "how a text's window logits combine at evaluation: mean (default) or max", "choices": FOLD_POOLS})
+
+    def __post_init__(self):
+        if self.fold_stride is not None and self.fold_stride < 0:
+            raise ValueError(f"--fold-stride must be >= 0, got {self.fold_stride}")
+        if self.no_fold and self.fold_stride:
+            raise ValueError("--fold-stride needs folding: drop --no-fold, or the stride")
+
+
+def option_values(options: TextClassOptions) -> tuple[dict, dict]:
+    """(prep values, evaluation values) of the set flags."""
+    prep = {"fold": False} if options.no_fold else {}
+    if options.fold_stride is not None:
+        prep["fold_stride"] = options.fold_stride
+    return prep, ({"fold_pool": options.fold_pool} if options.fold_pool is not None else {})
