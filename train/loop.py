@@ -194,7 +194,10 @@ def setup(config: TrainConfig, env: DistEnv, profiler=None) -> _Run:
 
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN runs bf16 matmuls natively here (AVX512-BF16 or AMX), not by emulation."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # a private op: a build may lack it
+    except (AttributeError, RuntimeError):
+        return True  # unknown: say nothing rather than warn wrongly
 
 
 def precision_warning(precision: str, device_type: str) -> str | None:
