@@ -223,3 +223,43 @@ def test_text_classification_pipeline_agrees_with_our_model(exported, hf_tokeniz
     assert [a["label"] for a in answers] == [label for label, _ in ours]
     assert [a["score"] for a in answers] == pytest.approx([score for _, score in ours], abs=1e-5)
     assert len({label for label, _ in ours}) > 1  # the check could not pass with a constant answer
+
+
+@pytest.mark.parametrize("family", ["mpnet", "roberta"])
+def test_roberta_style_export_keeps_the_pooler_in_the_classifier_and_round_trips(family, mpnet_tokenizer_dir,
+                                                                                  tmp_path):
+    """MPNet / RoBERTa sequence classifiers have no pooler; their head is dense + tanh + out_proj: our pooler's
+    dense goes there, and our own loader (load_finetuned) puts it back instead of a freshly initialised one."""
+    import json
+
+    from transformers import AutoModelForSequenceClassification
+
+    from train.model import load_encoder, load_finetuned, save_finetuned
+    from train.testing import make_tiny_encoder_dir
+
+    encoder_dir = make_tiny_encoder_dir(tmp_path / "encoder", mpnet_tokenizer_dir,
+                                        model_type="roberta" if family == "roberta" else None, dropout=0.0)
+    torch.manual_seed(0)
+    model = build_model("linear", load_encoder(encoder_dir, pooler=True), data_info=CLASSIFY).eval()
+    torch.nn.init.normal_(model.encoder.pooler.dense.weight, std=0.5)  # unlike any fresh initialisation
+    torch.nn.init.normal_(model.head.weight, std=1.0)
+    model.head.temperature.fill_(2.0)
+    save_finetuned(model, tmp_path / "run", encoder_dir)
+    (tmp_path / "run" / "train_config.json").write_text(
+        json.dumps({"task": "textclass", "head": "linear", "data_info": CLASSIFY}), encoding="utf-8")
+
+    hf_model, info = AutoModelForSequenceClassification.from_pretrained(
+        str(tmp_path / "run" / "model"), output_loading_info=True, local_files_only=True)
+    assert type(hf_model).__name__ == f"{'Roberta' if family == 'roberta' else 'MPNet'}ForSequenceClassification"
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert getattr(hf_model.base_model, "pooler", None) is None
+    loaded, _ = load_finetuned(tmp_path / "run")
+    assert not torch.equal(load_encoder(tmp_path / "run" / "model", pooler=True).pooler.dense.weight,
+                           model.encoder.pooler.dense.weight)  # the loader alone cannot know the pooler
+    batch = collate_textclass(synthetic_textclass_table(6, seed=6, min_len=5, max_len=30), pad_id=1)
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
+    with torch.inference_mode():
+        ours = model(**inputs)
+        torch.testing.assert_close(hf_model.eval()(**inputs).logits, ours)  # temperature folded in
+        torch.testing.assert_close(loaded(**inputs), ours)
+    assert float(ours.std(0).max()) > 1e-3  # the texts' logits differ: equal logits are not a constant's

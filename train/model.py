@@ -208,6 +208,8 @@ def load_finetuned(out_dir: str | Path, device: str | torch.device = "cpu"):
     train_config = json.loads(config_path.read_text(encoding="utf-8"))
     spec = get_task(train_config["task"])
     encoder = load_encoder(out_dir / MODEL_SUBDIR, pooler=spec.encoder_pooler)
+    if spec.restore_pretrained is not None:
+        spec.restore_pretrained(encoder, out_dir / MODEL_SUBDIR)
     model = spec.build_model(train_config["head"], encoder, data_info=train_config.get("data_info") or {})
     head_state = load_file(str(out_dir / HEAD_FILE))
     if "temperature" in dict(model.head.named_buffers()):

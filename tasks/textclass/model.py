@@ -23,6 +23,7 @@ temperature is folded into the saved classifier's weights, so the exported model
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -190,13 +191,22 @@ def synthetic_textclass_table(rows: int, seed: int = 0, min_len: int = 12, max_l
     })
 
 
+# RoBERTa / MPNet style sequence classifiers: no pooler in the base model; the classification head
+# is dense -> tanh -> out_proj on the first token, i.e. the encoder's pooler followed by our Linear.
+_HEAD_DENSE = "classifier.dense."
+
+
 def save_sequence_classification(model: TextClassifier, folder: str | Path) -> None:
     """Save ``model`` as ``AutoModelForSequenceClassification`` (``BertForSequenceClassification`` for BERT).
 
-    Both state dicts load strictly (the encoder with its pooler; ``classifier`` is our head), so
-    no weight of the saved model is newly initialised on load. ``id2label`` / ``label2id`` are the
-    model's label names. The temperature is folded into the classifier (weight and bias divided
-    by it): ``Linear`` is linear, so the saved logits are ours, calibrated, with no extra module.
+    Both state dicts load strictly, so no weight of the saved model is newly initialised on load.
+    BERT-style (the base model has a pooler, ``classifier`` is a Linear): the encoder with its
+    pooler, and our head as ``classifier``. RoBERTa / MPNet style (no pooler in the base model,
+    ``classifier`` is dense + tanh + ``out_proj``): the pooler's dense becomes ``classifier.dense``
+    (the same tanh follows it) and our head ``classifier.out_proj``; :func:`restore_pooler` puts it
+    back when our own loader reads the folder. ``id2label`` / ``label2id`` are the model's label
+    names. The temperature is folded into the last Linear (weight and bias divided by it), so the
+    saved logits are ours, calibrated, with no extra module.
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -206,11 +216,45 @@ def save_sequence_classification(model: TextClassifier, folder: str | Path) -> N
     config.label2id = {name: i for i, name in enumerate(model.labels)}
     config.problem_type = "regression" if model.regression else "single_label_classification"
     hf_model = AutoModelForSequenceClassification.from_config(config)
-    hf_model.base_model.load_state_dict(model.encoder.state_dict(), strict=True)
     scale = 1.0 if model.regression else model.head.temperature.detach()
-    hf_model.classifier.load_state_dict(
-        {"weight": model.head.weight.detach() / scale, "bias": model.head.bias.detach() / scale}, strict=True)
+    last = {"weight": model.head.weight.detach() / scale, "bias": model.head.bias.detach() / scale}
+    encoder_state = model.encoder.state_dict()
+    if getattr(hf_model.base_model, "pooler", None) is None and hasattr(hf_model.classifier, "out_proj"):
+        pooler = {key[len("pooler."):]: value for key, value in encoder_state.items() if key.startswith("pooler.")}
+        if set(pooler) != {"dense.weight", "dense.bias"}:
+            raise ValueError(f"a {config.model_type} encoder's pooler ({sorted(pooler)}) does not map onto "
+                             f"{type(hf_model).__name__}'s classifier (dense, out_proj)")
+        hf_model.base_model.load_state_dict(
+            {key: value for key, value in encoder_state.items() if not key.startswith("pooler.")}, strict=True)
+        hf_model.classifier.load_state_dict(
+            {"dense.weight": pooler["dense.weight"], "dense.bias": pooler["dense.bias"],
+             **{f"out_proj.{name}": value for name, value in last.items()}}, strict=True)
+    else:
+        hf_model.base_model.load_state_dict(encoder_state, strict=True)
+        hf_model.classifier.load_state_dict(last, strict=True)
     hf_model.save_pretrained(str(folder))
+
+
+def restore_pooler(encoder, folder: str | Path) -> None:
+    """After ``load_encoder(folder, pooler=True)``: a RoBERTa / MPNet style export keeps the pooler's
+    dense as ``classifier.dense`` (see :func:`save_sequence_classification`); copy it back into
+    ``encoder.pooler``, which the loader could only initialise. A BERT-style folder is left alone."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    files = (sorted({folder / name for name in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
+             if index.is_file() else [folder / "model.safetensors"])
+    found = {}
+    for path in files:
+        with safe_open(str(path), "pt") as weights:
+            found.update({key[len(_HEAD_DENSE):]: weights.get_tensor(key)
+                          for key in weights.keys() if key.startswith(_HEAD_DENSE)})
+    if not found:
+        return
+    if getattr(encoder, "pooler", None) is None:
+        raise ValueError(f"{folder}: its classifier holds the pooler's dense, but this encoder has no pooler")
+    encoder.pooler.dense.load_state_dict(found, strict=True)
 
 
 def classifier_spec_fields() -> dict:
@@ -218,4 +262,4 @@ def classifier_spec_fields() -> dict:
     return dict(heads=HEADS, default_head="linear", build_model=build_model, collate=collate_textclass, loss=loss,
                 eval_counts=eval_counts, synthetic_features=synthetic_textclass_table,
                 synthetic_data_info=synthetic_data_info, calibratable=True, encoder_pooler=True,
-                save_pretrained=save_sequence_classification)
+                save_pretrained=save_sequence_classification, restore_pretrained=restore_pooler)
