@@ -183,6 +183,21 @@ def test_results_table_matches_docs_results_json():
     mpnet_row = find_row(rows, "what", r"^GAP test with the base-size all-mpnet-base-v2")
     assert f"{len(mpnet_group['seeds'])} seed" in mpnet_row["what"]
     assert mpnet_group["group"]["head"] == "multiply" and "multiply head" in mpnet_row["what"]
+    # MPNet on BBC, truncated (docs/results/textclass-mpnet.json): its seeds, next to MiniLM's truncated mean.
+    [bbc_mpnet] = load(RESULTS / "textclass-mpnet.json")["groups"]
+    bbc_walls = load(RESULTS / "textclass-mpnet" / "wall_times.json")
+    shown = (lambda key: [100 * bbc_mpnet["metrics"][key]["mean"]] if bbc_mpnet["runs"] == 1
+             else percent_mean_std(bbc_mpnet, key))
+    checks[r"^BBC news topics with the base-size MPNet"] = lambda row: assert_figures(row["result"], [
+        *shown("accuracy"), *shown("macro_f1"), bbc_test_texts(), *percent_mean_std(textclass(False), "accuracy"),
+        *minutes_seconds(bbc_walls["wall_seconds"])], row["what"])
+    bbc_row = find_row(rows, "what", r"^BBC news topics with the base-size MPNet")
+    assert f"{bbc_mpnet['runs']} seed" in bbc_row["what"] and bbc_mpnet["seeds"] == [p["seed"] for p in bbc_walls["parts"]]
+    for path in (RESULTS / "textclass-mpnet").glob("textclass-*.json"):
+        run = load(path)
+        assert run["train_config"]["model_dir"].endswith("all-mpnet-base-v2") and run["train_config"]["lr"] == 3e-5
+        assert run["inputs"]["features_config"]["fold"] is False and run["inputs"]["features_config"]["max_seq_length"] == 128
+        assert run["counts"]["texts"] == bbc_test_texts()
     for path in (RESULTS / "gap-mpnet").glob("gap-*.json"):
         run = load(path)
         assert run["train_config"]["model_dir"].endswith("all-mpnet-base-v2") and run["metrics"]["total"] == 2000
