@@ -23,6 +23,7 @@ from train.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from train.config import TrainConfig
 from train.dist import single_process
 from train import loop
+from train import model as train_model
 from train.loop import train
 from train.model import load_finetuned
 from train.testing import make_tiny_model_dir, write_feature_dir
@@ -97,10 +98,10 @@ def test_world_size_2_on_gloo_matches_world_size_1(work, tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_mixed_precision_on_cpu_lowers_the_loss(work, tmp_path, precision, monkeypatch, caplog):
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)  # both are then emulated: the log says so
+    monkeypatch.setattr(train_model, "cpu_has_native_bf16", lambda: False)  # both are then emulated: the log says so
     with caplog.at_level(logging.WARNING, logger="train.loop"):
         metrics = train(gap_config(work, tmp_path / precision, precision=precision, epochs=3), LOCAL)
-    assert loop.precision_warning(precision, "cpu") in caplog.messages
+    assert train_model.precision_warning(precision, "cpu") in caplog.messages
     history = losses(tmp_path / precision)
     assert torch.isfinite(history).all()
     assert history[-3:].mean() < history[:3].mean() - 0.2
@@ -113,15 +114,15 @@ def test_mixed_precision_on_cpu_lowers_the_loss(work, tmp_path, precision, monke
 
 
 def test_precision_warning_only_for_an_emulated_half_precision(monkeypatch):
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
-    assert "emulated" in loop.precision_warning("bf16", "cpu")
-    assert "fp16 on CPU" in loop.precision_warning("fp16", "cpu")
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
-    assert loop.precision_warning("bf16", "cpu") is None
-    assert "fp16 on CPU" in loop.precision_warning("fp16", "cpu")
-    assert loop.precision_warning("fp32", "cpu") is None
-    assert loop.precision_warning("bf16", "cuda") is None
-    assert loop.precision_warning("fp16", "cuda") is None
+    monkeypatch.setattr(train_model, "cpu_has_native_bf16", lambda: False)
+    assert "emulated" in train_model.precision_warning("bf16", "cpu")
+    assert "fp16 on CPU" in train_model.precision_warning("fp16", "cpu")
+    monkeypatch.setattr(train_model, "cpu_has_native_bf16", lambda: True)
+    assert train_model.precision_warning("bf16", "cpu") is None
+    assert "fp16 on CPU" in train_model.precision_warning("fp16", "cpu")
+    assert train_model.precision_warning("fp32", "cpu") is None
+    assert train_model.precision_warning("bf16", "cuda") is None
+    assert train_model.precision_warning("fp16", "cuda") is None
 
 
 def test_sigkill_mid_epoch_then_resume_equals_unbroken_run(work, tmp_path):

@@ -35,7 +35,7 @@ from train.dist import DistEnv, all_gather_objects, all_reduce_sum, barrier, to_
 from train.metrics_log import METRICS_FILE, RunLogger, TrainClock, write_json_atomic
 from train.evaluation import calibrate_temperature, evaluate
 from tasks import get_task
-from train.model import TRAIN_CONFIG_FILE, autocast_context, build_model, save_finetuned
+from train.model import TRAIN_CONFIG_FILE, autocast_context, build_model, precision_warning, save_finetuned
 from train.tracing import NullProfiler, Tracer
 from train.trial import TrialReporter
 
@@ -190,28 +190,6 @@ def setup(config: TrainConfig, env: DistEnv, profiler=None) -> _Run:
     run.best = ckpt.load_best(run.best_file) if config.select_best and saved is not None else None
     run.trial = TrialReporter(config.trial_storage, config.trial_study, config.trial_number, run.run_dir, env)
     return run
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 matmuls natively here (AVX512-BF16 or AMX), not by emulation."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # a private op: a build may lack it
-    except (AttributeError, RuntimeError):
-        return True  # unknown: say nothing rather than warn wrongly
-
-
-def precision_warning(precision: str, device_type: str) -> str | None:
-    """What to tell a user whose CPU emulates the half precision they asked for (it still trains)."""
-    if device_type != "cpu":
-        return None
-    if precision == "fp16":
-        return ("fp16 on CPU: autocast float16 + GradScaler work, but most CPUs emulate fp16 matmuls "
-                "(several times slower than fp32); use --precision fp32/auto, or bf16 on a CPU with AVX512-BF16/AMX")
-    if precision == "bf16" and not cpu_has_native_bf16():
-        return (f"bf16 on a CPU without AVX512-BF16/AMX (torch reports {torch.backends.cpu.get_cpu_capability()}): "
-                "autocast bfloat16 is emulated, many times slower than fp32 (measured on such a CPU: 6 MPNet "
-                "steps of 16 sequences unfinished after 10 min, against 9 s a step in fp32); use --precision fp32/auto")
-    return None
 
 
 def _log_setup(run: _Run) -> None:
