@@ -164,7 +164,7 @@ class _Crash(Exception):
 
 def test_a_resumed_run_reports_the_whole_runs_histories(work, tmp_path, monkeypatch):
     """metrics.json of a run broken after epoch 1's evaluation and resumed lists every logged loss
-    and every evaluation, equal to the unbroken run's."""
+    and every evaluation, equal to the unbroken run's, and a wall time that counts both processes."""
     base = gap_config(work, tmp_path / "unbroken", eval_features_dir=str(work["gap_eval"]), epochs=3,
                       save_every_n_steps=4, log_every_n_steps=2)
     unbroken = train(base, LOCAL)
@@ -172,6 +172,8 @@ def test_a_resumed_run_reports_the_whole_runs_histories(work, tmp_path, monkeypa
     original = loop.save_checkpoint
 
     def crash_at_step_12(run):
+        if run.step >= 12:
+            time.sleep(1.5)  # the broken process's time up to its last checkpoint: at least 1.5 s
         original(run)
         if run.step >= 12:
             raise _Crash
@@ -190,6 +192,8 @@ def test_a_resumed_run_reports_the_whole_runs_histories(work, tmp_path, monkeypa
         pytest.approx([r["eval_loss"] for r in unbroken["eval"]], rel=1e-5)
     written = json.loads((tmp_path / "broken" / "metrics.json").read_text())
     assert written["eval"] == resumed["eval"] and written["train_loss_history"] == resumed["train_loss_history"]
+    assert written["wall_seconds"] >= written["wall_seconds_this_process"] + 1.5
+    assert unbroken["wall_seconds"] == pytest.approx(unbroken["wall_seconds_this_process"], abs=0.01)
 
 
 def test_resume_errors_are_clear(work, tmp_path, capsys):

@@ -22,6 +22,7 @@ Output folder (``--out``), what later stages may rely on:
 - ``metrics.json``: written last (its presence means the run finished): ``final_train_loss``,
   ``train_loss_history``, ``eval`` (one record per evaluation; both cover a resumed run's steps
   before the resume too), ``final_eval``, ``resumed_from_step``,
-  ``wall_seconds``, ``throughput`` (sequences/s, real tokens/s, padding fraction) and the
-  batch layout.
+  ``wall_seconds`` (a resumed run's includes each earlier process's time up to its last
+  checkpoint; ``wall_seconds_this_process`` is this one's), ``throughput`` (sequences/s, real
+  tokens/s, padding fraction; this process's steps) and the batch layout.
 """

@@ -121,8 +121,8 @@ class _Run:
         self.step = self.epoch = self.step_in_epoch = 0
         self.loss_history: list[dict] = []
         self.eval_history: list[dict] = []
-        self.last_loss = None
-        self.best = None
+        self.wall_before = 0.0  # --resume: earlier processes' wall time, up to their last checkpoint
+        self.last_loss = self.best = None
 
     def _load_saved(self) -> dict | None:
         if self.config.resume:
@@ -164,6 +164,7 @@ def setup(config: TrainConfig, env: DistEnv, profiler=None) -> _Run:
         # Checkpoints from before the histories were saved resume with empty ones.
         histories = json.loads(saved.get("histories", "{}"))
         run.loss_history, run.eval_history = histories.get("train_loss", []), histories.get("eval", [])
+        run.wall_before = histories.get("wall_seconds", 0.0)
     run.model = run.raw_model
     if env.distributed:
         run.model = DDP(run.raw_model, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
@@ -304,7 +305,8 @@ def save_checkpoint(run: _Run) -> None:
             "step_in_epoch": run.step_in_epoch, "rng": rng, "world_size": run.env.world_size,
             "config": run.config.to_dict(),
             # JSON text: torch.load(weights_only=True) reads it back whatever the metric values' types
-            "histories": json.dumps({"train_loss": run.loss_history, "eval": run.eval_history}),
+            "histories": json.dumps({"train_loss": run.loss_history, "eval": run.eval_history,
+                                     "wall_seconds": run.wall_before + time.perf_counter() - run.started}),
         })
     barrier(run.env)
 
@@ -352,7 +354,8 @@ def finish(run: _Run) -> dict:
         "eval": run.eval_history, "final_eval": run.eval_history[-1] if run.eval_history else None,
         "selected": selected,  # select_best: the epoch whose weights were saved
         "calibration": calibration,  # calibrate: temperature and eval loss before / after
-        "wall_seconds": time.perf_counter() - run.started,
+        "wall_seconds": run.wall_before + time.perf_counter() - run.started,  # with earlier processes' (--resume)
+        "wall_seconds_this_process": time.perf_counter() - run.started,
         "throughput": _throughput(run),
     }
     if env.is_main:
