@@ -17,7 +17,8 @@ The engines call these and nothing else task-specific:
   ``check_features(manifest, features_dir, purpose)``, ``save_pretrained(model, folder)`` (optional:
   write ``OUT/model/`` as the Hugging Face class that loads with the head, e.g.
   ``AutoModelForQuestionAnswering``; unset, the bare encoder is written) and ``restore_pretrained(encoder,
-  folder)`` (optional: what :func:`train.model.load_finetuned` does after loading the encoder from it).
+  folder)`` (optional: what :func:`train.model.load_finetuned` and ``build_model`` do after loading
+  the encoder from a folder).
   ``data_digest(path)`` (optional): the input's sha256 for a ``--data`` that may be a folder.
 - evaluation (``eval/``): ``eval_config`` (dataclass), ``evaluate(context) -> EvalOutcome``,
   ``metric_rows(summary)`` and ``report_sections(summary, out_dir, plot_data, written)`` for
@@ -227,8 +228,8 @@ class TaskSpec:
     user_data: UserDataPlan | None = None  # the user's own files: a generated entry task (pipeline/userdata.py)
     suite: SuitePlan | None = None  # a benchmark of member tasks: a generated results entry (pipeline/suite.py)
     save_pretrained: Callable[[Any, Path], None] | None = None
-    # after load_finetuned loads the encoder from that folder: put back what save_pretrained moved
-    # out of the encoder (a RoBERTa/MPNet classifier keeps the pooler's dense in its head)
+    # after load_finetuned / build_model load the encoder from a folder: put back what save_pretrained
+    # moved out of the encoder (a RoBERTa/MPNet classifier keeps the pooler's dense in its head)
     restore_pretrained: Callable[[Any, Path], None] | None = None
     # the sha256 recorded for a --data input that may be a folder (raises FileNotFoundError when
     # missing); unset, --data must be a file and its sha256 is used

@@ -229,12 +229,13 @@ def test_text_classification_pipeline_agrees_with_our_model(exported, hf_tokeniz
 def test_roberta_style_export_keeps_the_pooler_in_the_classifier_and_round_trips(family, mpnet_tokenizer_dir,
                                                                                   tmp_path):
     """MPNet / RoBERTa sequence classifiers have no pooler; their head is dense + tanh + out_proj: our pooler's
-    dense goes there, and our own loader (load_finetuned) puts it back instead of a freshly initialised one."""
+    dense goes there, and our own loader (load_finetuned) puts it back instead of a freshly initialised one;
+    so does a new fine-tune that starts from the exported folder."""
     import json
 
     from transformers import AutoModelForSequenceClassification
 
-    from train.model import load_encoder, load_finetuned, save_finetuned
+    from train.model import build_model as build_to_finetune, load_encoder, load_finetuned, save_finetuned
     from train.testing import make_tiny_encoder_dir
 
     encoder_dir = make_tiny_encoder_dir(tmp_path / "encoder", mpnet_tokenizer_dir,
@@ -263,3 +264,6 @@ def test_roberta_style_export_keeps_the_pooler_in_the_classifier_and_round_trips
         torch.testing.assert_close(hf_model.eval()(**inputs).logits, ours)  # temperature folded in
         torch.testing.assert_close(loaded(**inputs), ours)
     assert float(ours.std(0).max()) > 1e-3  # the texts' logits differ: equal logits are not a constant's
+    again = build_to_finetune("textclass", "linear", tmp_path / "run" / "model", data_info=CLASSIFY)
+    torch.testing.assert_close(again.encoder.pooler.dense.weight, model.encoder.pooler.dense.weight)
+    torch.testing.assert_close(again.encoder.pooler.dense.bias, model.encoder.pooler.dense.bias)

@@ -172,6 +172,8 @@ def build_model(task: str, head: str, model_dir: str | Path, data_info: dict | N
 
     spec = get_task(task)
     encoder = load_encoder(model_dir, pooler=spec.encoder_pooler, dropout=dropout)
+    if spec.restore_pretrained is not None:  # e.g. a RoBERTa classifier's folder: its pooler is in the head
+        spec.restore_pretrained(encoder, model_dir)
     return spec.build_model(head, encoder, data_info=data_info or {})
 
 

@@ -238,7 +238,8 @@ def save_sequence_classification(model: TextClassifier, folder: str | Path) -> N
 def restore_pooler(encoder, folder: str | Path) -> None:
     """After ``load_encoder(folder, pooler=True)``: a RoBERTa / MPNet style export keeps the pooler's
     dense as ``classifier.dense`` (see :func:`save_sequence_classification`); copy it back into
-    ``encoder.pooler``, which the loader could only initialise. A BERT-style folder is left alone."""
+    ``encoder.pooler``, which the loader could only initialise. A BERT-style folder, or one whose
+    weights are not in safetensors files, is left alone."""
     from safetensors import safe_open
 
     folder = Path(folder)
@@ -246,7 +247,7 @@ def restore_pooler(encoder, folder: str | Path) -> None:
     files = (sorted({folder / name for name in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
              if index.is_file() else [folder / "model.safetensors"])
     found = {}
-    for path in files:
+    for path in (path for path in files if path.is_file()):
         with safe_open(str(path), "pt") as weights:
             found.update({key[len(_HEAD_DENSE):]: weights.get_tensor(key)
                           for key in weights.keys() if key.startswith(_HEAD_DENSE)})
