@@ -213,6 +213,23 @@ def test_results_table_matches_docs_results_json():
             and full_sweep["best"]["params"]["head"] in full_row["result"]
             and f"lr {full_sweep['best']['params']['lr']:.1e}".replace("e-0", "e-") in full_row["result"])
     assert (full_final["seeds"], full_test["runs"]) == ([1, 2, 3], 3) and full_sweep["baseline"]["baseline"]
+    msweep_final, msweep, msweep_walls = sweep_results("gap-mpnet")
+    msweep_test, msweep_best = msweep_final["test"], msweep["best"]
+    checks[r"^GAP sweep with the base-size MPNet"] = lambda row: assert_figures(row["result"], [
+        msweep["baseline"]["value"], msweep_best["value"], msweep_best["params"]["epochs"],
+        msweep_best["params"]["global_batch_size"], *mean_std(msweep_test, "f1_overall"),
+        msweep_test["metrics"]["bias_f_over_m"]["mean"], msweep_test["metrics"]["log_loss"]["mean"],
+        msweep_test["ensemble"]["f1_overall"], msweep_test["ensemble"]["bias_f_over_m"], msweep_test["ensemble"]["log_loss"],
+        86, 0.98, 0.45, *minutes_seconds(msweep_walls["wall_seconds"])], row["what"])
+    msweep_row = find_row(rows, "what", r"^GAP sweep with the base-size MPNet")
+    assert (f"{msweep['trials']} trials" in msweep_row["what"] and f"{msweep['pruned']} pruned" in msweep_row["what"]
+            and msweep_best["params"]["head"] in msweep_row["result"]
+            and f"lr {msweep_best['params']['lr']:.1e}".replace("e-0", "e-") in msweep_row["result"])
+    assert (msweep_final["seeds"], msweep_test["runs"]) == ([1, 2, 3], 3) and msweep["baseline"]["baseline"]
+    assert msweep_final["study"] == msweep["study"] and msweep_final["best"]["trial_number"] == msweep_best["trial_number"]
+    for path in (RESULTS / "sweep" / "gap-mpnet" / "final").glob("gap-*.json"):
+        run = load(path)
+        assert run["train_config"]["model_dir"].endswith("all-mpnet-base-v2") and run["metrics"]["total"] == 2000
     final, sweep, sweep_walls = sweep_results()
     test = final["test"]
     checks[r"^GAP sweep on a documented subset"] = lambda row: assert_figures(row["result"], [
