@@ -38,10 +38,11 @@ def sort_trials(records: list[dict], direction: str) -> list[dict]:
 
 
 def _study_view(study: optuna.Study, numbers: list[int], direction: str) -> optuna.Study:
-    """An in-memory study holding just these trials (the plots show this sweep's trials only)."""
+    """An in-memory study holding just these trials (the plots show this sweep's trials only), in the
+    study's order: ``add_trials`` numbers them as they come, and ``numbers`` is in slot order."""
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     view = optuna.create_study(direction=direction)
-    view.add_trials([by_number[n] for n in numbers if n in by_number])
+    view.add_trials([by_number[n] for n in sorted(numbers) if n in by_number])
     return view
 
 

@@ -128,3 +128,19 @@ def test_pruner_warmup_epochs_protects_that_many_epochs(work, tmp_path):
         train(trial_config(work, out, url, "warm", bad.number), single_process("cpu"))
     assert json.loads((out / PRUNED_FILE).read_text())["epoch"] == 2
     assert list(study.trials[bad.number].intermediate_values) == [1, 2]
+
+
+def test_report_plots_trials_in_the_studys_order_whatever_the_slot_order():
+    """Slots claim trials in any order (Luigi ran slot 5 first in the MPNet sweep); the history plot's
+    study view must keep trial order, or its x axis shows slots and its best-so-far line is wrong."""
+    import optuna
+
+    from pipeline.sweep_report import _study_view
+
+    study = optuna.create_study(direction="minimize")
+    for value in (3.0, 1.0, 2.0):
+        trial = study.ask()
+        study.tell(trial, value)
+    view = _study_view(study, [2, 0, 1], "minimize")  # the records, in slot order
+    assert [t.value for t in view.trials] == [3.0, 1.0, 2.0]
+    assert [t.number for t in view.trials] == [0, 1, 2]
