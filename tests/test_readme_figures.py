@@ -118,6 +118,36 @@ def sweep_results(name: str = "gap-subset") -> tuple[dict, dict, dict]:
     return load(folder / "final" / "final.json"), load(folder / "sweep.json"), load(folder / "wall_times.json")
 
 
+def mean_std(group: dict, key: str) -> list[float]:
+    return [group["metrics"][key]["mean"], group["metrics"][key]["std"]]
+
+
+def minutes_seconds(seconds: float) -> list[float]:
+    return list(divmod(seconds, 60))
+
+
+def add_full_sweep_check(checks: dict, pattern: str, name: str, params: list[str], targets: list[float]) -> None:
+    """The row of a sweep of all of GAP (docs/results/sweep/<name>): validation baseline -> best, the best
+    settings ``params``, its 3 seeds' gap-test mean and ensemble, the issue's ``targets``, the wall time; its
+    label names the trial and pruned counts, the best head and learning rate."""
+    final, sweep, walls = sweep_results(name)
+    test, best = final["test"], sweep["best"]
+    assert (final["seeds"], test["runs"]) == ([1, 2, 3], 3) and sweep["baseline"]["baseline"]
+    assert final["study"] == sweep["study"] and final["best"]["trial_number"] == best["trial_number"]
+
+    def check(row):
+        assert_figures(row["result"], [
+            sweep["baseline"]["value"], best["value"], *(best["params"][p] for p in params),
+            *mean_std(test, "f1_overall"), test["metrics"]["bias_f_over_m"]["mean"], test["metrics"]["log_loss"]["mean"],
+            test["ensemble"]["f1_overall"], test["ensemble"]["bias_f_over_m"], test["ensemble"]["log_loss"],
+            *targets, *minutes_seconds(walls["wall_seconds"])], row["what"])
+        assert (f"{sweep['trials']} trials" in row["what"] and f"{sweep['pruned']} pruned" in row["what"]
+                and best["params"]["head"] in row["result"]
+                and f"lr {best['params']['lr']:.1e}".replace("e-0", "e-") in row["result"])
+
+    checks[pattern] = check
+
+
 def test_results_table_matches_docs_results_json():
     rows = next(t for t in tables(section(README.read_text(encoding="utf-8"), "Results")) if "result" in t[0])
     multiply, concat, segment = (gap_group(h) for h in ("multiply", "concat", "segment"))
@@ -126,12 +156,6 @@ def test_results_table_matches_docs_results_json():
     walls = load(RESULTS / "wall_times.json")["commands"]
     race = {g["group"]["head"]: g for g in load(RESULTS / "race.json")["groups"]}
     race_walls = load(RESULTS / "race" / "wall_times.json")
-
-    def mean_std(group, key):
-        return [group["metrics"][key]["mean"], group["metrics"][key]["std"]]
-
-    def minutes_seconds(seconds):
-        return list(divmod(seconds, 60))
 
     checks = {
         r"^GAP test, multiply head .*mean ± std": lambda row: assert_figures(row["result"], [
@@ -201,32 +225,9 @@ def test_results_table_matches_docs_results_json():
     for path in (RESULTS / "gap-mpnet").glob("gap-*.json"):
         run = load(path)
         assert run["train_config"]["model_dir"].endswith("all-mpnet-base-v2") and run["metrics"]["total"] == 2000
-    full_final, full_sweep, full_walls = sweep_results("gap-full")
-    full_test = full_final["test"]
-    checks[r"^GAP sweep, all of GAP"] = lambda row: assert_figures(row["result"], [
-        full_sweep["baseline"]["value"], full_sweep["best"]["value"], full_sweep["best"]["params"]["epochs"], *mean_std(full_test, "f1_overall"),
-        full_test["metrics"]["bias_f_over_m"]["mean"], full_test["metrics"]["log_loss"]["mean"],
-        full_test["ensemble"]["f1_overall"], full_test["ensemble"]["bias_f_over_m"], full_test["ensemble"]["log_loss"],
-        82, 0.50, *minutes_seconds(full_walls["wall_seconds"])], row["what"])
-    full_row = find_row(rows, "what", r"^GAP sweep, all of GAP")
-    assert (f"{full_sweep['trials']} trials" in full_row["what"] and f"{full_sweep['pruned']} pruned" in full_row["what"]
-            and full_sweep["best"]["params"]["head"] in full_row["result"]
-            and f"lr {full_sweep['best']['params']['lr']:.1e}".replace("e-0", "e-") in full_row["result"])
-    assert (full_final["seeds"], full_test["runs"]) == ([1, 2, 3], 3) and full_sweep["baseline"]["baseline"]
-    msweep_final, msweep, msweep_walls = sweep_results("gap-mpnet")
-    msweep_test, msweep_best = msweep_final["test"], msweep["best"]
-    checks[r"^GAP sweep with the base-size MPNet"] = lambda row: assert_figures(row["result"], [
-        msweep["baseline"]["value"], msweep_best["value"], msweep_best["params"]["epochs"],
-        msweep_best["params"]["global_batch_size"], *mean_std(msweep_test, "f1_overall"),
-        msweep_test["metrics"]["bias_f_over_m"]["mean"], msweep_test["metrics"]["log_loss"]["mean"],
-        msweep_test["ensemble"]["f1_overall"], msweep_test["ensemble"]["bias_f_over_m"], msweep_test["ensemble"]["log_loss"],
-        86, 0.98, 0.45, *minutes_seconds(msweep_walls["wall_seconds"])], row["what"])
-    msweep_row = find_row(rows, "what", r"^GAP sweep with the base-size MPNet")
-    assert (f"{msweep['trials']} trials" in msweep_row["what"] and f"{msweep['pruned']} pruned" in msweep_row["what"]
-            and msweep_best["params"]["head"] in msweep_row["result"]
-            and f"lr {msweep_best['params']['lr']:.1e}".replace("e-0", "e-") in msweep_row["result"])
-    assert (msweep_final["seeds"], msweep_test["runs"]) == ([1, 2, 3], 3) and msweep["baseline"]["baseline"]
-    assert msweep_final["study"] == msweep["study"] and msweep_final["best"]["trial_number"] == msweep_best["trial_number"]
+    add_full_sweep_check(checks, r"^GAP sweep, all of GAP", "gap-full", ["epochs"], [82, 0.50])
+    add_full_sweep_check(checks, r"^GAP sweep with the base-size MPNet", "gap-mpnet", ["epochs", "global_batch_size"],
+                         [86, 0.98, 0.45])
     for path in (RESULTS / "sweep" / "gap-mpnet" / "final").glob("gap-*.json"):
         run = load(path)
         assert run["train_config"]["model_dir"].endswith("all-mpnet-base-v2") and run["metrics"]["total"] == 2000
