@@ -171,10 +171,16 @@ def build_model(task: str, head: str, model_dir: str | Path, data_info: dict | N
     from tasks import get_task
 
     spec = get_task(task)
-    encoder = load_encoder(model_dir, pooler=spec.encoder_pooler, dropout=dropout)
-    if spec.restore_pretrained is not None:  # e.g. a RoBERTa classifier's folder: its pooler is in the head
-        spec.restore_pretrained(encoder, model_dir)
-    return spec.build_model(head, encoder, data_info=data_info or {})
+    return spec.build_model(head, _task_encoder(spec, model_dir, dropout), data_info=data_info or {})
+
+
+def _task_encoder(spec, folder: str | Path, dropout: float | None = None):
+    """``folder``'s encoder as task ``spec`` uses it: with a pooler if its head reads one, and with what the
+    task's export moved out of the encoder put back (a RoBERTa/MPNet classifier keeps the pooler in its head)."""
+    encoder = load_encoder(folder, pooler=spec.encoder_pooler, dropout=dropout)
+    if spec.restore_pretrained is not None:
+        spec.restore_pretrained(encoder, folder)
+    return encoder
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -231,9 +237,7 @@ def load_finetuned(out_dir: str | Path, device: str | torch.device = "cpu"):
 
     train_config = json.loads(config_path.read_text(encoding="utf-8"))
     spec = get_task(train_config["task"])
-    encoder = load_encoder(out_dir / MODEL_SUBDIR, pooler=spec.encoder_pooler)
-    if spec.restore_pretrained is not None:
-        spec.restore_pretrained(encoder, out_dir / MODEL_SUBDIR)
+    encoder = _task_encoder(spec, out_dir / MODEL_SUBDIR)
     model = spec.build_model(train_config["head"], encoder, data_info=train_config.get("data_info") or {})
     head_state = load_file(str(out_dir / HEAD_FILE))
     if "temperature" in dict(model.head.named_buffers()):
