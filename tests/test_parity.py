@@ -1,0 +1,47 @@
+"""A refactoring changes no artifact name and no training step: checked against tests/golden/,
+recorded by ``python -m tests.parity --record`` before the change (see tests/parity.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests import parity
+from tests.conftest import shared_data
+
+
+def test_every_published_artifact_keeps_its_name():
+    shared_data("gap/gap-development.tsv")
+    shared_data("textclass/bbc-news/train.csv")
+    recorded = json.loads(parity.NAMES_FILE.read_text())
+    found = parity.artifact_names()
+    assert sorted(found) == sorted(recorded)
+    for command in recorded:
+        changed = {task: (recorded[command].get(task), paths) for task, paths in found[command].items()
+                   if recorded[command].get(task) != paths}
+        assert not changed, f"{command}: changed output paths (recorded, now): {changed}"
+        assert sorted(found[command]) == sorted(recorded[command]), f"{command}: other tasks in the DAG"
+
+
+@pytest.mark.usefixtures("one_cpu_thread")
+def test_fixed_seed_losses_match_the_recorded_ones():
+    """Per-step training losses, held-out figures, selection and calibration of each task. Recorded
+    on one CPU; another vector width sums in another order, hence the tolerance (measured identical
+    where they were recorded)."""
+    recorded = json.loads(parity.LOSSES_FILE.read_text())
+    found = parity.training_losses()
+    assert sorted(found) == sorted(recorded)
+    for task, want in recorded.items():
+        got = found[task]
+        torch.testing.assert_close(torch.tensor(got["train"]), torch.tensor(want["train"]), rtol=1e-4, atol=1e-5,
+                                   msg=lambda m: f"{task} training losses: {m}")
+        assert [e["epoch"] for e in got["eval"]] == [e["epoch"] for e in want["eval"]]
+        torch.testing.assert_close(torch.tensor([e["eval_loss"] for e in got["eval"]]),
+                                   torch.tensor([e["eval_loss"] for e in want["eval"]]), rtol=1e-4, atol=1e-5)
+        assert (got["selected"] or {}).get("epoch") == (want["selected"] or {}).get("epoch"), task
+        assert (got["calibration"] is None) == (want["calibration"] is None), task
+        if want["calibration"]:
+            assert got["calibration"]["eval_loss_after"] == pytest.approx(want["calibration"]["eval_loss_after"],
+                                                                          rel=1e-3)
