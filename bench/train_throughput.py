@@ -63,27 +63,28 @@ def prepare_features(work: Path, squad_json: Path, gap_tsv: Path) -> dict[str, P
 class _LossModule(torch.nn.Module):
     """Our model behind the Trainer's interface (returns {"loss"}); counts real tokens in training."""
 
-    def __init__(self, model):
+    def __init__(self, model, loss):
         super().__init__()
-        self.model = model
+        self.model, self.loss = model, loss
         self.real_tokens = 0
 
     def forward(self, **batch):
         batch.pop("num_items_in_batch", None)
         if self.training:
             self.real_tokens += int(batch["attention_mask"].sum())
-        return {"loss": get_task(self.model.task).loss(self.model(**batch), batch)}
+        return {"loss": self.loss(self.model(**batch), batch)}
 
 
 def run_trainer(task: str, features: Path, model_dir: Path, batch_size: int, steps: int, padding: str,
                 precision: str, work: Path) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    spec = get_task(task).train
     dataset = FeatureSet(features, task)
     pad_to = dataset.max_seq_length if padding == "max_length" else 1
-    collate = make_collate(task, 0, pad_to)
+    collate = make_collate(spec, 0, pad_to)
     torch.manual_seed(0)
-    module = _LossModule(build_model(task, TrainConfig.default_head(task), model_dir))
+    module = _LossModule(build_model(spec, spec.default_head, model_dir), spec.loss)
     marks: list[tuple[float, int]] = []
 
     class Clock(TrainerCallback):
@@ -109,12 +110,13 @@ def run_ours(task: str, features: Path, model_dir: Path, batch_size: int, steps:
              work: Path, env: DistEnv, bucketing: bool = True, per_device: int | None = None) -> dict:
     out = work / f"ours-{task}-{precision}-{'bucket' if bucketing else 'plain'}"
     shutil.rmtree(out, ignore_errors=True)
+    spec = get_task(task).train
     config = TrainConfig(task=task, features_dir=str(features), run_dir=str(out), model_dir=str(model_dir),
-                         head=TrainConfig.default_head(task), precision=precision, global_batch_size=batch_size,
+                         head=spec.default_head, precision=precision, global_batch_size=batch_size,
                          per_device_batch_size=per_device, max_steps=steps, epochs=100, lr=3e-5,
                          length_bucketing=bucketing, log_every_n_steps=max(steps, 1), save_every_n_steps=None,
                          progress_bar=False, device=env.device.type)
-    metrics = train(config, env)
+    metrics = train(config, spec, env)
     throughput = metrics["throughput"]
     return {"runner": "ours" + ("" if bucketing else "/no-bucketing"), "steps_measured": throughput["steps"],
             "sequences_per_second": throughput["sequences_per_second"],

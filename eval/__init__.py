@@ -5,7 +5,7 @@
     python -m eval compare runs/eval-squad-a runs/eval-squad-b --out comparison.md
 
 The engine is task-agnostic: :mod:`eval.run` (checks, the task's ``evaluate``, atomic output),
-:mod:`eval.inference`, :mod:`eval.report`, :mod:`eval.compare`, :mod:`eval.aggregate`,
-:mod:`eval.summary`. Scoring, decoding and report sections live with each task
+:mod:`eval.inference`, :mod:`eval.report`, :mod:`eval.compare`, :mod:`eval.aggregate`.
+Scoring, decoding and report sections live with each task
 (``tasks/<name>/``).
 """

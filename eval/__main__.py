@@ -20,7 +20,7 @@ import logging
 import sys
 
 from tasks import all_tasks
-from train.cli_args import add_dataclass_arguments, config_file_defaults, values_for
+from prep.cli_args import add_dataclass_arguments, config_file_defaults, values_for
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -31,8 +31,6 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
     commands = parser.add_subparsers(dest="command", required=True)
     for spec in all_tasks():
-        if spec.evaluate is None:
-            continue
         sub = commands.add_parser(spec.name, help=f"{spec.description}: predictions, metrics, report")
         sub.add_argument("--model", "--run-dir", dest="run_dir", required=True,
                          help="the fine-tuned run folder (what train wrote: its --out)")
@@ -43,13 +41,13 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         sub.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: cuda when available)")
         sub.add_argument("--config", default=None, help="JSON object of evaluation settings (flags override it)")
         sub.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
-        add_dataclass_arguments(sub, spec.eval_config, defaults=config_file_defaults(argv, spec.eval_config),
+        add_dataclass_arguments(sub, spec.eval.config, defaults=config_file_defaults(argv, spec.eval.config),
                                 negative_aliases={"max_context_only": "--no-max-context"})
-        if spec.score_file is not None:
+        if spec.eval.score_file is not None:
             score = commands.add_parser(f"score-{spec.name}", help="score a predictions file like the official scorer")
             score.add_argument("--data", required=True)
             score.add_argument("--predictions", required=True)
-            spec.score_file_args(score)
+            spec.eval.score_file_args(score)
 
     compare = commands.add_parser("compare", help="table of several evaluation folders")
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -69,24 +67,26 @@ def main(argv: list[str] | None = None) -> int:
     from tasks import get_task
 
     args = _parser(argv).parse_args(argv)
+    evals = {spec.name: spec.eval for spec in all_tasks()}
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "compare":
             from eval.compare import compare_runs
 
-            print(compare_runs(args.runs, args.out))
+            print(compare_runs(args.runs, evals, args.out))
         elif args.command == "aggregate":
             from eval.aggregate import aggregate_to_files
+            from eval.run import runs_task
 
-            print(aggregate_to_files(args.runs, args.out, args.by, args.ensemble))
+            print(aggregate_to_files(args.runs, evals[runs_task(args.runs)], args.out, args.by, args.ensemble))
         elif args.command.startswith("score-"):
-            print(json.dumps(get_task(args.command[len("score-"):]).score_file(args), indent=2))
+            print(json.dumps(get_task(args.command[len("score-"):]).eval.score_file(args), indent=2))
         else:
             from eval.run import run_evaluation
 
             spec = get_task(args.command)
-            cfg = spec.eval_config(**values_for(spec.eval_config, args))
-            summary = run_evaluation(spec.name, args.run_dir, args.features_dir, args.data, args.out_dir, cfg,
+            cfg = spec.eval.config(**values_for(spec.eval.config, args))
+            summary = run_evaluation(spec, args.run_dir, args.features_dir, args.data, args.out_dir, cfg,
                                      device=args.device)
             print(json.dumps(summary["metrics"], indent=2))
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:

@@ -18,11 +18,10 @@ from pathlib import Path
 
 from eval.run import load_run
 from prep.artifact import write_text_atomic
-from tasks import get_task
 
 
 
-def _run_record(run_dir: Path, summary: dict, by: tuple[str, ...]) -> dict:
+def _run_record(run_dir: Path, summary: dict, by: tuple[str, ...], names: tuple[str, ...]) -> dict:
     train = summary.get("train_config") or {}
     inputs = summary.get("inputs") or {}
     metrics = summary["metrics"]
@@ -34,7 +33,7 @@ def _run_record(run_dir: Path, summary: dict, by: tuple[str, ...]) -> dict:
         "model_dir": Path(str(inputs.get("model_dir", "?"))).name,
         "seed": train.get("seed"),
         "group": {key: train[key] for key in by},
-        "metrics": {key: metrics[key] for key in get_task(summary["task"]).aggregate_metrics if key in metrics},
+        "metrics": {key: metrics[key] for key in names if key in metrics},
         "head_sha256": inputs.get("head_sha256"),
         "encoder_sha256": inputs.get("encoder_weights_sha256"),
         "data_sha256": (inputs.get("data") or {}).get("sha256"),
@@ -47,8 +46,9 @@ def _spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values)}
 
 
-def aggregate_runs(run_dirs, by=("head",), ensemble: bool = False) -> dict:
-    """``{"task", "by", "groups": [...], "runs": [...]}`` for evaluation folders ``run_dirs``."""
+def aggregate_runs(run_dirs, spec, by=("head",), ensemble: bool = False) -> dict:
+    """``{"task", "by", "groups": [...], "runs": [...]}`` for evaluation folders ``run_dirs`` of one
+    task, whose :class:`tasks.spec.EvalSpec` is ``spec`` (the metrics to aggregate, its ensemble)."""
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise ValueError("aggregate needs at least one evaluation folder")
@@ -57,11 +57,10 @@ def aggregate_runs(run_dirs, by=("head",), ensemble: bool = False) -> dict:
     if len(tasks) != 1:
         raise ValueError(f"aggregate one task at a time, got {sorted(tasks)}")
     task = tasks.pop()
-    spec = get_task(task)
     if ensemble and spec.ensemble is None:
         raise ValueError(f"--ensemble averages per-example probabilities; task {task} has none to average")
     by = tuple(by)
-    records = [_run_record(d, s, by) for d, s in zip(run_dirs, summaries)]
+    records = [_run_record(d, s, by, spec.aggregate_metrics) for d, s in zip(run_dirs, summaries)]
     groups: dict[str, list[int]] = {}
     for index, record in enumerate(records):
         groups.setdefault(json.dumps(record["group"], sort_keys=True), []).append(index)
@@ -86,9 +85,8 @@ def _cell(spread: dict, digits: int) -> str:
     return text + (f" ± {spread['std']:.{digits}f}" if spread["std"] else "")
 
 
-def format_markdown(result: dict) -> str:
+def format_markdown(result: dict, spec) -> str:
     task = result["task"]
-    spec = get_task(task)
     labels, digits = spec.metric_labels, spec.metric_digits
     names = [n for n in spec.aggregate_metrics if any(n in g["metrics"] for g in result["groups"])]
     by = result["by"]
@@ -116,10 +114,10 @@ def format_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def aggregate_to_files(run_dirs, out: str | Path | None, by=("head",), ensemble: bool = False) -> str:
+def aggregate_to_files(run_dirs, spec, out: str | Path | None, by=("head",), ensemble: bool = False) -> str:
     """The markdown table; with ``out`` (a .md path) also written there, with the numbers in the .json beside it."""
-    result = aggregate_runs(run_dirs, by, ensemble)
-    markdown = format_markdown(result)
+    result = aggregate_runs(run_dirs, spec, by, ensemble)
+    markdown = format_markdown(result, spec)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

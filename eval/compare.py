@@ -11,11 +11,11 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Mapping
 
 from eval.report import train_throughput
 from prep.artifact import write_text_atomic
 from eval.run import load_run
-from tasks import get_task
 
 # Settings that never explain a score difference (paths, logging, resume plumbing).
 _IGNORED_SETTINGS = {
@@ -25,8 +25,6 @@ _IGNORED_SETTINGS = {
 _SETUP = ("model", "head", "epochs", "lr", "global_batch_size", "precision", "world_size")
 
 
-def _headline(summary: dict) -> dict:
-    return get_task(summary["task"]).headline(summary["metrics"])
 
 
 def _model_name(path) -> str:
@@ -42,8 +40,9 @@ def _run_names(run_dirs: list[Path]) -> list[str]:
     return [f"{p.parent.name}/{p.name}" for p in run_dirs]
 
 
-def comparison_rows(run_dirs) -> list[dict]:
-    """One flat dict per run (task, data, metrics, set-up, throughput, differing settings)."""
+def comparison_rows(run_dirs, evals: Mapping) -> list[dict]:
+    """One flat dict per run (task, data, metrics, set-up, throughput, differing settings); ``evals``
+    maps each run's task name to its :class:`tasks.spec.EvalSpec` (its headline metrics)."""
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise ValueError("compare needs at least one evaluation folder")
@@ -53,7 +52,7 @@ def comparison_rows(run_dirs) -> list[dict]:
         train = summary.get("train_config") or {}
         row = {"run": name, "task": summary["task"],
                "data": Path(((summary.get("inputs") or {}).get("data") or {}).get("path", "?")).name}
-        row.update(_headline(summary))
+        row.update(evals[summary["task"]].headline(summary["metrics"]))
         row.update({
             "model": _model_name(train.get("model_dir", "?")),
             **{key: train.get(key) for key in _SETUP if key != "model"},
@@ -115,9 +114,10 @@ def format_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def compare_runs(run_dirs, out: str | Path | None = None) -> str:
-    """The markdown table of ``run_dirs``; with ``out``, also written there (.md, .csv or .json)."""
-    rows = comparison_rows(run_dirs)
+def compare_runs(run_dirs, evals: Mapping, out: str | Path | None = None) -> str:
+    """The markdown table of ``run_dirs``; with ``out``, also written there (.md, .csv or .json).
+    ``evals``: task name -> :class:`tasks.spec.EvalSpec`, as in :func:`comparison_rows`."""
+    rows = comparison_rows(run_dirs, evals)
     markdown = format_markdown(rows)
     if out is not None:
         out = Path(out)

@@ -18,12 +18,9 @@ import pyarrow.compute as pc
 from prep.artifact import read_manifest
 from prep.features import sorted_by_feature_id
 from prep.tokenizer import tokenizer_fingerprint
+from tasks.spec import InputMismatchError  # noqa: F401 - raised here, defined on the seam for tasks too
 
 MODEL_DIR_FILES = ("model", "head.safetensors", "train_config.json")
-
-
-class InputMismatchError(ValueError):
-    """Model, features and data do not belong together (task, tokenizer, source file)."""
 
 
 def read_train_config(model_dir: str | Path) -> dict:
@@ -63,29 +60,29 @@ def _check_weight_files(model_dir: Path) -> None:
             raise ValueError(f"{path}: truncated or corrupted safetensors file ({err})") from None
 
 
-def load_model(model_dir: str | Path, device: str = "cpu"):
-    """``(model, train_config)`` from a training output folder, in eval mode on ``device``."""
+def load_model(model_dir: str | Path, spec, device: str = "cpu"):
+    """``(model, train_config)`` from a training output folder, in eval mode on ``device``; ``spec``
+    is the run's task's :class:`tasks.spec.TrainSpec`."""
     from train.model import load_finetuned  # torch-heavy; only the CLI path needs it
 
     model_dir = check_model_dir(model_dir)
-    model, train_config = load_finetuned(model_dir, device=device)
+    model, train_config = load_finetuned(model_dir, spec, device=device)
     model.eval()
     return model, train_config
 
 
-def check_inputs(model_dir: str | Path, features_dir: str | Path, task: str, data_sha256: str | None) -> dict:
+def check_inputs(model_dir: str | Path, features_dir: str | Path, spec, data_sha256: str | None) -> dict:
     """Check that model, features and data belong together; return the features manifest.
 
     Raises :class:`InputMismatchError` naming what differs: the features' dataset, the training
     task, the tokenizer fingerprint (features tokenized differently from what the model reads),
     or the data file the features were built from.
     """
-    from tasks import get_task
-
+    task = spec.name
     manifest = read_manifest(features_dir)
     if manifest.get("dataset") != task:
         raise InputMismatchError(f"{features_dir} holds {manifest.get('dataset')!r} features, not {task!r}")
-    get_task(task).check_features(manifest, Path(features_dir), "eval")
+    spec.eval.check_features(manifest, Path(features_dir))
     train_config = read_train_config(model_dir)
     if train_config.get("task") not in (None, task):
         raise InputMismatchError(f"{model_dir} was trained for {train_config.get('task')!r}, not {task!r}")

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 
 from eval.plots import plot_training_curves
-from tasks import get_task
 
 REPORT_FILE = "report.md"
 CURVES_PNG = "training_curves.png"
@@ -35,10 +34,10 @@ TRAIN_THROUGHPUT_KEYS = (
 # ---------------------------------------------------------------------------------------------
 
 
-def metric_rows(summary: dict) -> list[tuple[str, float | None, str, float | None, str]]:
+def metric_rows(summary: dict, spec) -> list[tuple[str, float | None, str, float | None, str]]:
     """(name, value, formatted, anchor, anchor source) for the report's metrics table.
 
-    The task's ``metric_rows(summary)`` gives (name, value, format, (anchor, source) or None).
+    The task's ``spec.metric_rows(summary)`` (``spec``: its :class:`tasks.spec.EvalSpec`) gives (name, value, format, (anchor, source) or None).
     """
     rows = []
 
@@ -47,14 +46,14 @@ def metric_rows(summary: dict) -> list[tuple[str, float | None, str, float | Non
         text = "n/a" if value is None else format(value, fmt)
         rows.append((name, value, text, anchor, source))
 
-    for name, value, fmt, anchor in get_task(summary["task"]).metric_rows(summary):
+    for name, value, fmt, anchor in spec.metric_rows(summary):
         add(name, value, fmt, anchor)
     return rows
 
 
-def _metrics_table(summary: dict) -> list[str]:
+def _metrics_table(summary: dict, spec) -> list[str]:
     lines = ["| Metric | This run | Anchor | Anchor source |", "|---|---:|---:|---|"]
-    for name, _, text, anchor, source in metric_rows(summary):
+    for name, _, text, anchor, source in metric_rows(summary, spec):
         lines.append(f"| {name} | {text} | {'' if anchor is None else anchor} | {source} |")
     return lines
 
@@ -133,9 +132,10 @@ def _hashes(inputs: dict) -> dict:
     return out
 
 
-def write_report(out_dir: str | Path, summary: dict, model_dir: str | Path | None = None,
+def write_report(out_dir: str | Path, summary: dict, spec, model_dir: str | Path | None = None,
                  plot_data: dict | None = None) -> list[Path]:
-    """Write ``report.md`` and its PNGs into ``out_dir``; returns the files written."""
+    """Write ``report.md`` and its PNGs into ``out_dir``; returns the files written. ``spec`` is the
+    task's :class:`tasks.spec.EvalSpec` (its metric rows and report sections)."""
     out_dir = Path(out_dir)
     written = []
     task = summary["task"]
@@ -147,8 +147,8 @@ def write_report(out_dir: str | Path, summary: dict, model_dir: str | Path | Non
         f"Evaluated {summary.get('created', '')} on `{Path((inputs.get('data') or {}).get('path', '?')).name}` "
         f"({_counts_line(summary)}), in {summary.get('seconds', 0):.1f} s."
     )
-    lines += ["", "## Metrics", ""] + _metrics_table(summary) + [""]
-    lines += get_task(task).report_sections(summary, out_dir, plot_data, written)
+    lines += ["", "## Metrics", ""] + _metrics_table(summary, spec) + [""]
+    lines += spec.report_sections(summary, out_dir, plot_data, written)
 
     lines += ["## Training curves", ""]
     series = read_tensorboard_scalars(Path(model_dir) / "tb") if model_dir else {}

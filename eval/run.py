@@ -18,7 +18,6 @@ from train.dist import resolve_device
 from eval.report import write_report
 from prep.artifact import MANIFEST, atomic_output_dir, sha256_file, write_json_atomic
 from prep.features import open_features
-from tasks import get_task, task_names
 from tasks.spec import EvalContext
 
 SCHEMA_VERSION = 1
@@ -71,11 +70,11 @@ def _summary(task: str, model_dir: Path, artifacts: dict, config: dict) -> dict:
     }
 
 
-def _finish(tmp: Path, summary: dict, model_dir: Path, started: float, plot_data: dict | None = None) -> dict:
+def _finish(tmp: Path, summary: dict, spec, model_dir: Path, started: float, plot_data: dict | None = None) -> dict:
     """Write metrics.json, the report and the manifest (last) into the temp folder."""
     summary["seconds"] = round(time.perf_counter() - started, 3)
     write_json_atomic(tmp / METRICS_FILE, summary)
-    write_report(tmp, summary, model_dir, plot_data)
+    write_report(tmp, summary, spec.eval, model_dir, plot_data)
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     write_json_atomic(tmp / MANIFEST, {
         "schema_version": SCHEMA_VERSION,
@@ -87,39 +86,47 @@ def _finish(tmp: Path, summary: dict, model_dir: Path, started: float, plot_data
     return summary
 
 
-def run_evaluation(task: str, run_dir: str | Path, features_dir: str | Path, data_path: str | Path,
+def run_evaluation(spec, run_dir: str | Path, features_dir: str | Path, data_path: str | Path,
                    out_dir: str | Path, cfg=None, device: str = "auto") -> dict:
-    """Evaluate a fine-tuned run of ``task``; write ``out_dir`` and return its metrics.json payload.
+    """Evaluate a fine-tuned run of the task ``spec`` (its :class:`tasks.spec.TaskSpec`, resolved by the
+    entry point); write ``out_dir`` and return its metrics.json payload.
 
     ``cfg`` is the task's eval config (default: its defaults). Outputs: the task's prediction
     files (see ``tasks/<name>/evaluate.py``), ``metrics.json``, ``report.md`` with its PNG plots,
     ``manifest.json`` (last).
     """
-    spec = get_task(task)
-    cfg = cfg if cfg is not None else spec.eval_config()
+    cfg = cfg if cfg is not None else spec.eval.config()
     started = time.perf_counter()
     model_dir, features_dir, data_path = Path(run_dir), Path(features_dir), Path(data_path)
-    if spec.data_digest is not None:  # a task whose --data may be a folder names its own digest
-        data_sha256 = spec.data_digest(data_path)
+    if spec.eval.data_digest is not None:  # a task whose --data may be a folder names its own digest
+        data_sha256 = spec.eval.data_digest(data_path)
     elif not data_path.is_file():
         raise FileNotFoundError(f"data file not found: {data_path}")
     else:
         data_sha256 = sha256_file(data_path)
-    manifest = check_inputs(model_dir, features_dir, task, data_sha256)
+    manifest = check_inputs(model_dir, features_dir, spec, data_sha256)
     artifacts = describe_artifacts(model_dir, features_dir, data_path, data_sha256, manifest)
     device = resolve_device(device)
-    model, _ = load_model(model_dir, device)
+    model, _ = load_model(model_dir, spec.train, device)
     context = EvalContext(model=model, features=open_features(features_dir), manifest=manifest,
                           data_path=data_path, config=cfg, device=device, pad_id=_pad_id(model_dir))
-    outcome = spec.evaluate(context)
-    summary = _summary(task, model_dir, artifacts, {**cfg.to_dict(), **outcome.config, "device": device})
+    outcome = spec.eval.evaluate(context)
+    summary = _summary(spec.name, model_dir, artifacts, {**cfg.to_dict(), **outcome.config, "device": device})
     summary.update(outcome.summary)
     with atomic_output_dir(out_dir, reuse_if_made_while_waiting=True) as tmp:
         if tmp is None:  # a concurrent evaluation of the same inputs wrote out_dir while we waited
             return load_run(out_dir)
         outcome.write_files(tmp)
-        _finish(tmp, summary, model_dir, started, outcome.plot_data)
+        _finish(tmp, summary, spec, model_dir, started, outcome.plot_data)
     return summary
+
+
+def runs_task(run_dirs) -> str:
+    """The one task the evaluation folders ``run_dirs`` are of (an error naming them all otherwise)."""
+    tasks = {load_run(d)["task"] for d in run_dirs}
+    if len(tasks) != 1:
+        raise ValueError(f"one task at a time, got {sorted(tasks) or 'no evaluation folder'}")
+    return tasks.pop()
 
 
 def load_run(run_dir: str | Path) -> dict:
@@ -129,6 +136,6 @@ def load_run(run_dir: str | Path) -> dict:
     if not (run_dir / MANIFEST).is_file() or not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a finished evaluation (no {MANIFEST} / {METRICS_FILE})")
     payload = _read_json_if_any(path)
-    if not isinstance(payload, dict) or payload.get("task") not in task_names():
+    if not isinstance(payload, dict) or not isinstance(payload.get("task"), str) or "metrics" not in payload:
         raise ValueError(f"{path}: not an evaluation metrics file")
     return payload

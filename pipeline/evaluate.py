@@ -30,6 +30,7 @@ from pipeline.params import dataclass_parameters
 from pipeline.prep_tasks import features_task
 from prep.pool import available_cpus
 from tasks import all_tasks, get_task, task_names
+from tasks.spec import FullRunPlan
 from prep.artifact import MANIFEST
 
 
@@ -40,8 +41,8 @@ def _eval_parameters() -> dict:
     """One parameter per field of any task's eval config (the first task to declare a name wins)."""
     params: dict = {}
     for spec in all_tasks():
-        if spec.eval_config is not None:
-            found = dataclass_parameters(spec.eval_config, insignificant=("batch_size",))
+        if spec.eval.config is not None:
+            found = dataclass_parameters(spec.eval.config, insignificant=("batch_size",))
             params.update({name: param for name, param in found.items() if name not in params})
     return params
 
@@ -70,7 +71,8 @@ class Evaluation(luigi.Task):
 
     def _plan(self) -> tuple[dict, dict]:
         """(fine-tune parameters, test features parameters): given, or the task's FullRun roles."""
-        plan = get_task(self.task).fullrun
+        plan = get_task(self.task).plan
+        plan = plan if isinstance(plan, FullRunPlan) else None
         if plan is None and (self.finetune is None or self.test_features is None):
             raise ValueError(f"{self.task_family}: task {self.task} has no FullRun plan: give --finetune and "
                              "--test-features, or --run-dir and --features-dir")
@@ -108,8 +110,8 @@ class Evaluation(luigi.Task):
 
     def eval_config(self):
         spec = get_task(self.task)
-        names = {f.name for f in dataclasses.fields(spec.eval_config)}
-        return spec.eval_config(**{name: getattr(self, name) for name in names})
+        names = {f.name for f in dataclasses.fields(spec.eval.config)}
+        return spec.eval.config(**{name: getattr(self, name) for name in names})
 
     def upstream_dirs(self) -> dict[str, Path] | None:
         """``{"model": run folder, "features": eval features folder}``, or None while one has no name yet."""
@@ -121,7 +123,7 @@ class Evaluation(luigi.Task):
     def out_dir(self) -> Path:
         from eval.run import SCHEMA_VERSION
 
-        mine = {f.name for f in dataclasses.fields(get_task(self.task).eval_config)}
+        mine = {f.name for f in dataclasses.fields(get_task(self.task).eval.config)}
         params = {k: v for k, v in significant_params(self).items() if k in _COMMON or k in mine}
         upstream = self.upstream_dirs()
         if upstream is None or not self.input_path.is_file():
@@ -140,6 +142,6 @@ class Evaluation(luigi.Task):
             return
         upstream = self.upstream_dirs()
         self.set_status_message(f"evaluating {self.task} on {self.input_path.name}")
-        run_evaluation(self.task, upstream["model"], upstream["features"], self.input_path, self.out_dir,
+        run_evaluation(get_task(self.task), upstream["model"], upstream["features"], self.input_path, self.out_dir,
                        self.eval_config(), self.device)
         self.set_status_message(f"done: {self.out_dir}")

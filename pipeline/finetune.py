@@ -37,7 +37,7 @@ from pipeline.prep_tasks import features_task
 from prep.artifact import write_json_atomic
 from prep.locking import artifact_lock
 from prep.pool import available_cpus
-from tasks import all_tasks, task_names
+from tasks import all_tasks, get_task, task_names
 from train.checkpoint import SCHEMA_VERSION, checkpoint_path
 from train.config import TrainConfig
 from train.gpus import NvmlUnavailable, claimed_gpus
@@ -84,7 +84,7 @@ class FineTuned(luigi.Task):
 
     @property
     def resolved_head(self) -> str:
-        return self.head or TrainConfig.default_head(self.task)
+        return self.head or get_task(self.task).train.default_head
 
     def requires(self):
         required = {}
@@ -133,10 +133,11 @@ class FineTuned(luigi.Task):
         values = {name: getattr(self, name) for name in self._train_fields()}
         folders = self.feature_dirs()
         select = folders.get("select")
-        return TrainConfig(**{**values, "run_dir": str(self.run_dir), "head": self.resolved_head,
-                              "features_dir": str(folders["train"]),
-                              "eval_features_dir": str(select) if select is not None else None,
-                              "resume": checkpoint_path(self.run_dir).is_file(), "progress_bar": False})
+        config = TrainConfig(**{**values, "run_dir": str(self.run_dir), "head": self.resolved_head,
+                                "features_dir": str(folders["train"]),
+                                "eval_features_dir": str(select) if select is not None else None,
+                                "resume": checkpoint_path(self.run_dir).is_file(), "progress_bar": False})
+        return config.for_task(get_task(self.task).train)
 
     @classmethod
     def _train_fields(cls) -> list[str]:

@@ -34,6 +34,7 @@ from pipeline.params import EncoderDirParameter
 from pipeline.profile import Profile
 from prep.pool import available_cpus
 from tasks import all_tasks
+from tasks.spec import FullRunPlan
 
 SUMMARY = "summary.md"
 
@@ -42,11 +43,11 @@ def _task_switches() -> dict:
     """Per task: ``--<task> true|false`` and the subset parameters its FullRun roles declare."""
     params = {}
     for spec in all_tasks():
-        if spec.fullrun is None:  # a task whose data the user brings: not part of FullRun
+        if not isinstance(spec.plan, FullRunPlan):  # a task whose data the user brings: not part of FullRun
             continue
         params[spec.name] = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                                 description=f"run {spec.name}")
-        for role in spec.fullrun.roles().values():
+        for role in spec.plan.roles().values():
             if role.subset_flag:
                 params[f"{spec.name}_{role.subset_flag}"] = luigi.OptionalIntParameter(default=None,
                                                                                        description=role.subset_help)
@@ -66,11 +67,11 @@ class FullRun(luigi.Task):
 
     # --- the plan: every stage's task, from parameters and config alone -------------------
     def tasks(self) -> list:
-        return [spec for spec in all_tasks() if spec.fullrun is not None and getattr(self, spec.name)]
+        return [spec for spec in all_tasks() if isinstance(spec.plan, FullRunPlan) and getattr(self, spec.name)]
 
     def features_params(self, spec, role_name: str) -> dict | None:
         """The ``<Task>Features`` parameters of one data role (None: the task has no such role)."""
-        role = spec.fullrun.roles().get(role_name)
+        role = spec.plan.roles().get(role_name)
         if role is None:
             return None
         params = {"data": role.data, **role.prep}
@@ -136,7 +137,7 @@ class FullRun(luigi.Task):
         return luigi.LocalTarget(str(self.run_dir() / SUMMARY))
 
     def run(self):
-        from eval.summary import write_run_summary
+        from pipeline.summary import write_run_summary
 
         found = self.artifacts()
         summary = self.run_dir() / SUMMARY

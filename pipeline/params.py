@@ -14,7 +14,7 @@ from pathlib import Path
 
 import luigi
 
-from train.cli_args import MISSING, _base_type
+from prep.cli_args import MISSING, _base_type
 
 
 class EncoderDirParameter(luigi.OptionalParameter):

@@ -124,18 +124,18 @@ class FeaturesTask(_FeaturesTask):
         if self.shard_tasks():  # the set: a manifest over the finished shards
             merge_shards([task.out_dir for task in self.shard_tasks()], self.out_dir)
             return
-        config = spec.make_prep_config(**{name: getattr(self, name) for name in self._prep_fields})
+        config = spec.prep.make_config(**{name: getattr(self, name) for name in self._prep_fields})
         with contextlib.ExitStack() as stack:
             what = f"{spec.name} prep"
             if self.shard is not None:
                 stack.enter_context(prep_shard(self.shard, self.shards))
                 what += f" (shard {self.shard} of {self.shards})"
-            spec.prepare(self.input_path, self.out_dir, self.tokenizer_dir, config, nproc=self.nproc, mode=self.mode,
+            spec.prep.prepare(self.input_path, self.out_dir, self.tokenizer_dir, config, nproc=self.nproc, mode=self.mode,
                          reserve_cpus=self.reserve_cpus, progress=SchedulerProgress(self, what))
 
 
 def _features_class(spec) -> type:
-    params = dataclass_parameters(spec.prep_config)
+    params = dataclass_parameters(spec.prep.config)
     return type(f"{spec.luigi_prefix}Features", (FeaturesTask,), {
         **params, "dataset": spec.name, "_prep_fields": tuple(params), "__module__": __name__,
         "__doc__": f"{spec.name} features: ``tasks/{spec.name}/prep.py`` on the shared pool, as a cached artifact.",

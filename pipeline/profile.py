@@ -22,7 +22,7 @@ from pipeline.params import EncoderDirParameter
 from pipeline.prep_tasks import features_task
 from prep.pool import available_cpus
 from profiling.config import BACKENDS
-from tasks import task_names
+from tasks import get_task, task_names
 from train.config import DEVICES, PRECISIONS
 from train.launch import visible_cuda_devices
 
@@ -123,7 +123,7 @@ class Profile(luigi.Task):
 
         if self.complete():  # finished by an earlier run after the scheduler looked (its data was missing then)
             return
-        run_profile(self.config(), self.out_dir, progress=self._report)
+        run_profile(self.config(), get_task(self.task).train, self.out_dir, progress=self._report)
 
     def _report(self, message: str, percent: float) -> None:
         self.set_status_message(f"profile: {message}")

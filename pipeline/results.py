@@ -23,6 +23,7 @@ from pipeline.fullrun import FullRun
 from pipeline.params import EncoderDirParameter
 from prep.pool import available_cpus
 from tasks import all_tasks, get_task
+from tasks.spec import FullRunPlan
 
 
 class Results(luigi.Task):
@@ -40,10 +41,10 @@ class Results(luigi.Task):
         return f"{self.task}.md"
 
     def head_list(self) -> list[str]:
-        return list(self.heads) if self.heads is not None else list(get_task(self.task).heads)
+        return list(self.heads) if self.heads is not None else list(get_task(self.task).train.heads)
 
     def _fullrun(self) -> FullRun:
-        only = {spec.name: spec.name == self.task for spec in all_tasks() if spec.fullrun is not None}
+        only = {spec.name: spec.name == self.task for spec in all_tasks() if isinstance(spec.plan, FullRunPlan)}
         return FullRun(model_dir=self.model_dir, nproc=self.nproc, world_size=self.world_size, profile=False, **only)
 
     def eval_tasks(self) -> dict[tuple, luigi.Task]:
@@ -51,7 +52,7 @@ class Results(luigi.Task):
         heads = self.head_list()
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds or not heads:
             raise ValueError(f"{self.task_family}: give distinct seeds and at least one head (seeds {list(self.seeds)})")
-        known = get_task(self.task).heads
+        known = get_task(self.task).train.heads
         unknown = sorted(set(heads) - set(known))
         if unknown:
             raise ValueError(f"{self.task_family}: unknown heads {unknown}; choose from {list(known)}")
@@ -78,12 +79,12 @@ class Results(luigi.Task):
         evals = self.eval_tasks()
         eval_dirs = [upstream_dir(evals[(head, seed)]) for head in self.head_list() for seed in self.seeds]
         out = self.out_dir() / self.table_name
-        ensemble = len(self.seeds) > 1 and get_task(self.task).ensemble is not None
-        aggregate_to_files(eval_dirs, out, by=("head",), ensemble=ensemble)
+        ensemble = len(self.seeds) > 1 and get_task(self.task).eval.ensemble is not None
+        aggregate_to_files(eval_dirs, get_task(self.task).eval, out, by=("head",), ensemble=ensemble)
         self.set_progress_percentage(100)
         print(f"bertflow: {self.task} results table at {out}")
 
 
 RESULTS = {spec.name: type(f"{spec.luigi_prefix}Results", (Results,), {"task": spec.name, "__module__": __name__})
-           for spec in all_tasks() if spec.fullrun is not None}
+           for spec in all_tasks() if isinstance(spec.plan, FullRunPlan)}
 globals().update({cls.__name__: cls for cls in RESULTS.values()})

@@ -16,6 +16,7 @@ import luigi
 from pipeline.artifacts import artifact_dir, content_hash
 from prep.artifact import MANIFEST
 from tasks import get_task, task_names
+from tasks.spec import UserDataPlan
 
 SPLITS = ("train", "validation", "test")
 SCHEMA_VERSION = 1
@@ -27,8 +28,8 @@ class Splits(luigi.Task):
 
     @property
     def plan(self):
-        plan = get_task(self.task).user_data
-        if plan is None:
+        plan = get_task(self.task).plan
+        if not isinstance(plan, UserDataPlan):
             raise ValueError(f"task {self.task} takes no user data files")
         return plan
 

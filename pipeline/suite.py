@@ -1,4 +1,4 @@
-"""Benchmark entry tasks (``TaskSpec.suite``), one generated per task that has one, e.g. ``GlueResults``.
+"""Benchmark entry tasks (``TaskSpec.plan``: a ``SuitePlan``), one generated per task that has one, e.g. ``GlueResults``.
 
     luigi --module pipeline GlueResults --tasks cola,sst2,mrpc,stsb,rte,wnli --seeds 3 --local-scheduler
     luigi --module pipeline GlueResults --tasks rte --seeds 5 --model-dir DIR --local-scheduler
@@ -25,6 +25,7 @@ from pipeline.params import EncoderDirParameter
 from pipeline.prep_tasks import FEATURES
 from prep.pool import available_cpus
 from tasks import all_tasks, get_task
+from tasks.spec import SuitePlan
 
 
 def section_values(section: str, task_class: type[luigi.Task]) -> dict:
@@ -51,7 +52,7 @@ class SuiteResults(luigi.Task):
 
     @property
     def plan(self):
-        return get_task(self.task).suite
+        return get_task(self.task).plan
 
     def encoder_dir(self) -> str | None:
         if self.model and self.model_dir and self.model != self.model_dir:
@@ -146,13 +147,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _suite_class(spec) -> type:
-    return type(spec.suite.entry, (SuiteResults,), {
+    return type(spec.plan.entry, (SuiteResults,), {
         "task": spec.name, "__module__": __name__,
         "__doc__": f"{spec.description}: every member x seed fine-tuned and scored, then one table.",
     })
 
 
-SUITES = {spec.name: _suite_class(spec) for spec in all_tasks() if spec.suite is not None}
+SUITES = {spec.name: _suite_class(spec) for spec in all_tasks() if isinstance(spec.plan, SuitePlan)}
 globals().update({cls.__name__: cls for cls in SUITES.values()})
 
 

@@ -43,6 +43,7 @@ from prep.artifact import write_json_atomic
 from prep.locking import artifact_lock
 from prep.pool import available_cpus
 from tasks import get_task, task_names
+from tasks.spec import FullRunPlan
 from tasks.spec import SweepObjective
 from train.launch import visible_cuda_devices
 from train.trial import PRUNED_FILE
@@ -89,11 +90,11 @@ class SweepSettings(luigi.Task):
         return SweepObjective(metric=self.metric or base.metric, direction=direction, epoch_metric=epoch_metric)
 
     def _plan(self) -> FullRun:
-        if get_task(self.task).fullrun is None:
+        if not isinstance(get_task(self.task).plan, FullRunPlan):
             raise ValueError(f"{self.task_family}: task {self.task} has no FullRun plan: give --finetune (with its "
                              "select_features, the validation split) and, for --final-seeds, --test-features")
         return FullRun(model_dir=self.model_dir, nproc=self.nproc, world_size=self.world_size, profile=False,
-                       **{spec: spec == self.task for spec in task_names() if get_task(spec).fullrun is not None})
+                       **{spec: spec == self.task for spec in task_names() if isinstance(get_task(spec).plan, FullRunPlan)})
 
     def base_finetune(self) -> dict:
         base = dict(self.finetune) if self.finetune is not None else self._plan().finetune_params(get_task(self.task))
@@ -109,7 +110,7 @@ class SweepSettings(luigi.Task):
         allowed = {name for name, param in finetuned.get_params() if param.significant} - {
             *TRIAL_FIELDS, "task", "train_features", "select_features", "features_dir", "eval_features_dir",
             "prep_nproc", "runs_dir", "model_dir", "world_size"}
-        return check_space(dict(self.space), allowed, get_task(self.task).heads)
+        return check_space(dict(self.space), allowed, get_task(self.task).train.heads)
 
     def finetuned(self, params: dict, **extra) -> luigi.Task:
         return FINETUNED[self.task](**{**self.base_finetune(), **params}, world_size=self.world_size,
@@ -249,7 +250,7 @@ class SweepTrial(SweepSettings):
             evaluation = self.validation_evaluation(params)
             record["eval_dir"] = str(evaluation.out_dir)
             metrics = _read_json(evaluation.out_dir / "metrics.json") or {}
-            headline = get_task(self.task).headline
+            headline = get_task(self.task).eval.headline
             record["headline"] = headline(metrics["metrics"]) if headline and metrics.get("metrics") else None
         Path(self.output().path).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.output().path, record)
@@ -329,8 +330,8 @@ class Sweep(SweepSettings):
 
         eval_dirs = [upstream_dir(task) for task in evals]
         table = self.final_dir() / f"{self.task}.md"
-        ensemble = self.final_seeds > 1 and get_task(self.task).ensemble is not None
-        aggregate_to_files(eval_dirs, table, by=("head",), ensemble=ensemble)
+        ensemble = self.final_seeds > 1 and get_task(self.task).eval.ensemble is not None
+        aggregate_to_files(eval_dirs, get_task(self.task).eval, table, by=("head",), ensemble=ensemble)
         aggregated = _read_json(table.with_suffix(".json"))
         Path(self.output().path).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.output().path, {

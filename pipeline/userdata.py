@@ -1,4 +1,4 @@
-"""Entry tasks for tasks whose data the user brings (``TaskSpec.user_data``), one generated per task.
+"""Entry tasks for tasks whose data the user brings (``TaskSpec.plan``: a ``UserDataPlan``), one generated per task.
 
     luigi --module pipeline TextClassification --data leanings.csv --text-column text \
         --label-column label --local-scheduler
@@ -26,6 +26,7 @@ from pipeline.params import EncoderDirParameter, dataclass_parameters
 from pipeline.splits import Splits
 from prep.pool import available_cpus
 from tasks import all_tasks, get_task
+from tasks.spec import UserDataPlan
 
 SUMMARY = "summary.md"
 
@@ -40,19 +41,19 @@ class UserDataRun(luigi.Task):
     world_size = luigi.IntParameter(default=1, significant=False, description="training processes (GPUs)")
 
     def split_config(self) -> dict:
-        plan = get_task(self.task).user_data
+        plan = get_task(self.task).plan
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(plan.split_config)}
 
     def option_values(self) -> tuple[dict, dict]:
         """(prep values, evaluation values) of the plan's further flags (``--no-fold``), if it has any."""
-        plan = get_task(self.task).user_data
+        plan = get_task(self.task).plan
         if plan.options is None:
             return {}, {}
         options = plan.options(**{f.name: getattr(self, f.name) for f in dataclasses.fields(plan.options)})
         return plan.option_values(options)
 
     def features_params(self, split: str) -> dict:
-        plan = get_task(self.task).user_data
+        plan = get_task(self.task).plan
         config = plan.split_config(**self.split_config())
         params = {"splits": self.split_config(), "split_file": split, **plan.prep_values(config),
                   **self.option_values()[0]}
@@ -93,7 +94,7 @@ class UserDataRun(luigi.Task):
         return luigi.LocalTarget(str(self.run_dir() / SUMMARY))
 
     def run(self):
-        from eval.summary import write_run_summary
+        from pipeline.summary import write_run_summary
 
         found = self.artifacts()
         summary = self.run_dir() / SUMMARY
@@ -102,7 +103,7 @@ class UserDataRun(luigi.Task):
 
 
 def _entry_class(spec) -> type:
-    plan = spec.user_data
+    plan = spec.plan
     return type(plan.entry, (UserDataRun,), {
         **dataclass_parameters(plan.split_config), **(dataclass_parameters(plan.options) if plan.options else {}),
         "task": spec.name, "__module__": __name__,
@@ -110,5 +111,5 @@ def _entry_class(spec) -> type:
     })
 
 
-ENTRIES = {spec.name: _entry_class(spec) for spec in all_tasks() if spec.user_data is not None}
+ENTRIES = {spec.name: _entry_class(spec) for spec in all_tasks() if isinstance(spec.plan, UserDataPlan)}
 globals().update({cls.__name__: cls for cls in ENTRIES.values()})

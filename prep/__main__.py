@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownTaskError as err:
         print(f"python -m prep: error: {err}", file=sys.stderr)
         return 2
-    return spec.prep_main(argv[1:])
+    from prep.cli import prep_command
+
+    return prep_command(spec.name, spec.description, spec.prep, argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""What every task's prep command shares: its arguments around the task's own, and the run.
+"""Every task's prep command, derived from its :class:`tasks.spec.PrepSpec`: ``python -m prep <task>``.
 
-A task's ``main`` builds its parser with :func:`prep_parser` (input, output folder, tokenizer),
-adds its own options, calls :func:`add_pool_arguments` (workers, sink, chunk size, logging), and
-hands the rest to :func:`run_prep_cli`: logging set up, the task's config built (a bad value is a
-usage error), the stage run with a progress bar, and bad input (the task's format error, a
-missing file) printed as one ``<prog>: error: ...`` line with exit status 1, not a traceback.
+:func:`prep_command` builds the parser: the input and output folder, the tokenizer, one flag per
+field of the task's prep config dataclass (its defaults and help, as the ``<Task>Features`` Luigi
+parameters have them), and the pool's flags (workers, sink, the task's chunk size with the
+default of its ``prepare``, logging). :func:`run_prep_cli` runs it: logging set up, the config
+built (a bad value is a usage error, exit 2), the stage run with a progress bar, the task's
+one-line summary printed, and bad input (the task's ``input_errors``, a missing file) printed as
+one ``<prog>: error: ...`` line with exit status 1, not a traceback.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+import inspect
 from typing import Any, Callable
 
+from prep.cli_args import add_dataclass_arguments, values_for
 from prep.pool import MODES, available_cpus
 from prep.stage import tqdm_progress
 
@@ -76,3 +80,27 @@ def run_prep_cli(parser: argparse.ArgumentParser, argv: list[str] | None, make_c
         return 1
     print(summarize(manifest, args.out_dir))
     return 0
+
+
+def chunk_argument(prep) -> tuple[str, int, str] | None:
+    """``(flag, default, help)`` of the task's chunk size: its ``prepare``'s ``chunk_param``, with that
+    parameter's default (one home for it), or None."""
+    if prep.chunk_param is None:
+        return None
+    default = inspect.signature(prep.prepare).parameters[prep.chunk_param].default
+    return "--" + prep.chunk_param.replace("_", "-"), default, prep.chunk_help
+
+
+def prep_command(name: str, description: str, prep, argv: list[str] | None = None) -> int:
+    """``python -m prep <name>``: the command of the task whose prep part is ``prep``."""
+    parser = prep_parser(f"python -m prep {name}", description, prep.input_help)
+    add_dataclass_arguments(parser, prep.config)
+    chunk = chunk_argument(prep)
+    add_pool_arguments(parser, chunk, nproc_default=prep.default_nproc)
+    chunk_kwargs = (lambda args: {prep.chunk_param: getattr(args, prep.chunk_param)}) if chunk else (lambda args: {})
+    return run_prep_cli(
+        parser, argv, lambda args: prep.config(**values_for(prep.config, args)),
+        lambda args, config, progress: prep.prepare(args.input, args.out_dir, args.tokenizer, config, nproc=args.nproc,
+                                                    mode=args.mode, reserve_cpus=args.reserve_cpus, progress=progress,
+                                                    **chunk_kwargs(args)),
+        prep.summarize, prep.input_errors)

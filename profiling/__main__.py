@@ -20,7 +20,7 @@ import os
 import sys
 
 from profiling.config import BACKENDS, ProfileConfig
-from train.cli_args import add_dataclass_arguments, config_file_defaults, values_for
+from prep.cli_args import add_dataclass_arguments, config_file_defaults, values_for
 from tasks import task_names
 from train.config import DEVICES, PRECISIONS
 
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from prep.tokenizer import default_model_dir
     from profiling.run import run_profile
+    from tasks import get_task
 
     try:
         values = values_for(ProfileConfig, args)
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             values["features_dir"] = os.path.abspath(values["features_dir"])
         values["prep_scaling_png"] = values["prep_scaling_png"] or None
         config = ProfileConfig(**values)
-        summary = run_profile(config, args.out_dir, progress=lambda message, percent: print(
+        summary = run_profile(config, get_task(config.task).train, args.out_dir, progress=lambda message, percent: print(
             f"[{percent:3.0f}%] {message}", file=sys.stderr))
     except (ValueError, FileNotFoundError) as err:
         print(f"python -m profiling: error: {err}", file=sys.stderr)

@@ -65,14 +65,12 @@ def train_args(config: ProfileConfig, features: Path, out: Path, world_size: int
     )
 
 
-def write_synthetic_features(out_dir: Path, config: ProfileConfig) -> Path:
-    """Exactly ``total_steps`` global batches of the task's synthetic rows."""
-    from tasks import get_task
+def write_synthetic_features(out_dir: Path, config: ProfileConfig, spec) -> Path:
+    """Exactly ``total_steps`` global batches of the task's synthetic rows (``spec``: its TrainSpec)."""
     from train.testing import write_feature_dir
 
     rows = config.global_batch_size * config.total_steps()
     longest = config.synthetic_seq_length
-    spec = get_task(config.task)
     table = spec.synthetic_features(rows, seed=config.seed, min_len=max(16, longest // 2), max_len=longest)
     return write_feature_dir(out_dir, table, config.task, "train", longest, input_info=spec.synthetic_data_info())
 
@@ -108,9 +106,11 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def run_profile(config: ProfileConfig, out_dir: str | Path, progress: Progress | None = None,
+def run_profile(config: ProfileConfig, spec, out_dir: str | Path, progress: Progress | None = None,
                 python: str = sys.executable) -> dict:
     """Profile ``config.active_steps`` steady-state training steps and write the artifact folder.
+
+    ``spec`` is the task's :class:`tasks.spec.TrainSpec` (its synthetic rows when no features are given).
 
     ``out_dir`` gets ``profile_summary.json`` (written last), ``profile_summary.md``, per-rank
     traces (``traces/rank<R>.pt.trace.json``) or Nsight reports (``rank<R>.nsys-rep`` +
@@ -128,7 +128,7 @@ def run_profile(config: ProfileConfig, out_dir: str | Path, progress: Progress |
     device_type = "cuda" if gpus else "cpu"
     cpus = available_cpus()
     with atomic_output_dir(out_dir, marker=summary_mod.SUMMARY_JSON) as work:
-        features, features_label = _features(config, work, say)
+        features, features_label = _features(config, spec, work, say)
         env, threads = child_env(config, config.world_size, device_type, cpus)
         recorded = _record(config, work, features, gpus, env, python, say)
         train_config = _read_json(work / "train" / "train_config.json")
@@ -164,12 +164,12 @@ def run_profile(config: ProfileConfig, out_dir: str | Path, progress: Progress |
     return summary
 
 
-def _features(config: ProfileConfig, work: Path, say: Progress) -> tuple[Path, str]:
+def _features(config: ProfileConfig, spec, work: Path, say: Progress) -> tuple[Path, str]:
     """(features folder, how the summary names it): the given folder, or synthetic rows written here."""
     if config.features_dir:
         return Path(config.features_dir).resolve(), f"`{config.features_dir}`"
     say("writing synthetic features", 2)
-    features = write_synthetic_features(work / "features", config)
+    features = write_synthetic_features(work / "features", config, spec)
     return features, (f"synthetic ({config.global_batch_size * config.total_steps()} rows, "
                       f"{max(16, config.synthetic_seq_length // 2)}-{config.synthetic_seq_length} tokens)")
 

@@ -60,19 +60,20 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from tasks import get_task
     from train.__main__ import build_parser as train_parser
-    from train.__main__ import config_from_args
+    from train.__main__ import config_values, resolve_config
     from train.dist import init_distributed, shutdown_distributed
     from train.loop import train
 
-    train_ns = train_parser().parse_args(train_args)
+    values = config_values(train_parser().parse_args(train_args))
     try:
-        env = init_distributed(train_ns.device, os.environ)
-        config = config_from_args(train_ns, env.world_size, env.device.type)
+        env = init_distributed(values.get("device", "auto"), os.environ)
+        config = resolve_config(values, env.world_size, env.device.type)
         profiler = make_profiler(args.backend, args.trace_dir, env.rank, args.warmup_steps, args.active_steps,
                                  env.device.type == "cuda")
         with profiler:
-            train(config, env, profiler=profiler)
+            train(config, get_task(config.task).train, env, profiler=profiler)
     finally:
         shutdown_distributed()
     return 0

@@ -1,34 +1,13 @@
-"""What a task hands the engines: one frozen :class:`TaskSpec` of module-level functions.
+"""What a task hands the engines: one frozen :class:`TaskSpec` holding a part per engine.
 
-The engines call these and nothing else task-specific:
+An entry point (a ``__main__``, a Luigi task) resolves the task once (:func:`tasks.get_task`) and
+passes the spec, or the part an engine needs, down; no engine looks a task up.
 
-- prep (``prep/``): ``prep_config`` (a frozen dataclass whose fields are the CLI flags and
-  Luigi parameters), ``prepare(input_path, out_dir, encoder_dir, config, nproc, mode,
-  reserve_cpus, progress) -> manifest`` (runs :func:`prep.stage.run_stage` on the shared pool),
-  ``prep_main(argv)`` (its CLI, ``python -m prep <name>``), ``summarize(manifest, out_dir)`` (the CLI's one-line report), ``input_errors`` (exception
-  types that mean bad input, printed without a traceback).
-- training (``train/``): ``heads``/``default_head``, ``build_model(head, encoder, data_info)``
-  (``data_info``: the training features' ``manifest["input"]``, e.g. a classifier's label set;
-  kept in ``train_config.json`` so a saved run rebuilds the same model), ``encoder_pooler``,
-  ``collate(rows, pad_id, pad_to_multiple_of)``, ``loss(output, batch)``,
-  ``eval_counts(output, batch)`` (held-out counts: ``{"accuracy": correct rows}`` gives
-  ``eval_accuracy``), ``calibratable`` (a classifier whose head has a ``temperature`` buffer and
-  whose batches carry ``label``), ``synthetic_features(rows, seed)`` (profiling, tests),
-  ``check_features(manifest, features_dir, purpose)``, ``save_pretrained(model, folder)`` (optional:
-  write ``OUT/model/`` as the Hugging Face class that loads with the head, e.g.
-  ``AutoModelForQuestionAnswering``; unset, the bare encoder is written) and ``restore_pretrained(encoder,
-  folder)`` (optional: what :func:`train.model.load_finetuned` and ``build_model`` do after loading
-  the encoder from a folder).
-  ``data_digest(path)`` (optional): the input's sha256 for a ``--data`` that may be a folder.
-- evaluation (``eval/``): ``eval_config`` (dataclass), ``evaluate(context) -> EvalOutcome``,
-  ``metric_rows(summary)`` and ``report_sections(summary, out_dir, plot_data, written)`` for
-  report.md, ``headline(metrics)`` for compare / summaries, ``aggregate_metrics`` and
-  ``ensemble(run_dirs, summaries)`` for ``eval aggregate``, ``score_file`` for ``score-<task>``.
-- data and the DAG (``pipeline/``): ``data_files`` (official name -> :class:`OfficialFile`),
-  ``fullrun`` (which data file plays which role in FullRun), ``user_data`` and ``suite`` (generated
-  entry tasks: the user's own files; a benchmark of member tasks x seeds ending in one table) and
-  ``sweep_objective`` (what a hyper-parameter sweep optimises on the validation split; default:
-  the held-out loss).
+- :class:`PrepSpec` for ``prep/`` (the prep command, ``<Task>Features``);
+- :class:`TrainSpec` for ``train/`` (model, batches, loss, held-out counts, export);
+- :class:`EvalSpec` for ``eval/`` (evaluation, report, aggregate tables, re-scoring);
+- ``data_files``, ``plan`` and ``sweep_objective`` for ``pipeline/`` (official files, the task's
+  place in the DAG, what a sweep optimises).
 """
 
 from __future__ import annotations
@@ -37,6 +16,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+
+class InputMismatchError(ValueError):
+    """Model, features and data do not belong together (task, tokenizer, source file, split)."""
 
 
 @dataclass(frozen=True)
@@ -200,52 +183,109 @@ def _none(*_args, **_kwargs):
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    description: str
-    # prep
-    prep_config: type
+class PrepSpec:
+    """What the prep engine needs: the settings, the builder, its one-line report, its input errors.
+
+    ``config`` is a frozen dataclass whose fields are the prep command's flags and the
+    ``<Task>Features`` Luigi parameters; ``prepare(input_path, out_dir, encoder_dir, config, nproc,
+    mode, reserve_cpus, progress) -> manifest`` runs :func:`prep.stage.run_stage` on the shared pool;
+    ``summarize(manifest, out_dir)`` is the command's one-line report; ``input_errors`` are the
+    exception types that mean bad input (printed as one line, no traceback). The command
+    (``python -m prep <task>``, :func:`prep.cli.prep_command`) is derived from these: ``input_help``
+    describes its input, ``chunk_param`` names ``prepare``'s items-per-pool-task parameter (a
+    ``--<chunk-param>`` flag with that parameter's default), ``default_nproc`` overrides the
+    worker default (CPUs - 1).
+    """
+
+    config: type
     prepare: Callable[..., dict]
-    prep_main: Callable[[list[str] | None], int]
     summarize: Callable[[dict, Path], str]
-    input_errors: tuple[type[BaseException], ...]
-    # training
+    input_errors: tuple[type[BaseException], ...] = ()
+    input_help: str = "input file"
+    chunk_param: str | None = None
+    chunk_help: str = ""
+    default_nproc: int | None = None
+
+    def make_config(self, **values):
+        """The prep config from ``values``, ignoring keys that are not its fields."""
+        names = {f.name for f in dataclasses.fields(self.config)}
+        return self.config(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What the training engine needs: the heads, the model, batches, loss and held-out counts.
+
+    ``build_model(head, encoder, data_info)`` (``data_info``: the training features'
+    ``manifest["input"]``, e.g. a classifier's label set; kept in ``train_config.json`` so a saved
+    run rebuilds the same model); ``collate(rows, pad_id, pad_to_multiple_of)``; ``loss(output,
+    batch)``; ``eval_counts(output, batch)`` (held-out counts: ``{"accuracy": correct rows}`` gives
+    ``eval_accuracy``); ``synthetic_features(rows, seed)`` with ``synthetic_data_info()``
+    (profiling, benchmarks, tests); ``save_pretrained(model, folder)`` (optional: write ``OUT/model/``
+    as the Hugging Face class that loads with the head; unset, the bare encoder is written) and
+    ``restore_pretrained(encoder, folder)`` (optional: what loading the encoder from a folder does
+    after, e.g. put back the pooler a RoBERTa/MPNet classifier keeps in its head).
+    """
+
     heads: tuple[str, ...]
     default_head: str
-    build_model: Callable[[str, Any], Any]
+    build_model: Callable[..., Any]
     collate: Callable[..., dict]
     loss: Callable[[Any, dict], Any]
     eval_counts: Callable[[Any, dict], dict]
     synthetic_features: Callable[..., Any]
-    calibratable: bool = False
+    synthetic_data_info: Callable[[], dict] = dict  # the data_info that goes with synthetic_features
+    calibratable: bool = False  # a classifier whose head has a temperature buffer and whose batches carry label
     encoder_pooler: bool = False  # the head reads the encoder's pooler output (kept, trained, saved)
     sequences_per_row: int = 1  # encoder sequences in one feature row (multiple choice: one per option)
-    synthetic_data_info: Callable[[], dict] = dict  # the data_info that goes with synthetic_features
-    check_features: Callable[[dict, Path, str], None] = _none
-    # data: the official files a task knows, and their roles in FullRun (None: not part of FullRun)
-    data_files: Mapping[str, OfficialFile] = field(default_factory=dict)
-    fullrun: FullRunPlan | None = None
-    user_data: UserDataPlan | None = None  # the user's own files: a generated entry task (pipeline/userdata.py)
-    suite: SuitePlan | None = None  # a benchmark of member tasks: a generated results entry (pipeline/suite.py)
     save_pretrained: Callable[[Any, Path], None] | None = None
-    # after load_finetuned / build_model load the encoder from a folder: put back what save_pretrained
-    # moved out of the encoder (a RoBERTa/MPNet classifier keeps the pooler's dense in its head)
     restore_pretrained: Callable[[Any, Path], None] | None = None
-    # the sha256 recorded for a --data input that may be a folder (raises FileNotFoundError when
-    # missing); unset, --data must be a file and its sha256 is used
-    data_digest: Callable[[Path], str] | None = None
-    # evaluation
-    eval_config: type | None = None
-    evaluate: Callable[[EvalContext], EvalOutcome] | None = None
-    metric_rows: Callable[[dict], list] | None = None
-    report_sections: Callable[..., list[str]] | None = None
-    headline: Callable[[dict], dict] | None = None
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """What the evaluation engine needs: settings, the evaluation itself, and how results are shown.
+
+    ``evaluate(context) -> EvalOutcome``; ``check_features(manifest, features_dir)`` (optional:
+    refuse features evaluation cannot use); ``data_digest(path)`` (optional: the sha256 recorded
+    for a ``--data`` that may be a folder; unset, ``--data`` must be a file); ``metric_rows(summary)``
+    and ``report_sections(summary, out_dir, plot_data, written)`` for report.md; ``headline(metrics)``
+    for compare and summaries; ``aggregate_metrics``, ``metric_labels``, ``metric_digits`` and
+    ``ensemble(run_dirs, summaries)`` for ``eval aggregate``; ``score_file(args)`` with its flags
+    (``score_file_args(parser)``) for ``python -m eval score-<task>``.
+    """
+
+    config: type
+    evaluate: Callable[[EvalContext], EvalOutcome]
+    metric_rows: Callable[[dict], list]
+    report_sections: Callable[..., list[str]]
+    headline: Callable[[dict], dict]
     aggregate_metrics: tuple[str, ...] = ()
     metric_labels: Mapping[str, str] = field(default_factory=dict)
     metric_digits: Mapping[str, int] = field(default_factory=dict)  # decimals in aggregate tables (default 1)
+    check_features: Callable[[dict, Path], None] = _none
+    data_digest: Callable[[Path], str] | None = None
     ensemble: Callable[[list[Path], list[dict]], dict] | None = None
     score_file: Callable[..., dict] | None = None
-    score_file_args: Callable[[Any], None] | None = None  # adds score-<task>'s own flags to a parser
+    score_file_args: Callable[[Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task: its name, the part each engine receives, its data files and its place in the DAG.
+
+    ``plan`` says how the DAG runs the task: a :class:`FullRunPlan` (official files in FullRun
+    roles), a :class:`UserDataPlan` (the user's own files, a generated entry task), a
+    :class:`SuitePlan` (a benchmark of member tasks ending in one table), or None (stages only).
+    """
+
+    name: str
+    description: str
+    prep: PrepSpec
+    train: TrainSpec
+    eval: EvalSpec
+    data_files: Mapping[str, OfficialFile] = field(default_factory=dict)
+    plan: FullRunPlan | UserDataPlan | SuitePlan | None = None
     # hyper-parameter sweeps (pipeline/sweep.py): what a trial is judged by, on the validation split
     sweep_objective: SweepObjective = field(default_factory=SweepObjective)
 
@@ -253,7 +293,3 @@ class TaskSpec:
     def luigi_prefix(self) -> str:
         """``Squad`` for squad: the prefix of this task's Luigi classes (SquadFeatures, SquadFineTuned)."""
         return "".join(part.capitalize() for part in self.name.replace("-", "_").split("_"))
-
-    def make_prep_config(self, **values):
-        names = {f.name for f in dataclasses.fields(self.prep_config)}
-        return self.prep_config(**{k: v for k, v in values.items() if k in names})

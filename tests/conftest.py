@@ -33,6 +33,14 @@ def skip_or_fail(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def fine_tune(config, env, **kwargs):
+    """``train.loop.train`` as the entry points call it: the config's task resolved to its TrainSpec."""
+    from tasks import get_task
+    from train.loop import train
+
+    return train(config, get_task(config.task).train, env, **kwargs)
+
+
 def shared_data(relative: str) -> Path:
     """Path of a real data file; where it is missing, skip saying where it was looked for (fail under CI)."""
     path = DATA_DIR / relative

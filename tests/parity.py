@@ -164,7 +164,7 @@ def training_losses(work: Path | None = None) -> dict[str, dict]:
         model = make_tiny_model_dir(root / "tiny", dropout=0.1)
         try:
             for task in TASKS:
-                spec = get_task(task)
+                spec = get_task(task).train
                 info = spec.synthetic_data_info()
                 features = write_feature_dir(root / f"{task}-train", spec.synthetic_features(48, seed=0), task,
                                              "train", 64, input_info=info)

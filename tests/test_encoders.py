@@ -8,6 +8,7 @@ End to end (prep -> a few training steps -> evaluation) is in test_encoders_e2e.
 
 from __future__ import annotations
 
+from tasks import get_task
 import csv
 
 import pytest
@@ -75,7 +76,7 @@ def test_any_automodel_encoder_loads_without_pooler(encoders, tokenizer_dir):
 
 def test_segment_head_refused_without_token_types(encoders):
     with pytest.raises(ValueError, match="segment head marks P/A/B with token types.*mpnet.*multiply"):
-        build_model("gap", "segment", encoders["mpnet"])
+        build_model(get_task("gap").train, "segment", encoders["mpnet"])
 
 
 def test_train_cli_refuses_the_segment_head_in_one_line(encoders, tmp_path, capsys):
@@ -94,7 +95,7 @@ def test_gap_heads_run_on_each_family(encoders):
     for family, heads in (("mpnet", ("multiply", "concat")), ("roberta", ("multiply", "concat", "segment"))):
         for head in heads:
             torch.manual_seed(0)
-            model = build_model("gap", head, encoders[family]).eval()
+            model = build_model(get_task("gap").train, head, encoders[family]).eval()
             with torch.no_grad():
                 logits = model(**batch)
             assert logits.shape == (4, 3) and torch.isfinite(logits).all(), (family, head)

@@ -9,6 +9,7 @@ scored by ``eval.run.run_evaluation``. The SQuAD run's ``model/`` folder is Hugg
 
 from __future__ import annotations
 
+from tasks import get_task
 import csv
 import json
 
@@ -22,10 +23,9 @@ from tasks.gap.prep import prepare_gap
 from tasks.squad.prep import SquadPrepConfig, prepare_squad
 from train.config import TrainConfig
 from train.dist import single_process
-from train.loop import train
 from train.model import load_finetuned
 from train.testing import make_tiny_encoder_dir
-from tests.conftest import shared_data
+from tests.conftest import shared_data, fine_tune
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -57,10 +57,10 @@ def test_squad_end_to_end_with_mpnet(tmp_path, mpnet):
     assert [2, 2] == row["input_ids"][row["input_ids"].index(2):][:2]  # </s></s> between question and context
     assert not any(any(types) for types in table.column("token_type_ids").to_pylist())
 
-    metrics = train(train_config("squad", "span", features["train"], tmp_path / "run", mpnet,
+    metrics = fine_tune(train_config("squad", "span", features["train"], tmp_path / "run", mpnet,
                                  eval_features_dir=str(features["eval"])), single_process("cpu"))
     assert metrics["steps"] == 4 and np.isfinite(metrics["final_train_loss"])
-    summary = run_evaluation("squad", tmp_path / "run", features["eval"], data, tmp_path / "eval", device="cpu")
+    summary = run_evaluation(get_task("squad"), tmp_path / "run", features["eval"], data, tmp_path / "eval", device="cpu")
     predictions = json.loads((tmp_path / "eval" / "predictions.json").read_text())
     questions = sum(len(p["qas"]) for p in source["data"][0]["paragraphs"])
     assert len(predictions) == questions and 0.0 <= summary["metrics"]["f1"] <= 100.0
@@ -70,7 +70,7 @@ def test_squad_end_to_end_with_mpnet(tmp_path, mpnet):
 
     from tasks.squad.model import collate_squad
 
-    ours, _ = load_finetuned(tmp_path / "run")
+    ours, _ = load_finetuned(tmp_path / "run", get_task("squad").train)
     theirs = AutoModelForQuestionAnswering.from_pretrained(str(tmp_path / "run" / "model")).eval()
     assert type(theirs).__name__ == "MPNetForQuestionAnswering"
     batch = collate_squad(table.slice(0, 4), pad_id=1)
@@ -88,11 +88,11 @@ def test_gap_end_to_end_with_mpnet(tmp_path, mpnet):
     data = tmp_path / "gap-small.tsv"
     data.write_text("".join(lines[:49]), encoding="utf-8")  # header + 48 rows
     prepare_gap(data, tmp_path / "gap", mpnet, nproc=1)
-    metrics = train(train_config("gap", "multiply", tmp_path / "gap", tmp_path / "run", mpnet,
+    metrics = fine_tune(train_config("gap", "multiply", tmp_path / "gap", tmp_path / "run", mpnet,
                                  eval_features_dir=str(tmp_path / "gap"), select_best=True, calibrate=True,
                                  max_steps=None, epochs=2, global_batch_size=16), single_process("cpu"))
     assert metrics["steps"] == 6 and metrics["calibration"] is not None
-    summary = run_evaluation("gap", tmp_path / "run", tmp_path / "gap", data, tmp_path / "eval", device="cpu")
+    summary = run_evaluation(get_task("gap"), tmp_path / "run", tmp_path / "gap", data, tmp_path / "eval", device="cpu")
     with open(tmp_path / "eval" / "submission.csv", encoding="utf-8", newline="") as handle:
         submission = list(csv.DictReader(handle))
     assert len(submission) == 48

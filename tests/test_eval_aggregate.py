@@ -12,9 +12,12 @@ from safetensors.torch import load_file, save_file
 
 from eval.__main__ import main as eval_main
 from eval.aggregate import aggregate_runs
+from tasks import get_task
 from tasks.gap.formats import read_gap_gold, read_submission_csv, write_submission_csv
 from tasks.gap.score import score_gap_file
 from tests.test_eval_run import gap_run, make_model_dir  # noqa: F401  (gap_run is a fixture)
+
+GAP = get_task("gap").eval
 
 
 def reseeded_model(src_root, name: str, seed: int, tokenizer_dir):
@@ -70,8 +73,8 @@ def test_mean_spread_and_ensemble_match_the_single_runs(three_seeds, gap_run, tm
 
 def test_the_same_seed_twice_or_two_tasks_is_an_error(three_seeds, capsys):
     with pytest.raises(ValueError, match="same seed"):
-        aggregate_runs([three_seeds[0], three_seeds[0]])
+        aggregate_runs([three_seeds[0], three_seeds[0]], GAP)
     with pytest.raises(ValueError, match="no \\['warmup'\\] to group by"):
-        aggregate_runs(three_seeds, by=("warmup",))
+        aggregate_runs(three_seeds, GAP, by=("warmup",))
     assert eval_main(["aggregate", str(three_seeds[0]) + "-missing"]) == 1
     assert "not a finished evaluation" in capsys.readouterr().err

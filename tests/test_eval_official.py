@@ -47,7 +47,7 @@ def read_json(path):
 
 def use_model(monkeypatch, model):
     """Evaluate with ``model`` in place of the saved weights (all file checks stay as they are)."""
-    monkeypatch.setattr(eval.run, "load_model", lambda model_dir, device: (model.eval(), {}))
+    monkeypatch.setattr(eval.run, "load_model", lambda model_dir, spec, device: (model.eval(), {}))
 
 
 def test_squad_v1_written_predictions_rescore_to_metrics_json(squad_v1, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ files, wrong prediction ids, missing configs; a failed run keeps the previous ou
 
 from __future__ import annotations
 
+from tasks import get_task
 import json
 import shutil
 
@@ -15,7 +16,7 @@ from tasks.squad.evaluate import SquadEvalConfig
 from eval.inference import InputMismatchError
 from tasks.squad.score import score_squad_file
 from tasks.squad.read import SquadFormatError, load_squad_data
-from tests.conftest import shared_data
+from tests.conftest import shared_data, fine_tune
 from tests.test_eval_run import gap_run, squad_v1, subset_squad  # noqa: F401 - module fixtures, shared
 
 
@@ -28,7 +29,7 @@ def test_tokenizer_mismatch_is_refused_without_output(squad_v1, tmp_path):
     from eval.run import run_evaluation
 
     with pytest.raises(InputMismatchError, match="tokenizer mismatch"):
-        run_evaluation("squad", model, squad_v1["features"], squad_v1["data"], out, device="cpu")
+        run_evaluation(get_task("squad"), model, squad_v1["features"], squad_v1["data"], out, device="cpu")
     assert not out.exists() and not list(tmp_path.glob(".out*"))
     assert eval_main(["squad", "--model", str(model), "--features", str(squad_v1["features"]),
                       "--data", str(squad_v1["data"]), "--out", str(out)]) == 1
@@ -39,11 +40,11 @@ def test_features_from_other_data_or_task_are_refused(squad_v1, gap_run, tmp_pat
 
     other = subset_squad(shared_data("squad/dev-v1.1.json"), tmp_path / "other.json", slice(2, 3))
     with pytest.raises(InputMismatchError, match="not from the --data file"):
-        run_evaluation("squad", squad_v1["model"], squad_v1["features"], other, tmp_path / "a", device="cpu")
+        run_evaluation(get_task("squad"), squad_v1["model"], squad_v1["features"], other, tmp_path / "a", device="cpu")
     with pytest.raises(InputMismatchError, match="holds 'gap' features"):
-        run_evaluation("squad", squad_v1["model"], gap_run["features"], squad_v1["data"], tmp_path / "b", device="cpu")
+        run_evaluation(get_task("squad"), squad_v1["model"], gap_run["features"], squad_v1["data"], tmp_path / "b", device="cpu")
     with pytest.raises(InputMismatchError, match="trained for 'squad'"):
-        run_evaluation("gap", squad_v1["model"], gap_run["features"], gap_run["data"], tmp_path / "c", device="cpu")
+        run_evaluation(get_task("gap"), squad_v1["model"], gap_run["features"], gap_run["data"], tmp_path / "c", device="cpu")
     assert not any(tmp_path.glob("[abc]"))
 
 
@@ -60,16 +61,16 @@ def test_failed_run_keeps_the_previous_output(squad_v1, tmp_path, monkeypatch):
     import eval.run
 
     out = tmp_path / "eval"
-    eval.run.run_evaluation("squad", squad_v1["model"], squad_v1["features"], squad_v1["data"], out, device="cpu")
+    eval.run.run_evaluation(get_task("squad"), squad_v1["model"], squad_v1["features"], squad_v1["data"], out, device="cpu")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     class Broken(nn.Module):
         def forward(self, *args, **kwargs):
             raise RuntimeError("device lost halfway")
 
-    monkeypatch.setattr(eval.run, "load_model", lambda model_dir, device: (Broken(), {}))
+    monkeypatch.setattr(eval.run, "load_model", lambda model_dir, spec, device: (Broken(), {}))
     with pytest.raises(RuntimeError, match="halfway"):
-        eval.run.run_evaluation("squad", squad_v1["model"], squad_v1["features"], squad_v1["data"], out, device="cpu")
+        eval.run.run_evaluation(get_task("squad"), squad_v1["model"], squad_v1["features"], squad_v1["data"], out, device="cpu")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["eval"]  # no temp folder left behind
 
@@ -92,7 +93,6 @@ def test_evaluates_what_train_wrote(gap_run, tmp_path):
     """train.loop's real outputs (model/, head, train_config.json, metrics.json, tb/) feed eval."""
     from train.config import TrainConfig
     from train.dist import single_process
-    from train.loop import train
     from train.testing import make_tiny_model_dir
 
     tiny = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
@@ -101,7 +101,7 @@ def test_evaluates_what_train_wrote(gap_run, tmp_path):
                          run_dir=str(tmp_path / "train"), model_dir=str(tiny), precision="fp32",
                          global_batch_size=8, epochs=2, lr=1e-3, device="cpu", progress_bar=False,
                          log_every_n_steps=1)
-    train(config, single_process("cpu"))
+    fine_tune(config, single_process("cpu"))
     out = tmp_path / "eval"
     assert eval_main(["gap", "--model", str(tmp_path / "train"), "--features", features,
                       "--data", str(gap_run["data"]), "--out", str(out), "--device", "cpu"]) == 0
@@ -132,7 +132,7 @@ def test_train_split_features_are_refused(squad_v1, tmp_path, tokenizer_dir):
     prepare_squad(squad_v1["data"], train_split, tokenizer_dir,
                   SquadPrepConfig(max_seq_length=96, doc_stride=32, max_query_length=32, split="train"), nproc=1)
     with pytest.raises(InputMismatchError, match="holds the 'train' split; evaluation needs features built with --split eval"):
-        run_evaluation("squad", squad_v1["model"], train_split, squad_v1["data"], tmp_path / "out", device="cpu")
+        run_evaluation(get_task("squad"), squad_v1["model"], train_split, squad_v1["data"], tmp_path / "out", device="cpu")
     _refused(_squad_args(squad_v1["model"], train_split, squad_v1["data"]), tmp_path / "out")
 
 
@@ -144,7 +144,7 @@ def test_truncated_arrow_features_are_refused(squad_v1, tmp_path):
     arrow = sorted(features.glob("*.arrow"))[-1]
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size * 2 // 3])
     with pytest.raises(ValueError, match=rf"{arrow.name}: not a readable Arrow IPC file, truncated or corrupted"):
-        run_evaluation("squad", squad_v1["model"], features, squad_v1["data"], tmp_path / "out", device="cpu")
+        run_evaluation(get_task("squad"), squad_v1["model"], features, squad_v1["data"], tmp_path / "out", device="cpu")
     _refused(_squad_args(squad_v1["model"], features, squad_v1["data"]), tmp_path / "out")
 
 
@@ -157,7 +157,7 @@ def test_truncated_safetensors_are_refused(squad_v1, tmp_path, weights):
     path = model / weights
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match=rf"{path.name}: truncated or corrupted safetensors file"):
-        run_evaluation("squad", model, squad_v1["features"], squad_v1["data"], tmp_path / "out", device="cpu")
+        run_evaluation(get_task("squad"), model, squad_v1["features"], squad_v1["data"], tmp_path / "out", device="cpu")
     _refused(_squad_args(model, squad_v1["features"], squad_v1["data"]), tmp_path / "out")
 
 
@@ -168,7 +168,7 @@ def test_gap_features_from_another_tsv_are_refused(gap_run, tmp_path):
     other = tmp_path / "other.tsv"
     other.write_text("\n".join(lines[:1] + lines[41:81]) + "\n", encoding="utf-8")  # same header, other rows
     with pytest.raises(InputMismatchError, match="not from the --data file given"):
-        run_evaluation("gap", gap_run["model"], gap_run["features"], other, tmp_path / "out", device="cpu")
+        run_evaluation(get_task("gap"), gap_run["model"], gap_run["features"], other, tmp_path / "out", device="cpu")
     _refused(["gap", "--model", str(gap_run["model"]), "--features", str(gap_run["features"]), "--data", str(other),
               "--device", "cpu"], tmp_path / "out")
 
@@ -183,12 +183,12 @@ def test_squad_v2_data_follows_the_data_and_refuses_an_explicit_v1(squad_v1, tmp
     prepare_squad(data, features, tokenizer_dir, SquadPrepConfig(max_seq_length=128, doc_stride=48, split="eval"),
                   nproc=1)
     # No flag: the data decides (it has is_impossible questions), so v2 scoring and null_odds.json.
-    summary = run_evaluation("squad", squad_v1["model"], features, data, tmp_path / "auto", device="cpu")
+    summary = run_evaluation(get_task("squad"), squad_v1["model"], features, data, tmp_path / "auto", device="cpu")
     assert summary["config"]["version_2_with_negative"] is True and "NoAns_total" in summary["metrics"]
     assert (tmp_path / "auto" / "null_odds.json").is_file()
     # Explicitly v1.1 on v2.0 data: an error, since v1.1 scoring has no gold for unanswerable questions.
     with pytest.raises(ValueError, match="unanswerable questions .*drop --no-version-2-with-negative"):
-        run_evaluation("squad", squad_v1["model"], features, data, tmp_path / "v1", SquadEvalConfig(version_2_with_negative=False),
+        run_evaluation(get_task("squad"), squad_v1["model"], features, data, tmp_path / "v1", SquadEvalConfig(version_2_with_negative=False),
                        device="cpu")
     _refused([*_squad_args(squad_v1["model"], features, data), "--no-version-2-with-negative"], tmp_path / "v1")
 
@@ -200,7 +200,7 @@ def test_missing_train_config_is_refused(squad_v1, tmp_path):
     shutil.copytree(squad_v1["model"], model)
     (model / "train_config.json").unlink()
     with pytest.raises(FileNotFoundError, match="no train_config.json; --model takes the folder train wrote"):
-        run_evaluation("squad", model, squad_v1["features"], squad_v1["data"], tmp_path / "out", device="cpu")
+        run_evaluation(get_task("squad"), model, squad_v1["features"], squad_v1["data"], tmp_path / "out", device="cpu")
     _refused(_squad_args(model, squad_v1["features"], squad_v1["data"]), tmp_path / "out")
 
 
@@ -209,6 +209,6 @@ def test_cuda_device_without_cuda_is_refused(squad_v1, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="device 'cuda' requested but CUDA is not available"):
-        run_evaluation("squad", squad_v1["model"], squad_v1["features"], squad_v1["data"], tmp_path / "out", device="cuda")
+        run_evaluation(get_task("squad"), squad_v1["model"], squad_v1["features"], squad_v1["data"], tmp_path / "out", device="cuda")
     args = _squad_args(squad_v1["model"], squad_v1["features"], squad_v1["data"])
     _refused([*args[:-1], "cuda:0"], tmp_path / "out")

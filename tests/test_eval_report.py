@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from tasks import all_tasks, get_task
 import json
 
 import pytest
 
 from eval.compare import compare_runs, comparison_rows
 from eval.report import parse_metrics_table, read_tensorboard_scalars, write_report
+
+EVALS = {spec.name: spec.eval for spec in all_tasks()}
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -63,7 +66,7 @@ def train_dir(tmp_path):
 def test_squad_report_has_table_figures_and_sections(tmp_path, train_dir):
     out = tmp_path / "out"
     out.mkdir()
-    written = write_report(out, squad_summary(), train_dir)
+    written = write_report(out, squad_summary(), get_task("squad").eval, train_dir)
     names = {p.name for p in written}
     assert names == {"report.md", "training_curves.png", "squad_by_question_type.png"}
     for name in names - {"report.md"}:
@@ -82,7 +85,7 @@ def test_squad_report_has_table_figures_and_sections(tmp_path, train_dir):
 def test_gap_report_confusion_and_gender(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    written = write_report(out, gap_summary(), model_dir=None)
+    written = write_report(out, gap_summary(), get_task("gap").eval, model_dir=None)
     assert {p.name for p in written} == {"report.md", "confusion_matrix.png", "gap_f1_by_gender.png"}
     text = (out / "report.md").read_text()
     table = parse_metrics_table(text)
@@ -102,7 +105,7 @@ def test_v2_table_has_no_v1_anchor(tmp_path):
                           "best_f1": 74.0, "best_f1_thresh": -1.25}
     out = tmp_path / "out"
     out.mkdir()
-    write_report(out, summary, None, {"null_odds": {"has_answer": [-3.0, -1.0], "no_answer": [0.5, 2.0]}})
+    write_report(out, summary, get_task(summary["task"]).eval, None, {"null_odds": {"has_answer": [-3.0, -1.0], "no_answer": [0.5, 2.0]}})
     table = parse_metrics_table((out / "report.md").read_text())
     assert table["EM"] == {"value": 70.0, "anchor": None}
     assert table["best F1 threshold"]["value"] == -1.25
@@ -127,14 +130,14 @@ def test_compare_shows_metrics_and_differing_settings(tmp_path):
     a = _fake_run(tmp_path / "a", squad_summary(em=80.0, f1=87.0, lr=3e-5))
     b = _fake_run(tmp_path / "b", squad_summary(em=82.0, f1=89.0, lr=5e-5))
     g = _fake_run(tmp_path / "g", gap_summary())
-    rows = comparison_rows([a, b, g])
+    rows = comparison_rows([a, b, g], EVALS)
     assert [row["run"] for row in rows] == ["a", "b", "g"]
     assert rows[1]["EM"] == 82.0 and rows[0]["lr"] == 3e-5 and rows[0]["model"] == "bert-base-uncased"
     assert rows[2]["bias F/M"] == pytest.approx(63.2 / 66.0)
-    markdown = compare_runs([a, b, g], tmp_path / "cmp.md")
+    markdown = compare_runs([a, b, g], EVALS, tmp_path / "cmp.md")
     assert "### squad" in markdown and "### gap" in markdown
     assert (tmp_path / "cmp.md").read_text() == markdown
-    compare_runs([a, b], tmp_path / "cmp.json")
+    compare_runs([a, b], EVALS, tmp_path / "cmp.json")
     assert [row["F1"] for row in json.loads((tmp_path / "cmp.json").read_text())] == [87.0, 89.0]
     with pytest.raises(FileNotFoundError, match="not a finished evaluation"):
-        compare_runs([tmp_path / "nothing"])
+        compare_runs([tmp_path / "nothing"], EVALS)

@@ -44,7 +44,7 @@ def make_model_dir(out_dir, task: str, head: str, tokenizer_dir, with_logs: bool
     vocab_size = len((tokenizer_dir / "vocab.txt").read_text(encoding="utf-8").splitlines())
     encoder = BertModel(BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                    intermediate_size=128, max_position_embeddings=512), add_pooling_layer=False)
-    save_finetuned(get_task(task).build_model(head, encoder), out_dir, tokenizer_dir)
+    save_finetuned(get_task(task).train.build_model(head, encoder), get_task(task).train, out_dir, tokenizer_dir)
     config = TrainConfig(task=task, head=head, features_dir="features", run_dir=str(out_dir),
                          model_dir=str(tokenizer_dir), precision="fp32", global_batch_size=8, epochs=1)
     (out_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))

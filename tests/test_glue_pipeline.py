@@ -4,6 +4,7 @@ broken row is a coverage error naming the line."""
 
 from __future__ import annotations
 
+from tasks import get_task
 import json
 from pathlib import Path
 
@@ -104,10 +105,10 @@ def test_glue_results_two_tasks_two_seeds_then_a_third_seed_runs_only_that_seed(
     from eval.compare import comparison_rows
 
     wnli = [Path(folder) for r in table["runs"] if r["task"] == "wnli" for folder in r["eval_dirs"]]
-    [group] = aggregate_runs(wnli)["groups"]
+    [group] = aggregate_runs(wnli, get_task("glue").eval)["groups"]
     assert group["seeds"] == [1, 2, 3]
     assert group["metrics"]["glue_score"]["mean"] == pytest.approx(table["mean"]["tasks"]["wnli"]["score"]["mean"])
-    rows = comparison_rows(wnli[:2])
+    rows = comparison_rows(wnli[:2], {"glue": get_task("glue").eval})
     assert [row["GLUE score"] for row in rows] == pytest.approx([r["score"] for r in table["runs"][3:5]])
 
 

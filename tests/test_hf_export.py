@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from tests.conftest import shared_data
+from tasks import get_task
 
 N_QUESTIONS = 20
 # The pipeline's defaults (max_seq_len 384, doc_stride 128, max_question_len 64, max_answer_len
@@ -55,10 +56,10 @@ def save_tiny_run(run_dir, tokenizer_dir):
 
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(vocab_size=30522, **TINY_BERT), add_pooling_layer=False)
-    model = get_task("squad").build_model("span", encoder).eval()
+    model = get_task("squad").train.build_model("span", encoder).eval()
     torch.nn.init.normal_(model.head.weight, std=1.0)
     torch.nn.init.normal_(model.head.bias, std=1.0)
-    save_finetuned(model, run_dir, tokenizer_dir)
+    save_finetuned(model, get_task("squad").train, run_dir, tokenizer_dir)
     config = TrainConfig(task="squad", head="span", features_dir="features", run_dir=str(run_dir),
                          model_dir=str(tokenizer_dir), precision="fp32", global_batch_size=8, epochs=1)
     (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -109,7 +110,7 @@ def test_our_loaders_read_the_exported_folder(squad_run, capfd):
 
     capfd.readouterr()
     encoder = load_encoder(squad_run["run"] / "model")
-    model, train_config = load_finetuned(squad_run["run"])
+    model, train_config = load_finetuned(squad_run["run"], get_task("squad").train)
     assert capfd.readouterr().err == ""  # the dropped qa_outputs and the bert. prefix are expected: no report
     assert train_config["task"] == "squad"
     saved = squad_run["model"].state_dict()
@@ -199,7 +200,7 @@ def test_pipeline_ranks_windows_by_probability(squad_run, tokenizer_dir, tmp_pat
 
     # The rule matters here: eval squad's answers differ on some of these questions.
     cfg = SquadEvalConfig(n_best_size=N_BEST_SIZE, max_answer_length=MAX_ANSWER_LENGTH)
-    run_evaluation("squad", squad_run["run"], tmp_path / "features", squad_run["data"], tmp_path / "eval", cfg,
+    run_evaluation(get_task("squad"), squad_run["run"], tmp_path / "features", squad_run["data"], tmp_path / "eval", cfg,
                    device="cpu")
     ours = json.loads((tmp_path / "eval" / "predictions.json").read_text(encoding="utf-8"))
     assert any(ours[qid] != expected[qid] for qid in qids)
@@ -212,7 +213,7 @@ def test_pipeline_answers_equal_eval_squad(squad_run, tmp_path):
     from tasks.squad.metrics import normalize_answer
 
     cfg = SquadEvalConfig(n_best_size=N_BEST_SIZE, max_answer_length=MAX_ANSWER_LENGTH)
-    run_evaluation("squad", squad_run["run"], squad_run["features"], squad_run["data"], tmp_path / "eval", cfg,
+    run_evaluation(get_task("squad"), squad_run["run"], squad_run["features"], squad_run["data"], tmp_path / "eval", cfg,
                    device="cpu")
     ours = json.loads((tmp_path / "eval" / "predictions.json").read_text(encoding="utf-8"))
     assert len(ours) == N_QUESTIONS and all(ours.values())

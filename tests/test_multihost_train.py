@@ -15,9 +15,9 @@ import torch
 from tasks.gap.model import synthetic_gap_table
 from train.config import TrainConfig
 from train.dist import single_process
-from train.loop import train
 from train.testing import make_tiny_model_dir, write_feature_dir
 from tests.test_pipeline_scheduler import free_port
+from tests.conftest import fine_tune
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -33,7 +33,7 @@ def test_two_hosts_with_1_and_2_processes_match_world_size_1(tmp_path):
     features = write_feature_dir(tmp_path / "gap", synthetic_gap_table(96), "gap", "train", 64)
     common = dict(task="gap", features_dir=str(features), model_dir=str(tiny), precision="fp32", global_batch_size=12,
                   max_steps=4, lr=1e-3, length_bucketing=False, log_every_n_steps=1, progress_bar=False, device="cpu")
-    train(TrainConfig(**common, run_dir=str(tmp_path / "ws1"), per_device_batch_size=6), single_process("cpu"))
+    fine_tune(TrainConfig(**common, run_dir=str(tmp_path / "ws1"), per_device_batch_size=6), single_process("cpu"))
 
     hosts = tmp_path / "hosts.json"
     hosts.write_text(json.dumps({"127.0.0.1": 1, "localhost": 2}))  # node 0: 1 process; node 1: 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tasks import get_task
 import argparse
 import json
 
@@ -146,9 +147,9 @@ def test_a_trained_duma_run_evaluates_end_to_end_from_the_release_folder(data, t
     config = TrainConfig(task="race", head="duma", features_dir=str(data["features"]), run_dir=str(tmp_path / "run"),
                          model_dir=str(tiny), precision="fp32", global_batch_size=2, per_device_batch_size=2, epochs=1,
                          lr=1e-3, progress_bar=False)
-    metrics = train(config, single_process("cpu"))
+    metrics = train(config, get_task("race").train, single_process("cpu"))
     assert metrics["steps"] == 3 and np.isfinite(metrics["final_train_loss"])
-    summary = run_evaluation("race", tmp_path / "run", data["features"], data["tree"], tmp_path / "eval",
+    summary = run_evaluation(get_task("race"), tmp_path / "run", data["features"], data["tree"], tmp_path / "eval",
                              RaceEvalConfig(), device="cpu")
     assert summary["counts"]["questions"] == 7 and 0 <= summary["metrics"]["accuracy"] <= 100
     assert read_answers(tmp_path / "eval" / ANSWERS_FILE).keys() == {g.question_id for g in read_race(data["jsonl"]).gold}

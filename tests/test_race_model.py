@@ -10,6 +10,7 @@ from transformers import BertConfig, BertModel
 
 from train.model import TOKENIZER_FILES
 from train.testing import TINY_BERT
+from tasks import get_task
 from tasks.race.model import (
     DumaHead, build_model, collate_race, eval_counts, loss, save_multiple_choice, span_mask, synthetic_race_table,
 )
@@ -120,7 +121,7 @@ def test_duma_saves_its_encoder_and_round_trips_through_load_finetuned(tmp_path,
     from safetensors.torch import load_file
 
     model = build_model("duma", tiny_encoder()).eval()
-    save_finetuned(model, tmp_path, tokenizer_dir)
+    save_finetuned(model, get_task("race").train, tmp_path, tokenizer_dir)
     rebuilt = build_model("duma", load_encoder(tmp_path / "model", pooler=True)).eval()
     rebuilt.head.load_state_dict(load_file(str(tmp_path / HEAD_FILE)), strict=True)
     batch = collate_race(synthetic_race_table(3, seed=7))

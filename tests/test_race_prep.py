@@ -8,7 +8,8 @@ import tarfile
 import pytest
 
 from tests.conftest import shared_data
-from tasks.race.prep import RacePrepConfig, main, prepare_race
+from prep.__main__ import main as prep_main
+from tasks.race.prep import RacePrepConfig, prepare_race
 from tasks.race.read import RaceFormatError, input_digest, qa_text, read_race
 
 PICK = {"RACE/dev/middle": 4, "RACE/dev/high": 3, "RACE/test/high": 1}  # files taken per folder
@@ -144,14 +145,14 @@ def test_bad_input_is_an_error_naming_file_and_line(tmp_path, content, message, 
     path.write_text(content)
     with pytest.raises(RaceFormatError, match=message):
         read_race(path)
-    assert main([str(path), str(tmp_path / "out"), "--quiet"]) == 1
+    assert prep_main(["race", str(path), str(tmp_path / "out"), "--quiet"]) == 1
     assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_missing_input_and_bad_flags(tmp_path, capsys):
-    assert main([str(tmp_path / "none.jsonl"), str(tmp_path / "out"), "--quiet"]) == 1
+    assert prep_main(["race", str(tmp_path / "none.jsonl"), str(tmp_path / "out"), "--quiet"]) == 1
     assert "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main([str(tmp_path / "none.jsonl"), str(tmp_path / "out"), "--max-seq-length", "4"])
+        prep_main(["race", str(tmp_path / "none.jsonl"), str(tmp_path / "out"), "--max-seq-length", "4"])
     with pytest.raises(RaceFormatError, match="not a RACE folder"):
         read_race(tmp_path)

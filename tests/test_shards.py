@@ -59,12 +59,12 @@ def prepped(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"shards-{task}")
     spec = get_task(task)
     path, values = INPUTS[task](root)
-    config = spec.make_prep_config(**values)
-    spec.prepare(path, root / "single", None, config, nproc=1, mode="shards")
+    config = spec.prep.make_config(**values)
+    spec.prep.prepare(path, root / "single", None, config, nproc=1, mode="shards")
     shard_dirs = []
     for index in range(SHARDS):
         with prep_shard(index, SHARDS):
-            spec.prepare(path, root / f"shard{index}", None, config, nproc=1, mode="shards")
+            spec.prep.prepare(path, root / f"shard{index}", None, config, nproc=1, mode="shards")
         shard_dirs.append(root / f"shard{index}")
     merge_shards(shard_dirs, root / "set")
     return task, root / "single", shard_dirs, root / "set"
@@ -104,7 +104,7 @@ def test_training_reads_the_set_as_one_data_set(prepped, tmp_path, one_cpu_threa
         config = TrainConfig(task=task, features_dir=str(folder), run_dir=str(tmp_path / name), model_dir=str(tiny),
                              precision="fp32", global_batch_size=8, max_steps=3, length_bucketing=False,
                              log_every_n_steps=1, progress_bar=False, device="cpu")
-        train(config, single_process("cpu"))
+        train(config, get_task(config.task).train, single_process("cpu"))
         losses[name] = torch.tensor([entry["loss"] for entry in
                                      json.loads((tmp_path / name / "metrics.json").read_text())["train_loss_history"]])
     torch.testing.assert_close(losses["set"], losses["single"])

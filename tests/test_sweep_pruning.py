@@ -13,6 +13,7 @@ from tasks.gap.model import synthetic_gap_table
 from train.config import TrainConfig
 from train.dist import single_process
 from train.testing import make_tiny_model_dir, write_feature_dir
+from tests.conftest import fine_tune
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 MEDIAN = {"name": "MedianPruner", "kwargs": {"n_startup_trials": 2, "n_warmup_steps": 0}}
@@ -48,7 +49,6 @@ def trial_config(work, out: Path, url: str, study: str, number: int) -> TrainCon
 
 def test_a_bad_trial_is_pruned_after_its_first_epoch_and_never_looks_complete(work, tmp_path):
     from train.checkpoint import checkpoint_path, load_checkpoint
-    from train.loop import train
     from train.trial import PRUNED_FILE, TrialPruned
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
@@ -57,7 +57,7 @@ def test_a_bad_trial_is_pruned_after_its_first_epoch_and_never_looks_complete(wo
     bad = study.ask()
     out = tmp_path / "run"
     with pytest.raises(TrialPruned):
-        train(trial_config(work, out, url, "bad", bad.number), single_process("cpu"))
+        fine_tune(trial_config(work, out, url, "bad", bad.number), single_process("cpu"))
     verdict = json.loads((out / PRUNED_FILE).read_text())
     assert verdict["trial_number"] == bad.number and verdict["epoch"] == 1 and verdict["value"] > 0.5
     assert not (out / "metrics.json").exists()  # a pruned folder never looks complete
@@ -68,13 +68,12 @@ def test_a_bad_trial_is_pruned_after_its_first_epoch_and_never_looks_complete(wo
 
 
 def test_a_good_trial_reports_every_epoch_and_finishes(work, tmp_path):
-    from train.loop import train
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     study = study_with_history(url, "good", 100.0)  # everyone else did worse: never pruned
     good = study.ask()
     out = tmp_path / "run"
-    metrics = train(trial_config(work, out, url, "good", good.number), single_process("cpu"))
+    metrics = fine_tune(trial_config(work, out, url, "good", good.number), single_process("cpu"))
     assert (out / "metrics.json").is_file() and metrics["epochs_completed"] == 3
     reported = study.trials[good.number].intermediate_values
     assert reported == {entry["epoch"]: entry["eval_loss"] for entry in metrics["eval"]}
@@ -115,7 +114,6 @@ def test_objective_comes_from_the_task_and_can_be_overridden():
 def test_pruner_warmup_epochs_protects_that_many_epochs(work, tmp_path):
     """``Sweep --pruner-warmup-epochs 1``: the same bad trial survives epoch 1 and is stopped after epoch 2."""
     from pipeline.sweep import Sweep
-    from train.loop import train
     from train.trial import PRUNED_FILE, TrialPruned
 
     assert Sweep(task="gap", pruner_warmup_epochs=0).pruner_record()["kwargs"]["n_warmup_steps"] == 0
@@ -125,7 +123,7 @@ def test_pruner_warmup_epochs_protects_that_many_epochs(work, tmp_path):
     bad = study.ask()
     out = tmp_path / "run"
     with pytest.raises(TrialPruned):
-        train(trial_config(work, out, url, "warm", bad.number), single_process("cpu"))
+        fine_tune(trial_config(work, out, url, "warm", bad.number), single_process("cpu"))
     assert json.loads((out / PRUNED_FILE).read_text())["epoch"] == 2
     assert list(study.trials[bad.number].intermediate_values) == [1, 2]
 

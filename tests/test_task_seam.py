@@ -24,17 +24,45 @@ def test_engines_never_name_a_task():
 
 def test_registry_lists_the_task_packages_and_refuses_others():
     from tasks import UnknownTaskError, get_task, task_names
+    from tasks.spec import EvalSpec, FullRunPlan, PrepSpec, SuitePlan, TrainSpec, UserDataPlan
 
     assert task_names() == ("gap", "glue", "race", "squad", "textclass")
     for name in task_names():
         spec = get_task(name)
-        assert spec.name == name and spec.default_head in spec.heads
+        assert spec.name == name and spec.train.default_head in spec.train.heads
+        assert (type(spec.prep), type(spec.train), type(spec.eval)) == (PrepSpec, TrainSpec, EvalSpec), name
         # A task runs in FullRun on official files, through its own entry on the user's files, or as a suite.
-        assert [spec.fullrun, spec.user_data, spec.suite].count(None) == 2, name
-        if spec.fullrun is not None:
-            assert spec.fullrun.train.data in spec.data_files and spec.fullrun.test.data in spec.data_files
+        assert isinstance(spec.plan, (FullRunPlan, UserDataPlan, SuitePlan)), name
+        if isinstance(spec.plan, FullRunPlan):
+            assert spec.plan.train.data in spec.data_files and spec.plan.test.data in spec.data_files
     with pytest.raises(UnknownTaskError, match="unknown task 'nope'; registered: gap, glue, race, squad, textclass"):
         get_task("nope")
+
+
+# The entry points: each resolves the task once and passes the spec (or the part an engine needs) down.
+ENTRY_POINTS = {"eval/__main__.py", "prep/__main__.py", "profiling/__main__.py", "profiling/worker.py",
+                "train/__main__.py", "train/launch.py"}
+
+
+def test_only_entry_points_look_a_task_up():
+    found = subprocess.run(["git", "grep", "-l", "get_task(", "--", "train", "eval", "prep", "profiling"], cwd=REPO,
+                           capture_output=True, text=True).stdout.split()
+    assert set(found) <= ENTRY_POINTS, sorted(set(found) - ENTRY_POINTS)
+    # Engine modules know the seam's types (tasks.spec), never the registry.
+    registry = subprocess.run(["git", "grep", "-lE", r"^\s*(from tasks import|import tasks\b)", "--", "train", "eval",
+                               "prep", "profiling"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    assert set(registry) <= ENTRY_POINTS, sorted(set(registry) - ENTRY_POINTS)
+
+
+def test_every_spec_field_is_read_by_an_engine():
+    """A field no engine reads is a promise nothing keeps (a task would fill it in vain)."""
+    from tasks.spec import EvalSpec, PrepSpec, TaskSpec, TrainSpec
+
+    for part in (PrepSpec, TrainSpec, EvalSpec, TaskSpec):
+        for field in dataclasses.fields(part):
+            found = subprocess.run(["git", "grep", "-lE", rf"\.{field.name}\b", "--", *ENGINES], cwd=REPO,
+                                   capture_output=True, text=True).stdout.split()
+            assert found, f"{part.__name__}.{field.name} is read by no engine"
 
 
 def help_text(*module_args: str) -> str:
@@ -67,7 +95,7 @@ def test_eval_and_profiling_flags_come_from_their_config_objects():
 
     for name in ("squad", "gap", "textclass", "race"):
         text = help_text("eval", name)
-        for field in dataclasses.fields(get_task(name).eval_config):
+        for field in dataclasses.fields(get_task(name).eval.config):
             assert flag(field.name) in text, (name, field.name)
         assert "--log-level" in text
     text = help_text("profiling")
@@ -92,10 +120,12 @@ def test_train_config_json_comes_back_with_config_and_flags_override_it(tmp_path
 
 
 def test_precision_auto_resolves_per_device():
+    from tasks import get_task
     from train.config import TrainConfig
 
     config = TrainConfig(task="squad", features_dir="f", run_dir="o")
-    assert config.precision == "auto" and config.head == "span"
+    assert config.precision == "auto" and config.head is None
+    assert config.for_task(get_task("squad").train).head == "span"  # the task's default head
     assert config.resolved("cuda", "enc").precision == "fp16"
     assert config.resolved("cpu", "enc").precision == "fp32" and config.resolved("cpu", "enc").model_dir == "enc"
 

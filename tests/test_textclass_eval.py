@@ -6,6 +6,7 @@ are checked against.
 
 from __future__ import annotations
 
+from tasks import get_task
 import csv
 import json
 from pathlib import Path
@@ -372,7 +373,7 @@ def test_command_line_flags(tmp_path):
     """eval's flags come from TextClassEvalConfig; score-textclass takes prep's column flags."""
     import argparse
 
-    from train.cli_args import add_dataclass_arguments, values_for
+    from prep.cli_args import add_dataclass_arguments, values_for
     from tasks.textclass.score import add_score_args, score_file
 
     parser = argparse.ArgumentParser()

@@ -8,6 +8,7 @@ implementations.
 
 from __future__ import annotations
 
+from tasks import get_task
 import shutil
 
 import pyarrow as pa
@@ -245,7 +246,7 @@ def test_roberta_style_export_keeps_the_pooler_in_the_classifier_and_round_trips
     torch.nn.init.normal_(model.encoder.pooler.dense.weight, std=0.5)  # unlike any fresh initialisation
     torch.nn.init.normal_(model.head.weight, std=1.0)
     model.head.temperature.fill_(2.0)
-    save_finetuned(model, tmp_path / "run", encoder_dir)
+    save_finetuned(model, get_task("textclass").train, tmp_path / "run", encoder_dir)
     (tmp_path / "run" / "train_config.json").write_text(
         json.dumps({"task": "textclass", "head": "linear", "data_info": CLASSIFY}), encoding="utf-8")
 
@@ -254,7 +255,7 @@ def test_roberta_style_export_keeps_the_pooler_in_the_classifier_and_round_trips
     assert type(hf_model).__name__ == f"{'Roberta' if family == 'roberta' else 'MPNet'}ForSequenceClassification"
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     assert getattr(hf_model.base_model, "pooler", None) is None
-    loaded, _ = load_finetuned(tmp_path / "run")
+    loaded, _ = load_finetuned(tmp_path / "run", get_task("textclass").train)
     assert not torch.equal(load_encoder(tmp_path / "run" / "model", pooler=True).pooler.dense.weight,
                            model.encoder.pooler.dense.weight)  # the loader alone cannot know the pooler
     batch = collate_textclass(synthetic_textclass_table(6, seed=6, min_len=5, max_len=30), pad_id=1)
@@ -264,6 +265,6 @@ def test_roberta_style_export_keeps_the_pooler_in_the_classifier_and_round_trips
         torch.testing.assert_close(hf_model.eval()(**inputs).logits, ours)  # temperature folded in
         torch.testing.assert_close(loaded(**inputs), ours)
     assert float(ours.std(0).max()) > 1e-3  # the texts' logits differ: equal logits are not a constant's
-    again = build_to_finetune("textclass", "linear", tmp_path / "run" / "model", data_info=CLASSIFY)
+    again = build_to_finetune(get_task("textclass").train, "linear", tmp_path / "run" / "model", data_info=CLASSIFY)
     torch.testing.assert_close(again.encoder.pooler.dense.weight, model.encoder.pooler.dense.weight)
     torch.testing.assert_close(again.encoder.pooler.dense.bias, model.encoder.pooler.dense.bias)

@@ -12,9 +12,10 @@ import pytest
 
 from prep.features import open_features, sorted_by_feature_id
 from prep.tokenizer import export_tokenizer, load_backend
+from prep.__main__ import main as prep_main
 from tests.conftest import shared_data
 from tasks.textclass.prep import (FEATURES_SCHEMA, REGRESSION_SCHEMA, TextClassChunk, TextClassPrepConfig,
-                                convert_chunk, fold_spans, main, prepare_textclass, read_textclass)
+                                convert_chunk, fold_spans, prepare_textclass, read_textclass)
 from tasks.textclass.read import TextClassFormatError, TextExample, read_examples
 from tasks.textclass.split import duplicate_key
 
@@ -298,7 +299,7 @@ def test_prepare_counts_windows_and_records_the_input(fixture_csv, tmp_path, wor
 
 def test_cli_no_fold_and_bad_input(fixture_csv, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main([str(fixture_csv), str(out), "--max-seq-length", str(MAX_SEQ_LENGTH), "--no-fold",
+    code = prep_main(["textclass", str(fixture_csv), str(out), "--max-seq-length", str(MAX_SEQ_LENGTH), "--no-fold",
                  "--text-column", "body", "--label-column", "topic", "--nproc", "1", "--mode", "merge", "--quiet"])
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -307,7 +308,7 @@ def test_cli_no_fold_and_bad_input(fixture_csv, tmp_path, capsys):
     assert manifest["counts"]["features_out"] == manifest["counts"]["examples_converted"] == 6
     assert manifest["counts"]["texts_truncated"] == 2  # b (30 tokens) and f (15 tokens)
     capsys.readouterr()
-    assert main([str(fixture_csv), str(tmp_path / "bad"), "--nproc", "1", "--quiet"]) == 1
+    assert prep_main(["textclass", str(fixture_csv), str(tmp_path / "bad"), "--nproc", "1", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "fixture.csv: line 1: no column 'text'" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()

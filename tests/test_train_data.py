@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from prep.features import attention_mask, pad_rows
+from tasks import get_task
 from train.config import TrainConfig
 from tasks.gap.model import collate_gap
 from tasks.squad.model import collate_squad
@@ -113,19 +114,19 @@ def test_eval_batches_cover_each_row_once(gap_dir):
 
 def test_train_config_derives_accumulation_from_global_batch():
     base = dict(task="gap", features_dir="f", run_dir="o", model_dir="m")
-    assert TrainConfig(**base, global_batch_size=32, world_size=1).accumulation_steps() == 1
-    assert TrainConfig(**base, global_batch_size=32, per_device_batch_size=8, world_size=2).accumulation_steps() == 2
-    assert TrainConfig(**base, global_batch_size=128, world_size=2).micro_batch_size() == 32
+    assert TrainConfig(**base, global_batch_size=32, world_size=1).accumulation_steps(1) == 1
+    assert TrainConfig(**base, global_batch_size=32, per_device_batch_size=8, world_size=2).accumulation_steps(1) == 2
+    assert TrainConfig(**base, global_batch_size=128, world_size=2).micro_batch_size(1) == 32
     # a RACE row holds 4 sequences: the default forward is capped at 8 questions, 32 sequences
     race = dict(base, task="race", head="mc")
-    assert TrainConfig(**race, global_batch_size=16).micro_batch_size() == 8
-    assert TrainConfig(**race, global_batch_size=16).accumulation_steps() == 2
-    assert TrainConfig(**race, global_batch_size=12).micro_batch_size() == 6
-    assert TrainConfig(**race, global_batch_size=16, per_device_batch_size=4).micro_batch_size() == 4
+    assert TrainConfig(**race, global_batch_size=16).micro_batch_size(4) == 8
+    assert TrainConfig(**race, global_batch_size=16).accumulation_steps(4) == 2
+    assert TrainConfig(**race, global_batch_size=12).micro_batch_size(4) == 6
+    assert TrainConfig(**race, global_batch_size=16, per_device_batch_size=4).micro_batch_size(4) == 4
     with pytest.raises(ValueError, match="not a multiple"):
         TrainConfig(**base, global_batch_size=32, per_device_batch_size=6, world_size=2)
-    with pytest.raises(ValueError, match="head"):
-        TrainConfig(**base, head="span")
+    with pytest.raises(ValueError, match="head"):  # the task's heads: checked where the entry point resolves it
+        TrainConfig(**base, head="span").for_task(get_task("gap").train)
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(**base, precision="fp8")
     config = TrainConfig(**base)

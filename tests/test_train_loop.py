@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tasks import get_task
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ import torch
 
 from tasks.gap.prep import GapPrepConfig, prepare_gap
 from tasks.squad.prep import SquadPrepConfig, prepare_squad
-from tests.conftest import shared_data
+from tests.conftest import shared_data, fine_tune
 from train.__main__ import main as train_main
 from train.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from train.config import TrainConfig
@@ -31,6 +32,7 @@ from tasks.gap.model import synthetic_gap_table
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = single_process("cpu")
+GAP = get_task("gap").train
 
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -57,7 +59,7 @@ def gap_config(work, out, **overrides) -> TrainConfig:
 
 def cli_args(config: TrainConfig) -> list[str]:
     args = ["--task", config.task, "--features", config.features_dir, "--out", config.run_dir,
-            "--model", config.model_dir, "--precision", config.precision, "--head", config.head,
+            "--model", config.model_dir, "--precision", config.precision, "--head", config.head or "multiply",
             "--global-batch-size", str(config.global_batch_size), "--epochs", str(config.epochs),
             "--lr", str(config.lr), "--log-every-n-steps", str(config.log_every_n_steps), "--no-progress-bar",
             "--save-every-n-steps", str(config.save_every_n_steps or 0)]
@@ -82,7 +84,7 @@ def losses(out_dir) -> torch.Tensor:
 def test_world_size_2_on_gloo_matches_world_size_1(work, tmp_path):
     """Same global batch (16): ws1 = 2 micro-batches of 8, ws2 = 2 micro-batches of 4 per rank (no_sync on the first)."""
     config = gap_config(work, tmp_path / "ws1", max_steps=6, length_bucketing=False)
-    train(config, LOCAL)
+    train(config, get_task(config.task).train, LOCAL)
     ws2 = config.replace(run_dir=str(tmp_path / "ws2"), world_size=2, per_device_batch_size=4)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                "-m", "train", *cli_args(ws2)]
@@ -92,7 +94,7 @@ def test_world_size_2_on_gloo_matches_world_size_1(work, tmp_path):
     assert (metrics["world_size"], metrics["micro_batch_size"], metrics["accumulation_steps"]) == (2, 4, 2)
     assert len(losses(tmp_path / "ws1")) == 6
     torch.testing.assert_close(losses(tmp_path / "ws2"), losses(tmp_path / "ws1"), rtol=1e-4, atol=1e-5)
-    one, two = load_finetuned(tmp_path / "ws1")[0], load_finetuned(tmp_path / "ws2")[0]
+    one, two = load_finetuned(tmp_path / "ws1", GAP)[0], load_finetuned(tmp_path / "ws2", GAP)[0]
     torch.testing.assert_close(two.state_dict(), one.state_dict(), rtol=1e-3, atol=1e-5)
 
 
@@ -100,7 +102,7 @@ def test_world_size_2_on_gloo_matches_world_size_1(work, tmp_path):
 def test_mixed_precision_on_cpu_lowers_the_loss(work, tmp_path, precision, monkeypatch, caplog):
     monkeypatch.setattr(train_model, "cpu_has_native_bf16", lambda: False)  # both are then emulated: the log says so
     with caplog.at_level(logging.WARNING, logger="train.loop"):
-        metrics = train(gap_config(work, tmp_path / precision, precision=precision, epochs=3), LOCAL)
+        metrics = fine_tune(gap_config(work, tmp_path / precision, precision=precision, epochs=3), LOCAL)
     assert train_model.precision_warning(precision, "cpu") in caplog.messages
     history = losses(tmp_path / precision)
     assert torch.isfinite(history).all()
@@ -150,8 +152,8 @@ def test_sigkill_mid_epoch_then_resume_equals_unbroken_run(work, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert unbroken.wait(timeout=180) == 0, (tmp_path / "unbroken.log").read_text()[-3000:]
     unbroken_log.close()
-    a, _ = load_finetuned(tmp_path / "unbroken")
-    b, _ = load_finetuned(tmp_path / "killed")
+    a, _ = load_finetuned(tmp_path / "unbroken", GAP)
+    b, _ = load_finetuned(tmp_path / "killed", GAP)
     torch.testing.assert_close(b.state_dict(), a.state_dict())
     metrics = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert metrics["steps"] == 30 and metrics["resumed_from_step"] == saved["step"]
@@ -167,7 +169,7 @@ def test_a_resumed_run_reports_the_whole_runs_histories(work, tmp_path, monkeypa
     and every evaluation, equal to the unbroken run's, and a wall time that counts both processes."""
     base = gap_config(work, tmp_path / "unbroken", eval_features_dir=str(work["gap_eval"]), epochs=3,
                       save_every_n_steps=4, log_every_n_steps=2)
-    unbroken = train(base, LOCAL)
+    unbroken = fine_tune(base, LOCAL)
     broken = base.replace(run_dir=str(tmp_path / "broken"))
     original = loop.save_checkpoint
 
@@ -180,9 +182,9 @@ def test_a_resumed_run_reports_the_whole_runs_histories(work, tmp_path, monkeypa
 
     monkeypatch.setattr(loop, "save_checkpoint", crash_at_step_12)
     with pytest.raises(_Crash):
-        train(broken, LOCAL)
+        fine_tune(broken, LOCAL)
     monkeypatch.setattr(loop, "save_checkpoint", original)
-    resumed = train(broken.replace(resume=True), LOCAL)
+    resumed = fine_tune(broken.replace(resume=True), LOCAL)
     assert resumed["resumed_from_step"] == 12 and resumed["steps"] == unbroken["steps"] == 30
     assert [r["step"] for r in resumed["train_loss_history"]] == [r["step"] for r in unbroken["train_loss_history"]]
     assert [r["loss"] for r in resumed["train_loss_history"]] == \
@@ -207,12 +209,12 @@ def test_resume_errors_are_clear(work, tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
 
     with pytest.raises(CheckpointError, match="different run.*lr"):
-        train(gap_config(work, out, max_steps=2, lr=5e-4, resume=True), LOCAL)
+        fine_tune(gap_config(work, out, max_steps=2, lr=5e-4, resume=True), LOCAL)
 
     path = checkpoint_path(out)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="corrupted or truncated"):
-        train(gap_config(work, out, max_steps=2, resume=True), LOCAL)
+        fine_tune(gap_config(work, out, max_steps=2, resume=True), LOCAL)
     path.write_bytes(b"not a checkpoint")
     assert train_main(args + ["--resume"]) == 2
     assert "corrupted or truncated" in capsys.readouterr().err
@@ -241,12 +243,12 @@ def test_gap_heads_train_on_real_gap_features(work, real_gap_subset, tmp_path, h
     eval set here is the training set and only the fit is asserted; held-out accuracy is below)."""
     config = gap_config(work, tmp_path / head, features_dir=str(real_gap_subset),
                         eval_features_dir=str(real_gap_subset), head=head, epochs=6, log_every_n_steps=3, lr=2e-3)
-    metrics = train(config, LOCAL)
+    metrics = train(config, get_task(config.task).train, LOCAL)
     assert torch.isfinite(losses(tmp_path / head)).all()
     evals = metrics["eval"]
     assert len(evals) == 6 and evals[-1]["eval_rows"] == 48
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
-    model, saved = load_finetuned(tmp_path / head)
+    model, saved = load_finetuned(tmp_path / head, GAP)
     assert (saved["head"], saved["max_seq_length"]) == (head, 128)
     assert model.encoder.config.type_vocab_size == (4 if head == "segment" else 2)
 
@@ -266,7 +268,7 @@ def test_gap_heads_generalise_to_held_out_rows(work, synthetic_split, tmp_path, 
     config = gap_config(work, tmp_path / head, features_dir=str(train_dir), eval_features_dir=str(held_out),
                         head=head, epochs=6, global_batch_size=16, per_device_batch_size=16, lr=2e-3,
                         log_every_n_steps=5)
-    evals = train(config, LOCAL)["eval"]
+    evals = train(config, get_task(config.task).train, LOCAL)["eval"]
     assert [entry["eval_rows"] for entry in evals] == [60] * 6
     assert evals[-1]["eval_accuracy"] >= 0.6, evals
     assert evals[-1]["eval_loss"] < math.log(3), evals  # better than the uniform guess's log loss
@@ -286,12 +288,12 @@ def test_squad_trains_on_real_squad_features(work, tmp_path):
                          eval_features_dir=str(features["eval"]), run_dir=str(tmp_path / "out"),
                          model_dir=str(work["tiny"]), precision="bf16", global_batch_size=8, max_steps=6,
                          lr=2e-3, log_every_n_steps=1, progress_bar=False)
-    metrics = train(config, LOCAL)
+    metrics = train(config, get_task(config.task).train, LOCAL)
     history = losses(tmp_path / "out")
     assert torch.isfinite(history).all() and history[-2:].mean() < history[:2].mean()
     assert metrics["throughput"]["padding_fraction"] < 0.5  # rows are padded to the batch, not to 384
     assert metrics["final_eval"]["eval_rows"] > 0
-    model, saved = load_finetuned(tmp_path / "out")
+    model, saved = load_finetuned(tmp_path / "out", get_task("squad").train)
     assert saved["max_seq_length"] == 384
     from tasks.squad.model import collate_squad
     from train.data import FeatureSet
@@ -307,7 +309,7 @@ def test_fp16_on_cuda(work, tmp_path):
     from train.dist import init_distributed
 
     env = init_distributed("cuda", environ={})
-    metrics = train(gap_config(work, tmp_path / "cuda", precision="fp16", max_steps=6), env)
+    metrics = fine_tune(gap_config(work, tmp_path / "cuda", precision="fp16", max_steps=6), env)
     assert metrics["device"].startswith("cuda") and torch.isfinite(losses(tmp_path / "cuda")).all()
 
 
@@ -315,6 +317,6 @@ def test_nvtx_ranges_and_a_real_profiler_plug_into_the_loop(work, tmp_path):
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train(gap_config(work, tmp_path / "prof", max_steps=3, nvtx=True), LOCAL, profiler=prof)
+        fine_tune(gap_config(work, tmp_path / "prof", max_steps=3, nvtx=True), LOCAL, profiler=prof)
     names = {event.key for event in prof.key_averages()}
     assert {"data_wait", "forward", "backward", "optimizer_step"} <= names

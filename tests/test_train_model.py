@@ -18,7 +18,7 @@ GAP_HEADS = ("concat", "multiply", "segment")
 
 
 def compute_loss(output, batch):
-    return get_task("squad" if isinstance(output, tuple) else "gap").loss(output, batch)
+    return get_task("squad" if isinstance(output, tuple) else "gap").train.loss(output, batch)
 
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -102,11 +102,11 @@ def test_forward_rejects_unknown_arguments():
 def test_save_and_load_finetuned_round_trip(tmp_path, task, head):
     source = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
     torch.manual_seed(1)
-    model = build_model(task, head, source)
+    model = build_model(get_task(task).train, head, source)
     out = tmp_path / "out"
-    save_finetuned(model, out, source)
+    save_finetuned(model, get_task(task).train, out, source)
     (out / "train_config.json").write_text(json.dumps({"task": task, "head": head}))
-    loaded, config = load_finetuned(out)
+    loaded, config = load_finetuned(out, get_task(task).train)
     assert config["head"] == head and not loaded.training
     batch = (collate_gap(synthetic_gap_table(4)) if task == "gap" else collate_squad(synthetic_squad_table(4)))
     model.eval()
@@ -140,15 +140,15 @@ def test_dropout_replaces_the_encoders_and_reaches_the_head(tmp_path):
     source = make_tiny_model_dir(tmp_path / "tiny", dropout=0.1)
     batch = collate_gap(synthetic_gap_table(4))
     torch.manual_seed(0)
-    model = build_model("gap", "multiply", source, dropout=0.3)
+    model = build_model(get_task("gap").train, "multiply", source, dropout=0.3)
     assert model.encoder.config.hidden_dropout_prob == model.encoder.config.attention_probs_dropout_prob == 0.3
     assert model.head.dropout.p == 0.3
     torch.manual_seed(0)
-    quiet = build_model("gap", "multiply", source, dropout=0.0).train()
+    quiet = build_model(get_task("gap").train, "multiply", source, dropout=0.0).train()
     with torch.no_grad():  # in train mode, dropout 0 gives the same output twice; the folder's 0.1 would not
         torch.testing.assert_close(quiet(**batch), quiet(**batch))
     torch.manual_seed(0)
-    own = build_model("gap", "multiply", source).train()
+    own = build_model(get_task("gap").train, "multiply", source).train()
     assert own.encoder.config.hidden_dropout_prob == 0.1
     with torch.no_grad():
         assert not torch.equal(own(**batch), own(**batch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tasks import get_task
 import json
 
 import numpy as np
@@ -15,10 +16,10 @@ from train.config import TrainConfig
 from train.data import FeatureSet, make_collate
 from train.dist import single_process
 from train.evaluation import evaluate
-from train.loop import train
 from train.model import load_finetuned
 from train.testing import make_tiny_model_dir, write_feature_dir
 from tasks.gap.model import synthetic_gap_table
+from tests.conftest import fine_tune
 
 LOCAL = single_process("cpu")
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -74,14 +75,14 @@ def config(work, out, eval_dir, **overrides) -> TrainConfig:
 
 
 def saved_eval_loss(run_dir, cfg: TrainConfig) -> float:
-    model, _ = load_finetuned(run_dir)
-    collate = make_collate("gap", 0, cfg.pad_to_multiple_of)
-    return evaluate(model, FeatureSet(cfg.eval_features_dir, "gap"), cfg, LOCAL, collate)["eval_loss"]
+    model, _ = load_finetuned(run_dir, get_task("gap").train)
+    collate = make_collate(get_task("gap").train, 0, cfg.pad_to_multiple_of)
+    return evaluate(model, FeatureSet(cfg.eval_features_dir, "gap"), get_task("gap").train, cfg, LOCAL, collate)["eval_loss"]
 
 
 def test_select_best_saves_the_epoch_with_the_lowest_eval_loss(work, tmp_path):
     cfg = config(work, tmp_path / "best", work["contrary"], select_best=True)
-    metrics = train(cfg, LOCAL)
+    metrics = fine_tune(cfg, LOCAL)
     history = [entry["eval_loss"] for entry in metrics["eval"]]
     assert len(history) == 4
     best_epoch = int(np.argmin(history)) + 1
@@ -92,19 +93,19 @@ def test_select_best_saves_the_epoch_with_the_lowest_eval_loss(work, tmp_path):
     record = load_best(best_path(tmp_path / "best"))
     assert record["epoch"] == best_epoch
 
-    last = train(cfg.replace(run_dir=str(tmp_path / "last"), select_best=False), LOCAL)
+    last = fine_tune(cfg.replace(run_dir=str(tmp_path / "last"), select_best=False), LOCAL)
     assert last["selected"] is None
     assert saved_eval_loss(tmp_path / "last", cfg) == pytest.approx(history[-1], rel=1e-5)
 
 
 def test_calibrate_fits_a_temperature_that_the_saved_model_carries(work, tmp_path):
     cfg = config(work, tmp_path / "cal", work["held_out"], calibrate=True, epochs=3)
-    metrics = train(cfg, LOCAL)
+    metrics = fine_tune(cfg, LOCAL)
     calibration = metrics["calibration"]
     assert calibration["eval_rows"] == 48
     assert calibration["eval_loss_after"] <= calibration["eval_loss_before"]
     assert calibration["eval_loss_before"] == pytest.approx(metrics["eval"][-1]["eval_loss"], rel=1e-5)
-    model, _ = load_finetuned(tmp_path / "cal")
+    model, _ = load_finetuned(tmp_path / "cal", get_task("gap").train)
     assert model.head.temperature.item() == pytest.approx(calibration["temperature"])
     assert calibration["temperature"] != pytest.approx(1.0, abs=1e-3)
     assert saved_eval_loss(tmp_path / "cal", cfg) == pytest.approx(calibration["eval_loss_after"], rel=1e-5)
@@ -116,7 +117,7 @@ def test_selection_needs_held_out_data_and_calibration_is_for_gap(work, tmp_path
         config(work, tmp_path, work["held_out"], eval_features_dir=None, select_best=True)
     with pytest.raises(ValueError, match="calibrate fits a classifier.s softmax temperature; task squad has none"):
         TrainConfig(task="squad", head="span", features_dir="f", run_dir="o", model_dir="m",
-                    eval_features_dir="e", calibrate=True)
+                    eval_features_dir="e", calibrate=True).for_task(get_task("squad").train)
 
 
 def test_best_record_round_trips_and_a_damaged_one_is_a_clear_error(tmp_path):

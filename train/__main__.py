@@ -20,26 +20,29 @@ train_config.json, checkpoints/last.pt, tb/, progress.json, metrics.json (writte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 
+from tasks import get_task, task_names
 from train.checkpoint import CheckpointError
-from tasks import task_names
-from train.cli_args import add_dataclass_arguments, config_file_defaults, values_for
+from prep.cli_args import add_dataclass_arguments, read_config_file, values_for
 from train.config import TrainConfig
 from train.trial import PRUNED_EXIT_CODE, TrialPruned
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """One flag per TrainConfig field (``--help`` lists them with defaults); ``--config FILE.json``
-    fills them first (a run's ``train_config.json`` works), flags override it."""
+    """One flag per TrainConfig field (``--help`` lists them with the dataclass defaults). The
+    namespace holds only the flags given: :func:`config_values` lays them over ``--config FILE.json``
+    (a run's ``train_config.json``, or the file a Luigi task wrote), and the dataclass supplies the
+    rest, so every default has one home. ``argv`` is accepted for callers that pass it."""
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, help="JSON object of TrainConfig fields (flags override it)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     add_dataclass_arguments(
-        parser, TrainConfig, defaults=config_file_defaults(argv, TrainConfig), skip=("world_size",),
+        parser, TrainConfig, skip=("world_size",), typed_only=True,
         aliases={"features_dir": ["--features"], "run_dir": ["--out", "--out-dir"], "model_dir": ["--model"],
                  "eval_features_dir": ["--eval-features"]},
         negative_aliases={"length_bucketing": "--no-bucketing"},
@@ -48,16 +51,35 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace, world_size: int, device_type: str = "cpu") -> TrainConfig:
-    """The run's TrainConfig: paths made absolute, precision ``auto`` and the default encoder resolved."""
-    from prep.tokenizer import default_model_dir
+_REQUIRED_FLAGS = {"task": "--task", "features_dir": "--features", "run_dir": "--out"}
 
-    values = values_for(TrainConfig, args)
+
+def config_values(args: argparse.Namespace) -> dict:
+    """TrainConfig values: ``--config FILE`` (its TrainConfig fields; others, such as a recorded
+    run's ``max_seq_length``, ignored), then the flags given; paths made absolute."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in read_config_file(args.config).items() if k in names} if args.config else {}
+    values.update(values_for(TrainConfig, args))
+    missing = [flag for name, flag in _REQUIRED_FLAGS.items() if values.get(name) is None]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} required (or a --config file that sets them)")
     for name in ("features_dir", "run_dir", "model_dir", "eval_features_dir"):
         if values.get(name):
             values[name] = os.path.abspath(values[name])
-    config = TrainConfig(**{**values, "world_size": world_size})
+    values.pop("world_size", None)  # the launcher's, never a file's
+    return values
+
+
+def resolve_config(values: dict, world_size: int, device_type: str = "cpu") -> TrainConfig:
+    """The run's TrainConfig from :func:`config_values`: precision ``auto`` and the default encoder resolved."""
+    from prep.tokenizer import default_model_dir
+
+    config = TrainConfig(**values, world_size=world_size)
     return config.resolved(device_type, os.path.abspath(default_model_dir()))
+
+
+def config_from_args(args: argparse.Namespace, world_size: int, device_type: str = "cpu") -> TrainConfig:
+    return resolve_config(config_values(args), world_size, device_type)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     from train.loop import train
 
     try:
-        env = init_distributed(args.device, os.environ)
-        config = config_from_args(args, env.world_size, env.device.type)
-        train(config, env)
+        values = config_values(args)
+        env = init_distributed(values.get("device", "auto"), os.environ)
+        config = resolve_config(values, env.world_size, env.device.type)
+        train(config, get_task(config.task).train, env)
     except TrialPruned as pruned:  # a sweep's verdict, not an error: the folder keeps its checkpoint
         print(f"python -m train: {pruned}", file=sys.stderr)
         return PRUNED_EXIT_CODE

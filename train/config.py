@@ -83,20 +83,12 @@ class TrainConfig:
     trial_number: int | None = field(default=None, metadata={"help": "the trial's number in that study"})
 
     def __post_init__(self):
-        from tasks import get_task
-
-        spec = get_task(self.task)  # raises, naming the registered tasks, on an unknown one
-        if self.head is None:
-            object.__setattr__(self, "head", spec.default_head)
+        """Checks that need no task; :meth:`for_task` adds the task's (heads, calibration, batch shape)."""
         if self.save_every_n_steps == 0:
             object.__setattr__(self, "save_every_n_steps", None)
-        if self.head not in spec.heads:
-            raise ValueError(f"task {self.task} has the heads {spec.heads}; got head={self.head!r}")
         if (self.select_best or self.calibrate) and not self.eval_features_dir:
             raise ValueError("select_best and calibrate need eval features (--eval-features): "
                              "they choose on held-out data, never on the training set")
-        if self.calibrate and not spec.calibratable:
-            raise ValueError(f"calibrate fits a classifier's softmax temperature; task {self.task} has none")
         if self.precision not in (*PRECISIONS, "auto"):
             raise ValueError(f"precision must be one of {(*PRECISIONS, 'auto')}, got {self.precision!r}")
         if self.device not in DEVICES:
@@ -121,12 +113,27 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.lr <= 0 or self.max_grad_norm <= 0:
             raise ValueError(f"lr and max_grad_norm must be > 0: lr={self.lr}, max_grad_norm={self.max_grad_norm}")
-        per_step = self.micro_batch_size() * self.world_size
-        if self.global_batch_size % per_step:
+        if self.per_device_batch_size is not None:
+            self._check_batch_shape(self.per_device_batch_size)
+
+    def _check_batch_shape(self, micro: int) -> None:
+        if self.global_batch_size % (micro * self.world_size):
             raise ValueError(
                 f"global_batch_size {self.global_batch_size} is not a multiple of "
-                f"per_device_batch_size {self.micro_batch_size()} x world_size {self.world_size}"
+                f"per_device_batch_size {micro} x world_size {self.world_size}"
             )
+
+    def for_task(self, spec) -> "TrainConfig":
+        """This config checked against the task's training part (a :class:`tasks.spec.TrainSpec`): the
+        head (unset: the task's default) is one of its heads, calibration needs a calibratable head,
+        and the micro-batch divides the global batch."""
+        config = self if self.head is not None else self.replace(head=spec.default_head)
+        if config.head not in spec.heads:
+            raise ValueError(f"task {config.task} has the heads {spec.heads}; got head={config.head!r}")
+        if config.calibrate and not spec.calibratable:
+            raise ValueError(f"calibrate fits a classifier's softmax temperature; task {config.task} has none")
+        config._check_batch_shape(config.micro_batch_size(spec.sequences_per_row))
+        return config
 
     def resolved(self, device_type: str, model_dir: str | None = None) -> "TrainConfig":
         """The config a run uses: precision ``auto`` resolved for ``device_type`` (fp16 on CUDA, fp32
@@ -136,33 +143,23 @@ class TrainConfig:
             precision = "fp16" if device_type == "cuda" else "fp32"
         return self.replace(precision=precision, model_dir=self.model_dir or model_dir)
 
-    @staticmethod
-    def default_head(task: str) -> str:
-        from tasks import get_task
-
-        return get_task(task).default_head
-
-    def micro_batch_size(self) -> int:
+    def micro_batch_size(self, sequences_per_row: int) -> int:
         """Feature rows per forward pass on one device: by default the per-rank share of the global
-        batch, capped so a forward holds at most 32 encoder sequences (a multiple-choice row is one
-        sequence per option: RACE's cap is 8 questions, 32 sequences)."""
+        batch, capped so a forward holds at most 32 encoder sequences (``sequences_per_row``: the
+        task's sequences per feature row; a multiple-choice row is one sequence per option, so RACE's
+        cap is 8 questions, 32 sequences)."""
         if self.per_device_batch_size is not None:
             return self.per_device_batch_size
-        from tasks import get_task
-
-        cap = max(1, 32 // get_task(self.task).sequences_per_row)
+        cap = max(1, 32 // sequences_per_row)
         per_rank = max(1, self.global_batch_size // self.world_size)
         if per_rank <= cap:
             return per_rank
         # The largest divisor of the per-rank share that is at most the cap keeps the global batch exact.
         return max(d for d in range(1, cap + 1) if per_rank % d == 0)
 
-    def accumulation_steps(self) -> int:
+    def accumulation_steps(self, sequences_per_row: int) -> int:
         """Micro-batches per optimizer step on each rank (derived, never a separate knob)."""
-        return self.global_batch_size // (self.micro_batch_size() * self.world_size)
-
-    def sequences_per_rank_per_step(self) -> int:
-        return self.micro_batch_size() * self.accumulation_steps()
+        return self.global_batch_size // (self.micro_batch_size(sequences_per_row) * self.world_size)
 
     def run_defining(self) -> dict:
         return {name: getattr(self, name) for name in RUN_DEFINING_FIELDS}

@@ -131,11 +131,10 @@ def token_batch(rows: pa.Table, pad_id: int = 0, pad_to_multiple_of: int = 1,
     }
 
 
-def make_collate(task: str, pad_id: int = 0, pad_to_multiple_of: int = 1) -> Callable[[pa.Table], dict]:
-    """Task ``task``'s collate function with the padding settings bound (picklable, for DataLoader workers)."""
-    from tasks import get_task
-
-    return functools.partial(get_task(task).collate, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
+def make_collate(spec, pad_id: int = 0, pad_to_multiple_of: int = 1) -> Callable[[pa.Table], dict]:
+    """The collate function of the task whose training part is ``spec``, with the padding settings
+    bound (picklable, for DataLoader workers)."""
+    return functools.partial(spec.collate, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
 
 
 def steps_per_epoch(num_rows: int, global_batch_size: int) -> int:

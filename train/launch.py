@@ -216,13 +216,14 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def check_train_args(train_args: list[str], world_size: int, what: str):
     """Parse the training arguments as ``python -m train`` will and check them at ``world_size``."""
-    from train.__main__ import build_parser as train_parser
-    from train.cli_args import values_for
+    from tasks import get_task
+    from train.__main__ import build_parser as train_parser, config_values
     from train.config import TrainConfig
 
     try:
         args = train_parser(train_args).parse_args(train_args)  # a bad flag exits here, as python -m train would
-        return TrainConfig(**{**values_for(TrainConfig, args), "world_size": world_size})
+        config = TrainConfig(**config_values(args), world_size=world_size)
+        return config.for_task(get_task(config.task).train)
     except (ValueError, FileNotFoundError) as err:  # a bad --config file, a setting TrainConfig refuses
         raise LaunchError(f"{what}: {err}") from None
 

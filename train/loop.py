@@ -34,7 +34,6 @@ from train.data import FeatureSet, make_collate, make_loader, plan_epoch, steps_
 from train.dist import DistEnv, all_gather_objects, all_reduce_sum, barrier, to_device
 from train.metrics_log import METRICS_FILE, RunLogger, TrainClock, write_json_atomic
 from train.evaluation import calibrate_temperature, evaluate
-from tasks import get_task
 from train.model import TRAIN_CONFIG_FILE, autocast_context, build_model, precision_warning, save_finetuned
 from train.tracing import NullProfiler, Tracer
 from train.trial import TrialReporter
@@ -82,14 +81,14 @@ class _Window:
         return record
 
 
-def write_train_config(config: TrainConfig, dataset: FeatureSet, env: DistEnv) -> dict:
+def write_train_config(config: TrainConfig, dataset: FeatureSet, env: DistEnv, micro: int, accum: int) -> dict:
     record = {
         **config.to_dict(),
         "model_dir": str(Path(config.model_dir).resolve()),
         "features_dir": str(Path(config.features_dir).resolve()),
         "max_seq_length": dataset.max_seq_length,
-        "micro_batch_size": config.micro_batch_size(),
-        "accumulation_steps": config.accumulation_steps(),
+        "micro_batch_size": micro,
+        "accumulation_steps": accum,
         "tokenizer": dataset.manifest.get("tokenizer"),
         "data_info": dataset.manifest.get("input") or {},  # what the task's build_model was given
         "schema_version": ckpt.SCHEMA_VERSION,
@@ -103,9 +102,8 @@ class _Run:
     """One training run's state, shared by the pieces of :func:`train`: set-up, steps, epochs,
     checkpoints, held-out evaluation, finish."""
 
-    def __init__(self, config: TrainConfig, env: DistEnv, profiler):
-        self.config, self.env, self.profiler = config, env, profiler or NullProfiler()
-        self.task = get_task(config.task)
+    def __init__(self, config: TrainConfig, spec, env: DistEnv, profiler):
+        self.config, self.spec, self.env, self.profiler = config, spec, env, profiler or NullProfiler()
         self.run_dir = Path(config.run_dir)
         self.ckpt_file = ckpt.checkpoint_path(self.run_dir)
         self.saved = self._load_saved()
@@ -114,10 +112,11 @@ class _Run:
         self.lengths = self.train_set.lengths() if config.length_bucketing else None
         self.per_epoch = steps_per_epoch(len(self.train_set), config.global_batch_size)
         self.total_steps = total_train_steps(config, len(self.train_set))
-        self.accum, self.micro = config.accumulation_steps(), config.micro_batch_size()
+        self.accum = config.accumulation_steps(spec.sequences_per_row)
+        self.micro = config.micro_batch_size(spec.sequences_per_row)
         if env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_train_config(config, self.train_set, env)
+        write_train_config(config, self.train_set, env, self.micro, self.accum)
         self.step = self.epoch = self.step_in_epoch = 0
         self.loss_history: list[dict] = []
         self.eval_history: list[dict] = []
@@ -138,15 +137,15 @@ class _Run:
                               "epochs": self.config.epochs, "loss": self.last_loss, **extra})
 
 
-def setup(config: TrainConfig, env: DistEnv, profiler=None) -> _Run:
+def setup(config: TrainConfig, spec, env: DistEnv, profiler=None) -> _Run:
     """Data, model (DDP-wrapped when distributed), optimizer, schedule, scaler, logging; a resumed
-    run's state and RNG restored."""
-    run = _Run(config, env, profiler)
+    run's state and RNG restored. ``spec`` is the task's :class:`tasks.spec.TrainSpec`."""
+    run = _Run(config, spec, env, profiler)
     seed_everything(config.seed)  # identical head init on every rank
-    run.raw_model = build_model(config.task, config.head, config.model_dir,
+    run.raw_model = build_model(spec, config.head, config.model_dir,
                                 data_info=run.train_set.manifest.get("input") or {},
                                 dropout=config.dropout).to(env.device)
-    run.collate = make_collate(config.task, run.raw_model.encoder.config.pad_token_id or 0, config.pad_to_multiple_of)
+    run.collate = make_collate(spec, run.raw_model.encoder.config.pad_token_id or 0, config.pad_to_multiple_of)
     run.optimizer = make_optimizer(run.raw_model, config, env.device)
     warmup_steps = math.ceil(config.warmup_ratio * run.total_steps)
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -220,7 +219,7 @@ def optimizer_step(run: _Run, batches) -> tuple[torch.Tensor, int, int]:
         syncing = micro_step == run.accum - 1 or not env.distributed
         with contextlib.nullcontext() if syncing else model.no_sync():
             with run.tracer.range("forward"), autocast_context(config.precision, env.device):
-                loss = run.task.loss(model(**batch), batch)
+                loss = run.spec.loss(model(**batch), batch)
             with run.tracer.range("backward"):
                 run.scaler.scale(loss / run.accum).backward()
         run.window.loss += loss.detach()
@@ -314,7 +313,7 @@ def save_checkpoint(run: _Run) -> None:
 def evaluate_held_out(run: _Run) -> None:
     """Score the eval features; with ``select_best``, keep these weights if their loss is the lowest yet."""
     run.progress("eval")
-    metrics = evaluate(run.model, run.eval_set, run.config, run.env, run.collate)
+    metrics = evaluate(run.model, run.eval_set, run.spec, run.config, run.env, run.collate)
     run.eval_history.append({"epoch": run.epoch, "step": run.step, **metrics})
     run.logger.scalars(run.step, {f"eval/{k}": v for k, v in metrics.items() if k != "eval_rows"})
     if run.config.select_best and (run.best is None or metrics["eval_loss"] < run.best["eval_loss"]):
@@ -340,7 +339,7 @@ def finish(run: _Run) -> dict:
             log.info("selected epoch %d (step %d): lowest eval loss %.4f", selected["epoch"], selected["step"],
                      selected["eval_loss"])
     if config.calibrate:
-        calibration = calibrate_temperature(run.model, run.eval_set, config, env, run.collate)
+        calibration = calibrate_temperature(run.model, run.eval_set, run.spec, config, env, run.collate)
         if env.is_main:
             log.info("calibrated: temperature %.3f, eval loss %.4f -> %.4f", calibration["temperature"],
                      calibration["eval_loss_before"], calibration["eval_loss_after"])
@@ -359,7 +358,7 @@ def finish(run: _Run) -> dict:
         "throughput": _throughput(run),
     }
     if env.is_main:
-        save_finetuned(run.raw_model, run.run_dir, config.model_dir)
+        save_finetuned(run.raw_model, run.spec, run.run_dir, config.model_dir)
         run.progress("done")
         run.logger.close()
         write_json_atomic(run.run_dir / METRICS_FILE, metrics)
@@ -381,8 +380,11 @@ def _throughput(run: _Run) -> dict:
     }
 
 
-def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
+def train(config: TrainConfig, spec, env: DistEnv, profiler=None) -> dict:
     """Fine-tune per ``config`` on this process's share; returns the final metrics (every rank).
+
+    ``spec`` is the task's :class:`tasks.spec.TrainSpec`, resolved by the entry point
+    (``python -m train``, profiling); ``config.for_task(spec)`` has checked the config against it.
 
     Rank 0 writes ``OUT/model/``, ``OUT/head.safetensors``, ``OUT/train_config.json``,
     ``OUT/checkpoints/last.pt``, ``OUT/tb/``, ``OUT/progress.json`` and, last,
@@ -394,7 +396,7 @@ def train(config: TrainConfig, env: DistEnv, profiler=None) -> dict:
         from prep.tokenizer import default_model_dir
 
         config = config.resolved(env.device.type, str(default_model_dir()))
-    run = setup(config, env, profiler)
+    run = setup(config.for_task(spec), spec, env, profiler)
     while run.step < run.total_steps:
         run_epoch(run)
     return finish(run)

@@ -160,17 +160,15 @@ def encode(encoder: nn.Module, input_ids, attention_mask, token_type_ids=None) -
     return encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
 
 
-def build_model(task: str, head: str, model_dir: str | Path, data_info: dict | None = None,
+def build_model(spec, head: str, model_dir: str | Path, data_info: dict | None = None,
                 dropout: float | None = None) -> nn.Module:
     """A model to fine-tune: the pretrained encoder from ``model_dir`` (its dropout replaced by
-    ``dropout`` when set) plus task ``task``'s fresh ``head``.
+    ``dropout`` when set) plus a fresh ``head`` of the task whose training part is ``spec`` (a
+    :class:`tasks.spec.TrainSpec`).
 
     Call under a fixed seed: a new head (and any new embedding rows) draws from the global
     torch generator.
     """
-    from tasks import get_task
-
-    spec = get_task(task)
     return spec.build_model(head, _task_encoder(spec, model_dir, dropout), data_info=data_info or {})
 
 
@@ -188,19 +186,17 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def save_finetuned(model: nn.Module, out_dir: str | Path, source_model_dir: str | Path) -> None:
+def save_finetuned(model: nn.Module, spec, out_dir: str | Path, source_model_dir: str | Path) -> None:
     """Write ``OUT/model/`` (weights + config + tokenizer files) and ``OUT/head.safetensors``.
 
-    ``OUT/model/`` holds the task's Hugging Face model when its spec has ``save_pretrained``
-    (encoder and head in one folder), else the bare encoder. Both land atomically: the model
+    ``OUT/model/`` holds the task's Hugging Face model when its training part ``spec`` has
+    ``save_pretrained`` (encoder and head in one folder), else the bare encoder. Both land atomically: the model
     folder is written beside its destination and renamed.
     """
     from safetensors.torch import save_file
 
-    from tasks import get_task
-
     model = unwrap(model)
-    save_pretrained = get_task(model.task).save_pretrained
+    save_pretrained = spec.save_pretrained
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{MODEL_SUBDIR}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -219,10 +215,11 @@ def save_finetuned(model: nn.Module, out_dir: str | Path, source_model_dir: str 
         save_file(head_state, str(head_tmp), metadata={"task": model.task, "head": model.head_name})
 
 
-def load_finetuned(out_dir: str | Path, device: str | torch.device = "cpu"):
+def load_finetuned(out_dir: str | Path, spec, device: str | torch.device = "cpu"):
     """``(model, train_config_dict)`` from a finished training output folder, in eval mode on ``device``.
 
-    The model is what the task's ``build_model`` returns (forward signatures in
+    ``spec`` is the training part of the run's task (its ``train_config.json`` names the task;
+    the caller resolves it). The model is what the task's ``build_model`` returns (forward signatures in
     ``tasks/<name>/model.py``); ``train_config_dict`` is ``OUT/train_config.json`` (task, head, model source,
     features dir, max_seq_length, ...).
     """
@@ -233,10 +230,7 @@ def load_finetuned(out_dir: str | Path, device: str | torch.device = "cpu"):
     for path in (config_path, out_dir / MODEL_SUBDIR / "config.json", out_dir / HEAD_FILE):
         if not path.is_file():
             raise FileNotFoundError(f"{out_dir}: not a finished training output ({path.name} missing)")
-    from tasks import get_task
-
     train_config = json.loads(config_path.read_text(encoding="utf-8"))
-    spec = get_task(train_config["task"])
     encoder = _task_encoder(spec, out_dir / MODEL_SUBDIR)
     model = spec.build_model(train_config["head"], encoder, data_info=train_config.get("data_info") or {})
     head_state = load_file(str(out_dir / HEAD_FILE))

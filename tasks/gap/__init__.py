@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tasks.gap import evaluate, model, prep, report, score
 from tasks.gap.read import GapFormatError
-from tasks.spec import DataRole, FullRunPlan, OfficialFile, TaskSpec
+from tasks.spec import DataRole, EvalSpec, FullRunPlan, OfficialFile, PrepSpec, TaskSpec, TrainSpec
 
 _REPO = "https://raw.githubusercontent.com/google-research-datasets/gap-coreference/master/"
 DATA_FILES = {
@@ -25,31 +25,32 @@ DATA_FILES = {
 SPEC = TaskSpec(
     name="gap",
     description="GAP coreference: log loss, F1 by gender and the bias factor F/M",
+    prep=PrepSpec(config=prep.GapPrepConfig, prepare=prep.prepare_gap, summarize=prep.summarize,
+                  input_errors=(GapFormatError,), input_help="GAP TSV file (gap-development.tsv, ...)",
+                  chunk_param="rows_per_chunk", chunk_help="TSV rows per pool task"),
+    train=TrainSpec(
+        heads=model.HEADS,
+        default_head="multiply",
+        build_model=model.build_model,
+        collate=model.collate_gap,
+        loss=model.loss,
+        eval_counts=model.eval_counts,
+        synthetic_features=model.synthetic_gap_table,
+        calibratable=True,
+    ),
+    eval=EvalSpec(
+        config=evaluate.GapEvalConfig,
+        evaluate=evaluate.evaluate,
+        metric_rows=report.metric_rows,
+        report_sections=report.report_sections,
+        headline=report.headline,
+        aggregate_metrics=report.AGGREGATE_METRICS,
+        metric_labels=report.METRIC_LABELS,
+        metric_digits={"bias_f_over_m": 3, "log_loss": 3, "accuracy": 3},
+        ensemble=score.ensemble,
+        score_file=score.score_file,
+        score_file_args=score.add_score_args,
+    ),
     data_files=DATA_FILES,
-    fullrun=FullRunPlan(train=DataRole("gap-development"), select=DataRole("gap-validation"),
-                        test=DataRole("gap-test")),
-    prep_config=prep.GapPrepConfig,
-    prepare=prep.prepare_gap,
-    prep_main=prep.main,
-    summarize=prep.summarize,
-    input_errors=(GapFormatError,),
-    heads=model.HEADS,
-    default_head="multiply",
-    build_model=model.build_model,
-    collate=model.collate_gap,
-    loss=model.loss,
-    eval_counts=model.eval_counts,
-    synthetic_features=model.synthetic_gap_table,
-    calibratable=True,
-    eval_config=evaluate.GapEvalConfig,
-    evaluate=evaluate.evaluate,
-    metric_rows=report.metric_rows,
-    report_sections=report.report_sections,
-    headline=report.headline,
-    aggregate_metrics=report.AGGREGATE_METRICS,
-    metric_labels=report.METRIC_LABELS,
-    metric_digits={"bias_f_over_m": 3, "log_loss": 3, "accuracy": 3},
-    ensemble=score.ensemble,
-    score_file=score.score_file,
-    score_file_args=score.add_score_args,
+    plan=FullRunPlan(train=DataRole("gap-development"), select=DataRole("gap-validation"), test=DataRole("gap-test")),
 )

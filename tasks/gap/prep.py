@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import bisect
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow as pa
 
-from tasks.gap.read import GapExample, GapFormatError, read_gap
-from prep.cli import add_pool_arguments, prep_parser, run_prep_cli
+from tasks.gap.read import GapExample, read_gap
 from prep.stage import ReadResult, run_stage, skip
 from prep.tokenizer import SpecialTokens, TokenizerExport, default_model_dir, load_backend
 
@@ -234,22 +232,3 @@ def summarize(manifest: dict, out_dir: Path) -> str:
         f"{manifest['config']['max_seq_length']} tokens; {manifest['seconds']:.1f}s on "
         f"{manifest['nproc']} process(es) ({manifest['mode']}) -> {out_dir}"
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = prep_parser("python -m prep.gap", __doc__, "GAP TSV file (gap-development.tsv, ...)")
-    parser.add_argument("--max-seq-length", type=int, default=GapPrepConfig.max_seq_length,
-                        help="tokens per feature, [CLS] and [SEP] included; longer texts are windowed")
-    add_pool_arguments(parser, ("--rows-per-chunk", 64, "TSV rows per pool task"))
-    return run_prep_cli(
-        parser, argv, lambda args: GapPrepConfig(args.max_seq_length),
-        lambda args, config, progress: prepare_gap(args.input, args.out_dir, args.tokenizer, config, args.nproc,
-                                                   args.mode, args.rows_per_chunk, args.reserve_cpus, progress),
-        summarize, (GapFormatError,))
-
-
-if __name__ == "__main__":
-    # Run the imported module's main so classes pickled to workers are tasks.gap.prep's, not __main__'s.
-    from tasks.gap.prep import main as _main
-
-    sys.exit(_main())

@@ -13,22 +13,18 @@ text classifier trains and scores them; class ids are positions in the task's fi
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow as pa
 
-from prep.cli import add_pool_arguments, prep_parser, run_prep_cli
-from prep.pool import available_cpus
 from prep.stage import ReadResult, run_stage
 from prep.tokenizer import default_model_dir, load_fast_tokenizer
 from tasks.glue.benchmark import TASKS, parse_tasks
-from tasks.glue.read import GlueFormatError, read_glue
+from tasks.glue.read import read_glue
 from tasks.textclass.prep import FEATURES_SCHEMA, REGRESSION_SCHEMA, split_name
 from tasks.textclass.read import TextExample
-from train.cli_args import add_dataclass_arguments, values_for
 
 
 @dataclass(frozen=True)
@@ -133,21 +129,3 @@ def summarize(manifest: dict, out_dir: Path) -> str:
             f"{counts['examples_converted']}/{counts['examples_in']} rows, {counts['examples_skipped']} skipped "
             f"({reasons}); {counts.get('texts_truncated', 0)} truncated at {manifest['config']['max_seq_length']} "
             f"tokens; {manifest['seconds']:.1f}s -> {out_dir}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = prep_parser("python -m prep glue", __doc__, "an official GLUE TSV (train.tsv, dev.tsv, ...)")
-    add_dataclass_arguments(parser, GluePrepConfig)
-    add_pool_arguments(parser, nproc_default=1, nproc_help="worker processes (each loads the tokenizer)")
-    return run_prep_cli(
-        parser, argv, lambda args: GluePrepConfig(**values_for(GluePrepConfig, args)),
-        lambda args, config, progress: prepare_glue(args.input, args.out_dir, args.tokenizer, config,
-                                                    min(args.nproc, available_cpus()), args.mode,
-                                                    reserve_cpus=args.reserve_cpus, progress=progress),
-        summarize, (GlueFormatError,))
-
-
-if __name__ == "__main__":
-    from tasks.glue.prep import main as _main
-
-    sys.exit(_main())

@@ -19,17 +19,15 @@ docs/feature_schema.md (RACE).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow as pa
 
-from prep.cli import add_pool_arguments, prep_parser, run_prep_cli
 from prep.stage import ReadResult, run_stage, skip
 from prep.tokenizer import default_model_dir, load_backend, load_fast_tokenizer
-from tasks.race.read import SPLITS, RaceArticle, RaceFormatError, input_digest, qa_text, read_chunks
+from tasks.race.read import SPLITS, RaceArticle, input_digest, qa_text, read_chunks
 
 NUM_CHOICES = 4
 _SPAN_COLUMNS = ("passage_start", "passage_end", "qa_start", "qa_end")
@@ -220,26 +218,3 @@ def summarize(manifest: dict, out_dir: Path) -> str:
         f"{manifest['config']['max_seq_length']} tokens; {manifest['seconds']:.1f}s on "
         f"{manifest['nproc']} process(es) ({manifest['mode']}) -> {out_dir}"
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = prep_parser("python -m prep.race", __doc__,
-                         "RACE JSON Lines file, split folder (RACE/dev) or release root (with --split)")
-    parser.add_argument("--max-seq-length", type=int, default=RacePrepConfig.max_seq_length,
-                        help="tokens per passage+question+option sequence; the passage is cut first")
-    parser.add_argument("--split", choices=SPLITS, default=None, help="the split folder to read under the release root")
-    parser.add_argument("--max-questions", type=int, default=None, help="the input's first N questions only")
-    parser.add_argument("--every-nth", type=int, default=1, help="every Nth question only (a spread-out subset)")
-    add_pool_arguments(parser, ("--articles-per-chunk", 16, "articles per pool task"))
-    return run_prep_cli(
-        parser, argv,
-        lambda args: RacePrepConfig(args.max_seq_length, args.split, args.max_questions, args.every_nth),
-        lambda args, config, progress: prepare_race(args.input, args.out_dir, args.tokenizer, config, args.nproc,
-                                                    args.mode, args.articles_per_chunk, args.reserve_cpus, progress),
-        summarize, (RaceFormatError,))
-
-
-if __name__ == "__main__":
-    from tasks.race.prep import main as _main
-
-    sys.exit(_main())

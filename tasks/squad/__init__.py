@@ -8,7 +8,7 @@ features on the shared pool; ``python -m prep.squad``), ``model`` (span head, lo
 
 from __future__ import annotations
 
-from tasks.spec import DataRole, FullRunPlan, OfficialFile, TaskSpec
+from tasks.spec import DataRole, EvalSpec, FullRunPlan, InputMismatchError, OfficialFile, PrepSpec, TaskSpec, TrainSpec
 from tasks.squad import evaluate, model, prep, report, score
 from tasks.squad.read import SquadFormatError
 
@@ -24,11 +24,9 @@ DATA_FILES = {
 }
 
 
-def check_features(manifest: dict, features_dir, purpose: str) -> None:
+def check_features(manifest: dict, features_dir) -> None:
     """Evaluation needs the eval split: it carries the offset mapping answers are decoded with."""
-    from eval.inference import InputMismatchError
-
-    if purpose == "eval" and manifest.get("split", "eval") != "eval":
+    if manifest.get("split", "eval") != "eval":
         raise InputMismatchError(
             f"{features_dir} holds the {manifest.get('split')!r} split; evaluation needs features built with "
             "--split eval (they carry the offset mapping)"
@@ -38,35 +36,37 @@ def check_features(manifest: dict, features_dir, purpose: str) -> None:
 SPEC = TaskSpec(
     name="squad",
     description="SQuAD v1.1 / v2.0: EM / F1 with the official scripts' rules",
+    prep=PrepSpec(config=prep.SquadPrepConfig, prepare=prep.prepare_squad, summarize=prep.summarize,
+                  input_errors=(SquadFormatError,), input_help="SQuAD v1.1 or v2.0 JSON file",
+                  chunk_param="contexts_per_chunk", chunk_help="paragraphs (contexts) per pool task"),
+    train=TrainSpec(
+        heads=model.HEADS,
+        default_head="span",
+        build_model=model.build_model,
+        collate=model.collate_squad,
+        loss=model.loss,
+        eval_counts=model.eval_counts,
+        synthetic_features=model.synthetic_squad_table,
+        save_pretrained=model.save_question_answering,
+    ),
+    eval=EvalSpec(
+        config=evaluate.SquadEvalConfig,
+        evaluate=evaluate.evaluate,
+        metric_rows=report.metric_rows,
+        report_sections=report.report_sections,
+        headline=report.headline,
+        aggregate_metrics=report.AGGREGATE_METRICS,
+        metric_labels=report.METRIC_LABELS,
+        metric_digits={"best_f1_thresh": 3},
+        check_features=check_features,
+        score_file=score.score_file,
+        score_file_args=score.add_score_args,
+    ),
     data_files=DATA_FILES,
-    fullrun=FullRunPlan(
+    plan=FullRunPlan(
         train=DataRole("squad-train-v1.1", prep={"split": "train"}, subset_flag="train_articles",
                        subset_field="max_articles", subset_help="first N train articles (0 or unset: all)"),
         test=DataRole("squad-dev-v1.1", prep={"split": "eval"}, subset_flag="dev_articles",
                       subset_field="max_articles", subset_help="first N dev articles (0 or unset: all)"),
     ),
-    prep_config=prep.SquadPrepConfig,
-    prepare=prep.prepare_squad,
-    prep_main=prep.main,
-    summarize=prep.summarize,
-    input_errors=(SquadFormatError,),
-    heads=model.HEADS,
-    default_head="span",
-    build_model=model.build_model,
-    collate=model.collate_squad,
-    loss=model.loss,
-    eval_counts=model.eval_counts,
-    synthetic_features=model.synthetic_squad_table,
-    check_features=check_features,
-    save_pretrained=model.save_question_answering,
-    eval_config=evaluate.SquadEvalConfig,
-    evaluate=evaluate.evaluate,
-    metric_rows=report.metric_rows,
-    report_sections=report.report_sections,
-    headline=report.headline,
-    aggregate_metrics=report.AGGREGATE_METRICS,
-    metric_labels=report.METRIC_LABELS,
-    metric_digits={"best_f1_thresh": 3},
-    score_file=score.score_file,
-    score_file_args=score.add_score_args,
 )

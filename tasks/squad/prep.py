@@ -24,15 +24,13 @@ question; windows are then cut from the token arrays.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from prep.cli import add_pool_arguments, prep_parser, run_prep_cli
-from tasks.squad.read import SquadFormatError, read_squad
+from tasks.squad.read import read_squad
 from prep.stage import ReadResult, run_stage, skip
 from prep.tokenizer import default_model_dir, load_backend
 
@@ -253,27 +251,3 @@ def summarize(manifest: dict, out_dir: Path) -> str:
     return (f"{counts['features_out']} features from {counts['examples_converted']}/{counts['examples_in']} "
             f"questions ({counts['examples_skipped']} skipped: {manifest['skip_reasons'] or 'none'}) "
             f"in {manifest['seconds']:.1f}s on {manifest['nproc']} processes ({manifest['mode']}) -> {out_dir}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = prep_parser("python -m prep.squad", __doc__, "SQuAD v1.1 or v2.0 JSON file")
-    parser.add_argument("--max-seq-length", type=int, default=384)
-    parser.add_argument("--doc-stride", type=int, default=128, help="overlap in tokens between windows")
-    parser.add_argument("--max-query-length", type=int, default=64)
-    parser.add_argument("--split", choices=SPLITS, default="train")
-    parser.add_argument("--max-articles", type=int, default=None, help="use only the first N articles")
-    add_pool_arguments(parser, ("--contexts-per-chunk", 32, "paragraphs (contexts) per pool task"))
-    return run_prep_cli(
-        parser, argv,
-        lambda args: SquadPrepConfig(args.max_seq_length, args.doc_stride, args.max_query_length, args.split,
-                                     args.max_articles),
-        lambda args, config, progress: prepare_squad(args.input, args.out_dir, args.tokenizer, config, args.nproc,
-                                                     args.mode, args.contexts_per_chunk, args.reserve_cpus, progress),
-        summarize, (SquadFormatError,))
-
-
-if __name__ == "__main__":
-    # Run the imported module's main so classes pickled to workers are tasks.squad.prep's, not __main__'s.
-    from tasks.squad.prep import main as _main
-
-    sys.exit(_main())

@@ -11,32 +11,32 @@ dropout -> linear head, saved as ``AutoModelForSequenceClassification``), ``metr
 
 from __future__ import annotations
 
-from tasks.spec import TaskSpec, UserDataPlan
+from tasks.spec import EvalSpec, PrepSpec, TaskSpec, UserDataPlan
 from tasks.textclass import evaluate, model, prep, report, score, userdata
 from tasks.textclass.read import TextClassFormatError
 
 SPEC = TaskSpec(
     name="textclass",
     description="Text classification from a labelled CSV with token folding",
-    prep_config=prep.TextClassPrepConfig,
-    prepare=prep.prepare_textclass,
-    prep_main=prep.main,
-    summarize=prep.summarize,
-    input_errors=(TextClassFormatError,),
-    **model.classifier_spec_fields(),
-    eval_config=evaluate.TextClassEvalConfig,
-    evaluate=evaluate.evaluate,
-    metric_rows=report.metric_rows,
-    report_sections=report.report_sections,
-    headline=report.headline,
-    aggregate_metrics=report.AGGREGATE_METRICS,
-    metric_labels=report.METRIC_LABELS,
-    metric_digits={"accuracy": 3, "macro_f1": 3, "weighted_f1": 3, "mcc": 3, "window_accuracy": 3, "pearson": 3,
-                   "spearman": 3, "mse": 4},
-    ensemble=score.ensemble,
-    score_file=score.score_file,
-    score_file_args=score.add_score_args,
-    user_data=UserDataPlan(
+    prep=PrepSpec(config=prep.TextClassPrepConfig, prepare=prep.prepare_textclass, summarize=prep.summarize,
+                  input_errors=(TextClassFormatError,), input_help="labelled CSV, TSV or JSON-lines file",
+                  chunk_param="rows_per_chunk", chunk_help="texts per pool task"),
+    train=model.classifier_train_spec(),
+    eval=EvalSpec(
+        config=evaluate.TextClassEvalConfig,
+        evaluate=evaluate.evaluate,
+        metric_rows=report.metric_rows,
+        report_sections=report.report_sections,
+        headline=report.headline,
+        aggregate_metrics=report.AGGREGATE_METRICS,
+        metric_labels=report.METRIC_LABELS,
+        metric_digits={"accuracy": 3, "macro_f1": 3, "weighted_f1": 3, "mcc": 3, "window_accuracy": 3, "pearson": 3,
+                       "spearman": 3, "mse": 4},
+        ensemble=score.ensemble,
+        score_file=score.score_file,
+        score_file_args=score.add_score_args,
+    ),
+    plan=UserDataPlan(
         entry="TextClassification",
         split_config=userdata.TextClassSplitConfig,
         input_fields=("data", "validation_data", "test_data"),

@@ -258,9 +258,11 @@ def restore_pooler(encoder, folder: str | Path) -> None:
     encoder.pooler.dense.load_state_dict(found, strict=True)
 
 
-def classifier_spec_fields() -> dict:
-    """The TaskSpec training fields of this classifier, for every task that trains it (textclass, glue)."""
-    return dict(heads=HEADS, default_head="linear", build_model=build_model, collate=collate_textclass, loss=loss,
-                eval_counts=eval_counts, synthetic_features=synthetic_textclass_table,
-                synthetic_data_info=synthetic_data_info, calibratable=True, encoder_pooler=True,
-                save_pretrained=save_sequence_classification, restore_pretrained=restore_pooler)
+def classifier_train_spec():
+    """The training part of this classifier's spec, for every task that trains it (textclass, glue)."""
+    from tasks.spec import TrainSpec
+
+    return TrainSpec(heads=HEADS, default_head="linear", build_model=build_model, collate=collate_textclass, loss=loss,
+                     eval_counts=eval_counts, synthetic_features=synthetic_textclass_table,
+                     synthetic_data_info=synthetic_data_info, calibratable=True, encoder_pooler=True,
+                     save_pretrained=save_sequence_classification, restore_pretrained=restore_pooler)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -33,12 +32,10 @@ from typing import NamedTuple
 import pyarrow as pa
 
 from prep.artifact import MANIFEST
-from prep.cli import add_pool_arguments, prep_parser, run_prep_cli
 from prep.stage import ReadResult, run_stage, skip
 from prep.tokenizer import BertTokens, default_model_dir, load_backend
-from train.cli_args import add_dataclass_arguments, values_for
-from tasks.textclass.read import (FORMATS, LABEL_TYPES, SKIP_UNKNOWN_LABEL, TextClassFormatError, TextExample,
-                                integer_name, parse_label_list, read_examples, resolve_label_type)
+from tasks.textclass.read import (FORMATS, LABEL_TYPES, SKIP_UNKNOWN_LABEL, TextExample, integer_name,
+                                parse_label_list, read_examples, resolve_label_type)
 
 _SPECIAL_TOKENS = 2  # [CLS] window [SEP]
 _PAIR_SPECIAL_TOKENS = 3  # [CLS] window [SEP] pair [SEP]
@@ -332,22 +329,3 @@ def summarize(manifest: dict, out_dir: Path) -> str:
         f"{manifest['config']['max_seq_length']} tokens; {manifest['seconds']:.1f}s on "
         f"{manifest['nproc']} process(es) ({manifest['mode']}) -> {out_dir}"
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = prep_parser("python -m prep textclass", __doc__, "labelled CSV, TSV or JSON-lines file",
-                         "local BERT-family model/tokenizer folder (default: the packaged MiniLM)")
-    add_dataclass_arguments(parser, TextClassPrepConfig)
-    add_pool_arguments(parser, ("--rows-per-chunk", 64, "texts per pool task"))
-    return run_prep_cli(
-        parser, argv, lambda args: TextClassPrepConfig(**values_for(TextClassPrepConfig, args)),
-        lambda args, config, progress: prepare_textclass(args.input, args.out_dir, args.tokenizer, config, args.nproc,
-                                                         args.mode, args.rows_per_chunk, args.reserve_cpus, progress),
-        summarize, (TextClassFormatError,))
-
-
-if __name__ == "__main__":
-    # Run the imported module's main so classes pickled to workers are the package's, not __main__'s.
-    from tasks.textclass.prep import main as _main
-
-    sys.exit(_main())

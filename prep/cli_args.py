@@ -31,11 +31,14 @@ def _base_type(hint) -> tuple[type, bool]:
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, defaults: Mapping[str, Any] | None = None,
                             aliases: Mapping[str, Sequence[str]] | None = None,
                             negative_aliases: Mapping[str, str] | None = None, skip: Sequence[str] = (),
-                            choices: Mapping[str, Sequence[str]] | None = None) -> None:
+                            choices: Mapping[str, Sequence[str]] | None = None, typed_only: bool = False) -> None:
     """One argument per field of ``cls`` (dest = field name); ``defaults`` override the field defaults.
 
     A field without a default (and none in ``defaults``) is a required flag. ``negative_aliases``
-    maps a boolean field to an extra switch that sets it False (``--no-bucketing``).
+    maps a boolean field to an extra switch that sets it False (``--no-bucketing``). ``typed_only``:
+    the parsed namespace holds only the flags given on the command line (no defaults, nothing
+    required; ``--help`` still shows the field defaults), so the dataclass stays the one source
+    of defaults and a ``--config`` file's values are not overwritten by them.
     """
     hints = typing.get_type_hints(cls)
     defaults, aliases, negative_aliases = dict(defaults or {}), dict(aliases or {}), dict(negative_aliases or {})
@@ -54,16 +57,23 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, defau
         else:
             default = MISSING
         text = field.metadata.get("help", "")
+        if typed_only:
+            shown = "required" if default is MISSING else f"default: {default}"
+            text, default = f"{text} ({shown})".replace("%", "%%").strip(), argparse.SUPPRESS
         if base is bool:
             parser.add_argument(*names, dest=field.name, action=argparse.BooleanOptionalAction,
                                 default=False if default is MISSING else default,
-                                help=f"{text} (default: %(default)s)".strip())
+                                help=text if typed_only else f"{text} (default: %(default)s)".strip())
             if negative_aliases.get(field.name, names[0].replace('--', '--no-', 1)) != names[0].replace('--', '--no-', 1):
                 parser.add_argument(negative_aliases[field.name], dest=field.name, action="store_false",
+                                    default=argparse.SUPPRESS if typed_only else True,
                                     help=f"same as --no-{field.name.replace('_', '-')}")
             continue
         kind = {int: int, float: float}.get(base, str)
         options = choices.get(field.name, field.metadata.get("choices"))
+        if typed_only:
+            parser.add_argument(*names, dest=field.name, type=kind, choices=options, default=default, help=text)
+            continue
         parser.add_argument(
             *names, dest=field.name, type=kind, choices=options,
             required=default is MISSING, default=None if default is MISSING else default,

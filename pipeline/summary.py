@@ -49,7 +49,7 @@ def write_run_summary(path: str | Path, *, features: dict, models: dict, evals: 
     for task, folder in evals.items():
         payload = _read(Path(folder) / "metrics.json")
         metrics = payload.get("metrics")
-        shown = list(get_task(payload["task"]).headline(metrics).items()) if metrics else []
+        shown = list(get_task(payload["task"]).eval.headline(metrics).items()) if metrics else []
         for label, value in shown or [("(no metrics)", "")]:
             value = _fmt(value, ".4g")
             lines.append(f"| {task} | {label} | {value} | [report]({_link(Path(folder) / 'report.md', here)}) |")
