@@ -318,19 +318,19 @@ def test_rounding_is_the_readme_precision():
 
 
 def test_glue_table_matches_docs_results_glue_json():
-    """Every row of the README's GLUE table is a row of the table regenerated from docs/results/glue/glue.json,
-    and the wall-time table's figures are docs/results/glue/wall_times.json's."""
+    """Every row of docs/results/glue.md's GLUE table is a row of the table regenerated from
+    docs/results/glue/glue.json, and the wall-time table's figures are docs/results/glue/wall_times.json's."""
     from tasks.glue.table import format_markdown
 
-    text = section(README.read_text(encoding="utf-8"), "GLUE benchmark (`tasks/glue/`)")
+    text = (RESULTS / "glue.md").read_text(encoding="utf-8")
     table = load(RESULTS / "glue" / "glue.json")
     regenerated = format_markdown(table, table["model"], table.get("not_run")).splitlines()
     shown = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| row |")
              and not line.startswith("| what |")]
     glue_rows = [line for line in shown if line.count("|") > 6]
-    assert len(glue_rows) >= 4, "the README shows the GLUE table's mean, max and reference rows"
+    assert len(glue_rows) >= 4, "docs/results/glue.md shows the GLUE table's mean, max and reference rows"
     for line in glue_rows:
-        assert line in regenerated, f"README GLUE row not in the table from glue.json: {line}"
+        assert line in regenerated, f"docs/results/glue.md GLUE row not in the table from glue.json: {line}"
     walls = load(RESULTS / "glue" / "wall_times.json")
     [timing] = [t for t in tables(text) if "what" in t[0]]
     row = find_row(timing, "what", r"^GlueResults, 6 tasks")
