@@ -5,7 +5,7 @@ The tables live in docs/results/README.md (results at a glance, `make run`), doc
 label (the first cell), so rows can be reworded around their labels, reordered or moved. A row
 that shows figures but that no check here recognises fails: a new figure needs its JSON
 (docs/results, docs/benchmarks) and a line here. Figures compare at the page's own precision
-(tests/readme_tables.py).
+(tests/readme_tables.py). The README's few headline results are rows of docs/results, copied.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import REPO
 from tests.readme_tables import agrees, assert_figures, check_rows, find_row, load, numbers, section, tables
 
+README = REPO / "README.md"
 RESULTS = REPO / "docs" / "results"
 BENCHMARKS = REPO / "docs" / "benchmarks"
 RESULTS_PAGE = RESULTS / "README.md"
@@ -188,6 +189,17 @@ def test_results_table_matches_docs_results_json():
         run = load(path)
         assert run["counts"]["questions"] == 130 and run["inputs"]["features_config"]["every_nth"] == 38
         assert run["train_config"]["data_info"]["max_questions"] == 96 and run["train_config"]["max_seq_length"] == 128
+
+
+def test_readme_results_are_rows_of_docs_results():
+    """The README's headline results are rows of docs/results' table (checked above), figure for figure."""
+    [shown] = tables(section(README.read_text(encoding="utf-8"), "Results"))
+    published = tables(section(RESULTS_PAGE.read_text(encoding="utf-8"), "At a glance"))
+    rows = next(table for table in published if "result" in table[0])
+    assert shown, "the README's Results table has no rows"
+    for row in shown:
+        source = find_row(rows, "what", "^" + re.escape(row["what"]) + "$")
+        assert row["result"] == source["result"], f"README result {row['what']!r} differs from docs/results"
 
 
 def test_make_run_table_matches_docs_results_make_run_json():
