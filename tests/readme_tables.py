@@ -1,6 +1,6 @@
-"""Reading the README's Markdown tables and checking their figures against JSON values.
+"""Reading the Markdown tables of the README and docs/ pages and checking their figures against JSON values.
 
-A figure agrees with its JSON value at the README's own precision: "75.3" agrees with 75.3242
+A figure agrees with its JSON value at the page's own precision: "75.3" agrees with 75.3242
 (half a unit of the last digit shown). Used by tests/test_readme_figures.py.
 """
 
@@ -22,7 +22,7 @@ def load(path: Path):
 
 def section(text: str, title: str) -> str:
     match = re.search(rf"^## {re.escape(title)}\s*$(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
-    assert match, f"README has no '## {title}' section"
+    assert match, f"the page has no '## {title}' section"
     return match.group(1)
 
 
@@ -50,14 +50,14 @@ def agrees(shown: str, value: float) -> bool:
 
 def assert_figures(cell: str, expected: list[float], where: str) -> None:
     shown = numbers(cell)
-    assert len(shown) == len(expected), f"{where}: the README shows {shown}, the JSON backs {len(expected)} figures"
+    assert len(shown) == len(expected), f"{where}: the page shows {shown}, the JSON backs {len(expected)} figures"
     wrong = [(s, e) for s, e in zip(shown, expected) if not agrees(s, e)]
-    assert not wrong, f"{where}: README figure vs JSON value: {wrong}"
+    assert not wrong, f"{where}: figure shown vs JSON value: {wrong}"
 
 
 def find_row(rows: list[dict], column: str, pattern: str) -> dict:
     matches = [row for row in rows if re.search(pattern, row[column])]
-    assert len(matches) == 1, f"expected one README row whose '{column}' matches {pattern!r}, found {len(matches)}"
+    assert len(matches) == 1, f"expected one table row whose '{column}' matches {pattern!r}, found {len(matches)}"
     return matches[0]
 
 

@@ -1,10 +1,11 @@
-"""Every figure in the README's Results and Benchmarks tables matches the committed JSON it came from.
+"""Every figure in the published results and benchmarks tables matches the committed JSON it came from.
 
-The tables are parsed from README.md and each row is found by its label (the first cell), so
-rows can be reworded around their labels, reordered or moved. A row that shows figures but
-that no check here recognises fails: a new figure needs its JSON (docs/results,
-docs/benchmarks) and a line here. Figures compare at the README's own precision
-(tests/readme_tables.py).
+The tables live in docs/results/README.md (results at a glance, `make run`), docs/results/glue.md
+(GLUE) and docs/benchmarks/README.md; each is parsed from its page and each row is found by its
+label (the first cell), so rows can be reworded around their labels, reordered or moved. A row
+that shows figures but that no check here recognises fails: a new figure needs its JSON
+(docs/results, docs/benchmarks) and a line here. Figures compare at the page's own precision
+(tests/readme_tables.py). The README's few headline results are rows of docs/results, copied.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from tests.readme_tables import agrees, assert_figures, check_rows, find_row, lo
 README = REPO / "README.md"
 RESULTS = REPO / "docs" / "results"
 BENCHMARKS = REPO / "docs" / "benchmarks"
+RESULTS_PAGE = RESULTS / "README.md"
+BENCHMARKS_PAGE = BENCHMARKS / "README.md"
 
 # --- Results -----------------------------------------------------------------------------------
 
@@ -84,7 +87,7 @@ def add_full_sweep_check(checks: dict, pattern: str, name: str, params: list[str
 
 
 def test_results_table_matches_docs_results_json():
-    rows = next(t for t in tables(section(README.read_text(encoding="utf-8"), "Results")) if "result" in t[0])
+    rows = next(t for t in tables(section(RESULTS_PAGE.read_text(encoding="utf-8"), "At a glance")) if "result" in t[0])
     multiply, concat, segment = (gap_group(h) for h in ("multiply", "concat", "segment"))
     squad_v1 = load(RESULTS / "squad" / "squad-12201fa1221c.json")
     squad_v2 = load(RESULTS / "squad" / "squad-2c7798437484.json")
@@ -172,7 +175,7 @@ def test_results_table_matches_docs_results_json():
         sweep["best"]["value"], *mean_std(test, "f1_overall"), test["metrics"]["bias_f_over_m"]["mean"],
         test["metrics"]["log_loss"]["mean"], test["ensemble"]["f1_overall"], test["ensemble"]["bias_f_over_m"],
         test["ensemble"]["log_loss"], *minutes_seconds(sweep_walls["wall_seconds"])], row["what"])
-    check_rows(rows, "what", checks, ["result"], "README Results")
+    check_rows(rows, "what", checks, ["result"], "docs/results At a glance")
     # The subset sweep's label: 4 finished trials, the best retrained with seeds 1-3, the baseline on top.
     assert (sweep["trials"], final["trials"], final["seeds"], test["runs"]) == (4, 4, [1, 2, 3], 3)
     assert sweep["best"]["baseline"] and sweep["best"]["trial_number"] == final["best"]["trial_number"]
@@ -188,8 +191,20 @@ def test_results_table_matches_docs_results_json():
         assert run["train_config"]["data_info"]["max_questions"] == 96 and run["train_config"]["max_seq_length"] == 128
 
 
+def test_readme_results_are_rows_of_docs_results():
+    """The README's headline results are rows of docs/results' table (checked above), figure for figure."""
+    [shown] = tables(section(README.read_text(encoding="utf-8"), "Results"))
+    published = tables(section(RESULTS_PAGE.read_text(encoding="utf-8"), "At a glance"))
+    rows = next(table for table in published if "result" in table[0])
+    assert shown, "the README's Results table has no rows"
+    for row in shown:
+        source = find_row(rows, "what", "^" + re.escape(row["what"]) + "$")
+        assert row["result"] == source["result"], f"README result {row['what']!r} differs from docs/results"
+
+
 def test_make_run_table_matches_docs_results_make_run_json():
-    rows = next(t for t in tables(section(README.read_text(encoding="utf-8"), "Results")) if "figure" in t[0])
+    text = section(RESULTS_PAGE.read_text(encoding="utf-8"), "`make run`: the embedded defaults")
+    rows = next(t for t in tables(text) if "figure" in t[0])
     folder = RESULTS / "make-run"
     walls = load(folder / "wall_times.json")
     gap = load(folder / walls["evaluations"]["gap"])
@@ -211,7 +226,7 @@ def test_make_run_table_matches_docs_results_make_run_json():
             ours["gap"]["batch"], ours["gap"]["sequences_per_second"], ours["squad"]["sequences_per_second"]],
             row["what"]),
     }
-    check_rows(rows, "what", checks, ["figure"], "README make run")
+    check_rows(rows, "what", checks, ["figure"], "docs/results make run")
     # The labels' settings are those of the evaluated runs.
     assert (gap["train_config"]["head"], gap["train_config"]["epochs"]) == ("multiply", 1)
     assert gap["inputs"]["data"]["path"].endswith("gap-test.tsv") and gap["metrics"]["total"] == 2000
@@ -223,7 +238,7 @@ def test_make_run_table_matches_docs_results_make_run_json():
 
 
 def benchmark_tables() -> tuple[list[dict], list[dict]]:
-    found = tables(section(README.read_text(encoding="utf-8"), "Benchmarks"))
+    found = tables(BENCHMARKS_PAGE.read_text(encoding="utf-8"))
     prep = next(t for t in found if "implementation" in t[0])
     train = next(t for t in found if "runner" in t[0])
     return prep, train
@@ -233,12 +248,12 @@ def test_prep_scaling_table_matches_its_json():
     prep, _ = benchmark_tables()
     rows = load(BENCHMARKS / "prep_scaling.json")["rows"]
     best: dict = {}
-    for r in rows:  # the README shows the best of the repeats
+    for r in rows:  # the page shows the best of the repeats
         key = (r["input"], r["nproc"], r["impl"])
         if key not in best or r["seconds"] < best[key]["seconds"]:
             best[key] = r
     shown = {(row["input"], int(row["nproc"]), row["implementation"]) for row in prep}
-    assert shown == set(best), "the README table and prep_scaling.json cover different points"
+    assert shown == set(best), "the benchmarks page's table and prep_scaling.json cover different points"
     for row in prep:
         key = (row["input"], int(row["nproc"]), row["implementation"])
         r, recipe = best[key], best[(key[0], key[1], "hf-recipe")]
@@ -274,17 +289,17 @@ def test_train_throughput_table_matches_its_json():
         else:
             assert not numbers(vs_dynamic), where
         assert r["batch"] == 16 and r["precision"] == "fp32"
-    assert seen == set(runs), "the README table and train_throughput-cpu.json cover different runs"
+    assert seen == set(runs), "the benchmarks page's table and train_throughput-cpu.json cover different runs"
     assert report["cpu_passes"] == 2 and {r["steps_measured"] for r in report["cpu"]} == {7}
 
 
 def test_race_prep_table_matches_its_json():
-    found = tables(section(README.read_text(encoding="utf-8"), "Benchmarks"))
+    found = tables(BENCHMARKS_PAGE.read_text(encoding="utf-8"))
     table = next(t for t in found if "questions/s" in t[0])
     report = load(BENCHMARKS / "race_prep.json")
     runs = {(r["nproc"], r["impl"]): r for r in report["rows"]}
     shown = {(int(row["nproc"]), row["way"]) for row in table}
-    assert shown == set(runs), "the README table and race_prep.json cover different points"
+    assert shown == set(runs), "the benchmarks page's table and race_prep.json cover different points"
     for row in table:
         r = runs[(int(row["nproc"]), row["way"])]
         recipe = runs[(r["nproc"], "hf-datasets")]
@@ -309,7 +324,7 @@ def test_numbers_are_read_as_shown(cell, expected):
     assert numbers(cell.replace("**", "")) == expected
 
 
-def test_rounding_is_the_readme_precision():
+def test_rounding_is_the_page_precision():
     assert agrees("75.3", 75.3242) and agrees("0.735", 0.7345) and agrees("5,467".replace(",", ""), 5467.4)
     assert not agrees("75.3", 75.36) and not agrees("12.6", 19.3)
 
@@ -318,19 +333,19 @@ def test_rounding_is_the_readme_precision():
 
 
 def test_glue_table_matches_docs_results_glue_json():
-    """Every row of the README's GLUE table is a row of the table regenerated from docs/results/glue/glue.json,
-    and the wall-time table's figures are docs/results/glue/wall_times.json's."""
+    """Every row of docs/results/glue.md's GLUE table is a row of the table regenerated from
+    docs/results/glue/glue.json, and the wall-time table's figures are docs/results/glue/wall_times.json's."""
     from tasks.glue.table import format_markdown
 
-    text = section(README.read_text(encoding="utf-8"), "GLUE benchmark (`tasks/glue/`)")
+    text = (RESULTS / "glue.md").read_text(encoding="utf-8")
     table = load(RESULTS / "glue" / "glue.json")
     regenerated = format_markdown(table, table["model"], table.get("not_run")).splitlines()
     shown = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| row |")
              and not line.startswith("| what |")]
     glue_rows = [line for line in shown if line.count("|") > 6]
-    assert len(glue_rows) >= 4, "the README shows the GLUE table's mean, max and reference rows"
+    assert len(glue_rows) >= 4, "docs/results/glue.md shows the GLUE table's mean, max and reference rows"
     for line in glue_rows:
-        assert line in regenerated, f"README GLUE row not in the table from glue.json: {line}"
+        assert line in regenerated, f"docs/results/glue.md GLUE row not in the table from glue.json: {line}"
     walls = load(RESULTS / "glue" / "wall_times.json")
     [timing] = [t for t in tables(text) if "what" in t[0]]
     row = find_row(timing, "what", r"^GlueResults, 6 tasks")
