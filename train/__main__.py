@@ -57,7 +57,8 @@ def config_from_args(args: argparse.Namespace, world_size: int, device_type: str
         if values.get(name):
             values[name] = os.path.abspath(values[name])
     config = TrainConfig(**{**values, "world_size": world_size})
-    return config.resolved(device_type, os.path.abspath(default_model_dir()))
+    # The packaged model is looked up only when no --model is given: a machine may lack it.
+    return config.resolved(device_type, None if config.model_dir else os.path.abspath(default_model_dir()))
 
 
 def main(argv: list[str] | None = None) -> int:
