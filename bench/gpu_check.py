@@ -119,7 +119,7 @@ def profile_steps(folder: Path, model_dir: Path, steps: int, batch_size: int, ti
     for backend in backends:
         left = deadline - time.monotonic()
         if left < 1:
-            attempts.append({"backend": backend, "error": f"no time left of the {timeout_s:.0f} s"})
+            attempts.append({"backend": backend, "error": f"no time left to start it (a limit of {timeout_s:.0f} s)"})
             break
         command = [sys.executable, "-m", "profiling", "--task", "squad", "--out", str(folder), "--model",
                    str(model_dir), "--device", device, "--precision", "fp16", "--backend", backend,
