@@ -7,7 +7,8 @@ all under one deadline, with the results written after every step (what bench/de
 
 Standard library only: it runs before the bundle's wheels are installed, on any Python with
 torch. ``setup`` checks the bundle (``make device-bundle``: every file against its sha256),
-installs its wheels into a temporary site folder and unpacks its data; then each step of
+installs its wheels into a temporary site folder and unpacks its data (a problem there is
+recorded, and the steps that do not need the broken part still run); then each step of
 :data:`STEPS` runs as ``python -m bench.device_steps STEP CONTEXT.json`` with that folder and
 the repository on ``PYTHONPATH``, its output streamed into ``OUT/log.txt``.
 
@@ -136,13 +137,14 @@ def render_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def setup(run: Run, bundle: Path, work: Path, python: str) -> dict:
-    """Check the bundle, install its wheels into ``work/site``, unpack its data into ``work/data``."""
+def setup(run: Run, bundle: Path, work: Path, python: str) -> tuple[dict, list[str]]:
+    """Check the bundle, install its wheels into ``work/site``, unpack its data into ``work/data``.
+
+    Returns what the steps need and the problems found. A problem does not stop the run: the steps
+    that do not need the broken part (a wheel: only prep does) still measure what they can."""
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-    bad = [entry["path"] for entry in manifest["files"]
-           if not (bundle / entry["path"]).is_file() or sha256_file(bundle / entry["path"]) != entry["sha256"]]
-    if bad:
-        raise RuntimeError(f"bundle files missing or changed since make device-bundle: {bad}")
+    problems = [f"{entry['path']}: missing or changed since make device-bundle" for entry in manifest["files"]
+                if not (bundle / entry["path"]).is_file() or sha256_file(bundle / entry["path"]) != entry["sha256"]]
     site = work / "site"
     wheels = [str(bundle / wheel["file"]) for wheel in manifest["wheels"]]
     command = [python, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
@@ -150,18 +152,22 @@ def setup(run: Run, bundle: Path, work: Path, python: str) -> dict:
     done = subprocess.run(command, capture_output=True, text=True, timeout=max(run.left_s(), 1),
                           env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
     if done.returncode != 0:
-        raise RuntimeError(f"pip could not install the bundle's wheels: {done.stderr[-1500:]}")
+        problems.append(f"pip could not install the bundle's wheels: {done.stderr[-1500:]}")
     data = {}
     for key, entry in manifest["data"].items():
         target = work / "data" / entry["name"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        with lzma.open(bundle / entry["file"]) as source, open(target, "wb") as sink:
-            shutil.copyfileobj(source, sink, 1 << 20)
+        try:
+            with lzma.open(bundle / entry["file"]) as source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+        except (OSError, lzma.LZMAError) as err:
+            problems.append(f"{entry['file']}: cannot be unpacked ({err})")
         data[key] = str(target)
     return {"site": str(site), "data": data, "model_dir": str(bundle / manifest["model"]["folder"]),
             "wheels": [f"{w['name']}=={w['version']}" for w in manifest["wheels"]],
             "bundle_bytes": manifest["total_bytes"], "bundle_created": manifest["created"],
-            "data_subsets": {key: entry["subset"] for key, entry in manifest["data"].items() if entry.get("subset")}}
+            "data_subsets": {key: entry["subset"] for key, entry in manifest["data"].items() if entry.get("subset")}
+            }, problems
 
 
 def run_step(run: Run, step: Step, args: argparse.Namespace, prepared: dict, work: Path, later: list[Step]) -> dict:
@@ -253,14 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run.log(f"bench/device_run.sh: {run.header['mode']}, budget {args.budget_s:.0f} s, steps {chosen}, work {work}")
         try:
-            prepared = setup(run, args.bundle.resolve(), work, sys.executable)
-            run.add({"name": "setup", "status": "ok", "wall_s": round(time.time() - started, 1),
-                     "figures": {key: prepared[key] for key in ("wheels", "bundle_bytes", "bundle_created",
-                                                                "data_subsets")}})
-        except Exception as err:  # noqa: BLE001 - recorded: no step can run without its bundle
+            prepared, problems = setup(run, args.bundle.resolve(), work, sys.executable)
+        except Exception as err:  # noqa: BLE001 - recorded: without its manifest no step can run
             run.add({"name": "setup", "status": "failed", "wall_s": round(time.time() - started, 1),
                      "error": f"{type(err).__name__}: {err}"})
             return 1
+        run.add({"name": "setup", "status": "failed" if problems else "ok", "wall_s": round(time.time() - started, 1),
+                 **({"error": "; ".join(problems)} if problems else {}),
+                 "figures": {key: prepared[key] for key in ("wheels", "bundle_bytes", "bundle_created", "data_subsets")}})
         steps = [step for step in STEPS if step.name in chosen]
         for i, step in enumerate(steps):
             run.add(run_step(run, step, args, prepared, work, steps[i + 1:]))
