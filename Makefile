@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The CPU wheel; an unpinned torch pulls several GB of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install run test test-deps bench clean model-mpnet
+.PHONY: install run test test-deps bench clean model-mpnet device-bundle
 
 install: $(STAMP)
 
@@ -45,6 +45,16 @@ bench: install
 
 clean:
 	rm -rf runs .pytest_cache
+
+# What the lent GPU machine lacks, for bench/device_run.sh (docs/benchmarks/gpu.md): the prep pool's
+# wheels for its Python 3.12, the packaged MiniLM as fp16, SQuAD v1.1 and GAP xz-compressed, a
+# manifest with sha256s. Git-ignored; about 51 MiB, and the build fails over 56 MiB (a device call
+# carries 64 MiB, the working tree included). Then: device run, carry [".device"],
+# command "bench/device_run.sh $$OUT --budget-s 480".
+DEVICE_BUNDLE ?= .device
+
+device-bundle: install
+	$(PY) -m bench.device_bundle $(DEVICE_BUNDLE) --python-version 3.12
 
 # Optional, not part of install: the base-size MPNet encoder (all-mpnet-base-v2, ~420 MB) from the
 # registry's five split-zip packages, assembled into $(MPNET_DIR) with the weights' sha256 checked

@@ -1,4 +1,6 @@
-"""What the prep benchmarks share: one measurement per subprocess, the fastest of repeats kept."""
+"""What the benchmarks share: one measurement per subprocess, the fastest of repeats kept, and a
+child process group under a time limit. Standard library only (bench/device_run.py runs before
+its wheels are installed)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
+KILL_GRACE_S = 10.0
 
 
 def run_child(module: str, impl: str, input_path: Path, nproc: int, work: Path, *extra: str) -> dict:
@@ -37,3 +40,17 @@ def fastest_of(repeats: int, scratch: Path, impl: str, nproc: int, run: Callable
         if best is None or result["seconds"] < best[0]["seconds"]:
             best = (result, work)
     return best
+
+
+def run_group(command: list[str], timeout_s: float, stdout, env: dict | None = None) -> int | None:
+    """Run ``command`` as the leader of its own process group, output to the file ``stdout``;
+    its exit code, or None when it outlasted ``timeout_s`` (the whole group is then stopped:
+    SIGTERM, SIGKILL ``KILL_GRACE_S`` later)."""
+    from prep.stopping import start_process_group, stop_process_group  # standard library only
+
+    process = start_process_group(command, stdout=stdout, stderr=subprocess.STDOUT, env=env)
+    try:
+        return process.wait(timeout=max(timeout_s, 0.1))
+    except subprocess.TimeoutExpired:
+        stop_process_group(process, KILL_GRACE_S)
+        return None

@@ -106,16 +106,22 @@ def run_trainer(task: str, features: Path, model_dir: Path, batch_size: int, ste
             "sequences_per_second": measured * batch_size / (t1 - t0), "tokens_per_second": (tok1 - tok0) / (t1 - t0)}
 
 
+def ours_run_dir(work: Path, task: str, precision: str, bucketing: bool = True, compile: bool = False) -> Path:
+    """The run folder :func:`run_ours` trains in (replaced by each run)."""
+    return work / f"ours-{task}-{precision}-{'bucket' if bucketing else 'plain'}{'-compiled' if compile else ''}"
+
+
 def run_ours(task: str, features: Path, model_dir: Path, batch_size: int, steps: int, precision: str,
-             work: Path, env: DistEnv, bucketing: bool = True, per_device: int | None = None) -> dict:
-    out = work / f"ours-{task}-{precision}-{'bucket' if bucketing else 'plain'}"
+             work: Path, env: DistEnv, bucketing: bool = True, per_device: int | None = None,
+             compile: bool = False) -> dict:
+    out = ours_run_dir(work, task, precision, bucketing, compile)
     shutil.rmtree(out, ignore_errors=True)
     spec = get_task(task).train
     config = TrainConfig(task=task, features_dir=str(features), run_dir=str(out), model_dir=str(model_dir),
                          head=spec.default_head, precision=precision, global_batch_size=batch_size,
                          per_device_batch_size=per_device, max_steps=steps, epochs=100, lr=3e-5,
                          length_bucketing=bucketing, log_every_n_steps=max(steps, 1), save_every_n_steps=None,
-                         progress_bar=False, device=env.device.type)
+                         progress_bar=False, device=env.device.type, compile=compile)
     metrics = train(config, spec, env)
     throughput = metrics["throughput"]
     return {"runner": "ours" + ("" if bucketing else "/no-bucketing"), "steps_measured": throughput["steps"],
@@ -124,16 +130,22 @@ def run_ours(task: str, features: Path, model_dir: Path, batch_size: int, steps:
             "padding_fraction": throughput["padding_fraction"]}
 
 
-def measure_bf16_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 20) -> float:
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+def measure_bf16_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 20,
+                             dtype: torch.dtype = torch.bfloat16) -> float:
+    """TFLOP/s of ``size``-square matrix products (``dtype``: the CPU dry run of the GPU run uses float32)."""
+    def wait() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize(device)
+    wait()
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    torch.cuda.synchronize(device)
+    wait()
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
 
 

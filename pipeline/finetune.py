@@ -51,7 +51,7 @@ LAUNCH_CONFIG = "launch_config.json"  # what the task hands python -m train --co
 # world size) stay out of the run folder's hash; the launcher sets world_size, the task's
 # own out_dir names the runs root, and resume is decided from the folder.
 _INSIGNIFICANT = ("per_device_batch_size", "device", "num_workers", "pad_to_multiple_of", "log_every_n_steps",
-                  "save_every_n_steps", "nvtx", "progress_bar",
+                  "save_every_n_steps", "nvtx", "compile", "progress_bar",
                   # a sweep's trial (pipeline/sweep.py) trains the same run as any run with its settings
                   "trial_storage", "trial_study", "trial_number")
 

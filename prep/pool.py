@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import multiprocess
 import numpy as np
 import pyarrow as pa
 
@@ -222,6 +221,8 @@ def _check_main_importable() -> None:
 
 
 def _wait(async_result, workers):
+    import multiprocess
+
     while True:
         try:
             return async_result.get(timeout=_POLL_S)
@@ -232,6 +233,8 @@ def _wait(async_result, workers):
 @stop_on_signals()
 def _collect(results, workers, stats: dict, merged_writer, progress) -> int:
     """Take the workers' results in chunk order (checking they are alive); returns features written."""
+    import multiprocess
+
     written = done = 0
     while True:
         try:
@@ -292,6 +295,10 @@ def run_pool(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if schema.field(0).name != "feature_id":
         raise ValueError("schema must start with the feature_id column")
+    # Imported here, not at the top: tools that only read features (train, eval, the GPU run) need
+    # no pool, and multiprocess (with dill) is not installed everywhere they run.
+    import multiprocess
+
     _check_main_importable()
     started = time.perf_counter()
     ctx = multiprocess.get_context("spawn")

@@ -64,4 +64,4 @@ def test_a_driver_without_a_gpu_or_a_cuda_torch_stops_too(tmp_path):
 
 def test_usage():
     done = subprocess.run([str(SCRIPT)], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2 and done.stderr.strip() == "usage: bench/gpu_check.sh OUTDIR"
+    assert done.returncode == 2 and done.stderr.strip() == "usage: bench/gpu_check.sh OUTDIR [python -m bench.gpu_check options]"

@@ -83,6 +83,27 @@ def test_nsys_is_chosen_only_with_nsys_and_cuda(monkeypatch):
     assert task._resolved_backend() == "torch" and task.resources == {}
 
 
+def test_any_failure_of_the_nsys_path_falls_back_to_torch_profiler(monkeypatch, tmp_path):
+    """A machine whose nsys writes no usable report (the lent GPU machine's): auto says so and uses torch."""
+    import subprocess
+
+    from profiling.config import ProfileConfig
+
+    def broken_export(*args):
+        raise subprocess.CalledProcessError(1, ["nsys", "export"], stderr=b"cannot make a report")
+
+    monkeypatch.setattr(run.nsys_path, "find_nsys", lambda: "/opt/nsight/nsys")
+    monkeypatch.setattr(run, "_profile_nsys", broken_export)
+    monkeypatch.setattr(run, "_profile_torch", lambda *args: ([two_steps("cuda")], [], {"traces": []}))
+    config = ProfileConfig(task="gap", model_dir=str(tmp_path), backend="auto")
+    recorded = run._record(config, tmp_path, tmp_path, 1, {}, "python", lambda message, percent: None)
+    assert recorded["backend"]["backend"] == "torch" and "CalledProcessError" in recorded["backend"]["nsys"]["error"]
+    assert recorded["notes"][0].startswith("nsys could not produce a report here, so torch.profiler was used")
+    with pytest.raises(subprocess.CalledProcessError):  # asked for by name, nsys's failure is the answer
+        run._record(config.__class__(**{**config.to_dict(), "backend": "nsys"}), tmp_path, tmp_path, 1, {}, "python",
+                    lambda message, percent: None)
+
+
 def test_nsys_command_wraps_each_rank():
     worker = ["/py", "-m", "profiling.worker", "--backend", "cuda-range", "--", "--task", "gap"]
     one = nsys.build_nsys_command("/bin/nsys", "/runs/p", worker, 1, "/py")

@@ -320,3 +320,22 @@ def test_nvtx_ranges_and_a_real_profiler_plug_into_the_loop(work, tmp_path):
         fine_tune(gap_config(work, tmp_path / "prof", max_steps=3, nvtx=True), LOCAL, profiler=prof)
     names = {event.key for event in prof.key_averages()}
     assert {"data_wait", "forward", "backward", "optimizer_step"} <= names
+
+
+def test_compile_trains_the_same_state_dict_keys(work, tmp_path, monkeypatch):
+    """--compile goes through nn.Module.compile (in place): checkpoints and the saved model keep their keys.
+    Dynamo traces the real model here; the "eager" backend spares the CPU inductor's C++ build."""
+    compiled = []
+    original = torch.nn.Module.compile
+
+    def eager_compile(module, *args, **kwargs):
+        compiled.append(type(module).__name__)
+        return original(module, *args, **{**kwargs, "backend": "eager"})
+
+    monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
+    metrics = fine_tune(gap_config(work, tmp_path / "compiled", max_steps=2, compile=True), LOCAL)
+    assert len(compiled) == 1 and metrics["steps"] == 2 and torch.isfinite(losses(tmp_path / "compiled")).all()
+    saved = load_checkpoint(checkpoint_path(tmp_path / "compiled"))["model"]
+    assert not any("_orig_mod" in key for key in saved)
+    model, _ = load_finetuned(tmp_path / "compiled", GAP)  # strict loads: the same keys as an uncompiled run's
+    assert model.task == "gap"

@@ -71,11 +71,12 @@ def config_values(args: argparse.Namespace) -> dict:
 
 
 def resolve_config(values: dict, world_size: int, device_type: str = "cpu") -> TrainConfig:
-    """The run's TrainConfig from :func:`config_values`: precision ``auto`` and the default encoder resolved."""
+    """The run's TrainConfig from :func:`config_values`: precision ``auto`` resolved, and the packaged
+    encoder filled in when no --model is given (looked up only then: a machine may lack it)."""
     from prep.tokenizer import default_model_dir
 
     config = TrainConfig(**values, world_size=world_size)
-    return config.resolved(device_type, os.path.abspath(default_model_dir()))
+    return config.resolved(device_type, None if config.model_dir else os.path.abspath(default_model_dir()))
 
 
 def config_from_args(args: argparse.Namespace, world_size: int, device_type: str = "cpu") -> TrainConfig:

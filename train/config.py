@@ -72,6 +72,8 @@ class TrainConfig:
     save_every_n_steps: int | None = field(
         default=200, metadata={"help": "checkpoint interval, plus every epoch end and the end (unset or 0: only those)"})
     nvtx: bool = field(default=False, metadata={"help": "NVTX / record_function ranges for profilers"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the model (nn.Module.compile: same weights and state dict, speed only)"})
     resume: bool = field(default=False, metadata={"help": "continue from OUT/checkpoints/last.pt"})
     progress_bar: bool = field(default=True, metadata={"help": "a tqdm bar on rank 0"})
     # A hyper-parameter sweep's trial (pipeline/sweep.py): each epoch's held-out figure is reported

@@ -145,6 +145,8 @@ def setup(config: TrainConfig, spec, env: DistEnv, profiler=None) -> _Run:
     run.raw_model = build_model(spec, config.head, config.model_dir,
                                 data_info=run.train_set.manifest.get("input") or {},
                                 dropout=config.dropout).to(env.device)
+    if config.compile:
+        run.raw_model.compile()  # in place: the state dict keeps its keys, so checkpoints and saving are unchanged
     run.collate = make_collate(spec, run.raw_model.encoder.config.pad_token_id or 0, config.pad_to_multiple_of)
     run.optimizer = make_optimizer(run.raw_model, config, env.device)
     warmup_steps = math.ceil(config.warmup_ratio * run.total_steps)
