@@ -17,16 +17,15 @@ import pyarrow.compute as pc
 
 from prep.artifact import read_manifest
 from prep.features import sorted_by_feature_id
+from prep.folders import RunFolder
 from prep.tokenizer import tokenizer_fingerprint
 from tasks.spec import InputMismatchError  # noqa: F401 - raised here, defined on the seam for tasks too
 
-MODEL_DIR_FILES = ("model", "head.safetensors", "train_config.json")
-
 
 def read_train_config(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / "train_config.json"
+    path = RunFolder(model_dir).train_config
     if not path.is_file():
-        raise FileNotFoundError(f"{model_dir}: no train_config.json; --model takes the folder train wrote (--out)")
+        raise FileNotFoundError(f"{model_dir}: no {path.name}; --model takes the folder train wrote (--out)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -37,11 +36,12 @@ def check_model_dir(model_dir: str | Path) -> Path:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model folder not found: {model_dir}")
-    missing = [name for name in MODEL_DIR_FILES if not (model_dir / name).exists()]
+    run = RunFolder(model_dir)
+    missing = [path.name for path in (run.model, run.head, run.train_config) if not path.exists()]
     if missing:
         raise FileNotFoundError(
-            f"{model_dir}: missing {missing}; --model takes the folder train wrote (model/, head.safetensors, "
-            "train_config.json)"
+            f"{model_dir}: missing {missing}; --model takes the folder train wrote ({run.MODEL}/, {run.HEAD}, "
+            f"{run.TRAIN_CONFIG})"
         )
     _check_weight_files(model_dir)
     return model_dir
@@ -52,7 +52,8 @@ def _check_weight_files(model_dir: Path) -> None:
     error names no file and is not a ValueError). Reading the header checks the file's length."""
     from safetensors import SafetensorError, safe_open
 
-    for path in [*sorted((model_dir / "model").glob("*.safetensors")), model_dir / "head.safetensors"]:
+    run = RunFolder(model_dir)
+    for path in [*sorted(run.model.glob("*.safetensors")), run.head]:
         try:
             with safe_open(str(path), framework="pt"):
                 pass
@@ -86,13 +87,14 @@ def check_inputs(model_dir: str | Path, features_dir: str | Path, spec, data_sha
     train_config = read_train_config(model_dir)
     if train_config.get("task") not in (None, task):
         raise InputMismatchError(f"{model_dir} was trained for {train_config.get('task')!r}, not {task!r}")
-    model_fingerprint = tokenizer_fingerprint(Path(model_dir) / "model")
+    model_tokenizer = RunFolder(model_dir).model
+    model_fingerprint = tokenizer_fingerprint(model_tokenizer)
     features_fingerprint = (manifest.get("tokenizer") or {}).get("fingerprint")
     if features_fingerprint != model_fingerprint:
         raise InputMismatchError(
             f"tokenizer mismatch: {features_dir} was tokenized with {str(features_fingerprint)[:12]} "
             f"({(manifest.get('tokenizer') or {}).get('path')}), the model's tokenizer is "
-            f"{model_fingerprint[:12]} ({Path(model_dir) / 'model'}); re-run prep with --tokenizer {Path(model_dir) / 'model'}"
+            f"{model_fingerprint[:12]} ({model_tokenizer}); re-run prep with --tokenizer {model_tokenizer}"
         )
     features_input = (manifest.get("input") or {}).get("sha256")
     if data_sha256 is not None and features_input is not None and features_input != data_sha256:

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 
 from eval.plots import plot_training_curves
+from prep.folders import EvalFolder, RunFolder
 
-REPORT_FILE = "report.md"
 CURVES_PNG = "training_curves.png"
 
 # What the training run's metrics.json says about speed (train.loop writes these keys, the
@@ -125,8 +125,8 @@ def _hashes(inputs: dict) -> dict:
     out = {"data": f"{Path(inputs['data']['path']).name} sha256 {inputs['data']['sha256'][:16]}"}
     for name, digest in (inputs.get("encoder_weights_sha256") or {}).items():
         out[f"encoder {name}"] = f"sha256 {digest[:16]}"
-    out["head.safetensors"] = f"sha256 {inputs['head_sha256'][:16]}"
-    out["train_config.json"] = f"sha256 {inputs['train_config_sha256'][:16]}"
+    out[RunFolder.HEAD] = f"sha256 {inputs['head_sha256'][:16]}"
+    out[RunFolder.TRAIN_CONFIG] = f"sha256 {inputs['train_config_sha256'][:16]}"
     out["features manifest"] = f"sha256 {inputs['features_manifest_sha256'][:16]}"
     out["tokenizer fingerprint"] = str(inputs.get("tokenizer_fingerprint"))[:16]
     return out
@@ -151,7 +151,7 @@ def write_report(out_dir: str | Path, summary: dict, spec, model_dir: str | Path
     lines += spec.report_sections(summary, out_dir, plot_data, written)
 
     lines += ["## Training curves", ""]
-    series = read_tensorboard_scalars(Path(model_dir) / "tb") if model_dir else {}
+    series = read_tensorboard_scalars(RunFolder(model_dir).tensorboard) if model_dir else {}
     drawn = plot_training_curves(series, out_dir / CURVES_PNG) if series else []
     if drawn:
         written.append(out_dir / CURVES_PNG)
@@ -161,21 +161,21 @@ def write_report(out_dir: str | Path, summary: dict, spec, model_dir: str | Path
             values = [value for _, value in series[tag]]
             lines.append(f"| {tag} | {len(values)} | {values[0]:.4g} | {values[-1]:.4g} | {min(values):.4g} | {max(values):.4g} |")
     else:
-        lines.append("No TensorBoard scalars found under the training run's `tb/`.")
+        lines.append(f"No TensorBoard scalars found under the training run's `{RunFolder.TENSORBOARD}/`.")
     lines.append("")
     lines += _eval_history_lines(summary.get("train_metrics") or {})
 
     lines += ["## Throughput", ""] + _throughput_lines(summary) + [""]
     lines += ["## Configuration", "", "Evaluation:", ""] + _kv_table(summary.get("config") or {}) + [""]
     if train_config:
-        lines += ["Training (`train_config.json`):", ""] + _kv_table(train_config) + [""]
+        lines += [f"Training (`{RunFolder.TRAIN_CONFIG}`):", ""] + _kv_table(train_config) + [""]
     features_config = inputs.get("features_config")
     if features_config:
         lines += ["Features (prep manifest):", ""] + _kv_table(features_config) + [""]
     if inputs:
         lines += ["## Artifacts", "", f"Model: `{inputs.get('model_dir')}`  ", f"Features: `{inputs.get('features_dir')}`", ""]
         lines += _kv_table(_hashes(inputs), ("Artifact", "Hash")) + [""]
-    report = out_dir / REPORT_FILE
+    report = EvalFolder(out_dir).report
     report.write_text("\n".join(lines), encoding="utf-8")
     written.append(report)
     return written
@@ -214,9 +214,9 @@ def _throughput_lines(summary: dict) -> list[str]:
     lines = []
     picked = train_throughput(summary.get("train_metrics"))
     if picked:
-        lines += ["Training (`metrics.json` of the training run):", ""] + _kv_table(picked, ("Measure", "Value")) + [""]
+        lines += [f"Training (`{RunFolder.METRICS}` of the training run):", ""] + _kv_table(picked, ("Measure", "Value")) + [""]
     else:
-        lines += ["No throughput figures in the training run's metrics.json.", ""]
+        lines += [f"No throughput figures in the training run's {RunFolder.METRICS}.", ""]
     timing = summary.get("timing") or {}
     if timing:
         lines += ["This evaluation:", ""] + _kv_table(timing, ("Measure", "Value"))

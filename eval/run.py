@@ -16,12 +16,12 @@ from pathlib import Path
 from eval.inference import check_inputs, load_model, read_train_config
 from train.dist import resolve_device
 from eval.report import write_report
-from prep.artifact import MANIFEST, atomic_output_dir, sha256_file, write_json_atomic
+from prep.artifact import atomic_output_dir, sha256_file, write_json_atomic
 from prep.features import open_features
+from prep.folders import EvalFolder, FeaturesFolder, RunFolder
 from tasks.spec import EvalContext
 
 SCHEMA_VERSION = 1
-METRICS_FILE = "metrics.json"
 
 
 def _read_json_if_any(path: Path):
@@ -36,24 +36,25 @@ def _read_json_if_any(path: Path):
 def describe_artifacts(model_dir: Path, features_dir: Path, data_path: Path, data_sha256: str,
                        features_manifest: dict) -> dict:
     """Paths and content hashes of everything an evaluation read."""
-    weights = sorted((model_dir / "model").glob("*.safetensors"))
+    run = RunFolder(model_dir)
+    weights = sorted(run.model.glob("*.safetensors"))
     return {
         "model_dir": str(model_dir.resolve()),
         "features_dir": str(features_dir.resolve()),
         "data": {"path": str(data_path.resolve()), "sha256": data_sha256},
         "tokenizer_fingerprint": (features_manifest.get("tokenizer") or {}).get("fingerprint"),
-        "features_manifest_sha256": sha256_file(features_dir / MANIFEST),
+        "features_manifest_sha256": sha256_file(FeaturesFolder(features_dir).manifest),
         "features_config": features_manifest.get("config"),
         "encoder_weights_sha256": {p.name: sha256_file(p) for p in weights},
-        "head_sha256": sha256_file(model_dir / "head.safetensors"),
-        "train_config_sha256": sha256_file(model_dir / "train_config.json"),
+        "head_sha256": sha256_file(run.head),
+        "train_config_sha256": sha256_file(run.train_config),
     }
 
 
 def _pad_id(model_dir: Path) -> int:
     from prep.tokenizer import load_fast_tokenizer
 
-    pad = load_fast_tokenizer(model_dir / "model").pad_token_id
+    pad = load_fast_tokenizer(RunFolder(model_dir).model).pad_token_id
     return int(pad) if pad is not None else 0
 
 
@@ -65,7 +66,7 @@ def _summary(task: str, model_dir: Path, artifacts: dict, config: dict) -> dict:
         "config": config,
         "inputs": artifacts,
         "train_config": read_train_config(model_dir),
-        "train_metrics": _read_json_if_any(model_dir / "metrics.json"),
+        "train_metrics": _read_json_if_any(RunFolder(model_dir).metrics),
         "seconds": None,
     }
 
@@ -73,10 +74,11 @@ def _summary(task: str, model_dir: Path, artifacts: dict, config: dict) -> dict:
 def _finish(tmp: Path, summary: dict, spec, model_dir: Path, started: float, plot_data: dict | None = None) -> dict:
     """Write metrics.json, the report and the manifest (last) into the temp folder."""
     summary["seconds"] = round(time.perf_counter() - started, 3)
-    write_json_atomic(tmp / METRICS_FILE, summary)
+    out = EvalFolder(tmp)
+    write_json_atomic(out.metrics, summary)
     write_report(tmp, summary, spec.eval, model_dir, plot_data)
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    write_json_atomic(tmp / MANIFEST, {
+    write_json_atomic(out.manifest, {
         "schema_version": SCHEMA_VERSION,
         "stage": "eval",
         "task": summary["task"],
@@ -131,10 +133,10 @@ def runs_task(run_dirs) -> str:
 
 def load_run(run_dir: str | Path) -> dict:
     """The metrics.json of a finished evaluation folder (for compare)."""
-    run_dir = Path(run_dir)
-    path = run_dir / METRICS_FILE
-    if not (run_dir / MANIFEST).is_file() or not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a finished evaluation (no {MANIFEST} / {METRICS_FILE})")
+    folder = EvalFolder(run_dir)
+    path = folder.metrics
+    if not folder.manifest.is_file() or not path.is_file():
+        raise FileNotFoundError(f"{folder.path}: not a finished evaluation (no {folder.MANIFEST} / {folder.METRICS})")
     payload = _read_json_if_any(path)
     if not isinstance(payload, dict) or not isinstance(payload.get("task"), str) or "metrics" not in payload:
         raise ValueError(f"{path}: not an evaluation metrics file")

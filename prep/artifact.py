@@ -15,10 +15,10 @@ import shutil
 import uuid
 from pathlib import Path
 
+from prep.folders import MANIFEST
 from prep.locking import artifact_lock
 
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256", block_size: int = 1 << 20) -> str:

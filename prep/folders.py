@@ -4,7 +4,7 @@ Writers and readers in every package use these names (no file-name literals else
 rename is one line here and a reader can never look for a file under another name than its
 writer used. Torch-free: the Luigi side, the prep pool and the tools import it cheaply.
 
-    FeaturesFolder(path).manifest        # prep: Arrow shards + manifest.json (written last)
+    FeaturesFolder(path).manifest        # prep: Arrow files + manifest.json (written last)
     RunFolder(path).metrics              # python -m train --out: model/, head, configs, checkpoints, logs
     EvalFolder(path).metrics             # python -m eval <task> --out: predictions, metrics, report, manifest
 """
@@ -19,11 +19,19 @@ MANIFEST = "manifest.json"  # a features or evaluation folder's last file: the f
 
 @dataclass(frozen=True)
 class FeaturesFolder:
-    """What prep writes: Arrow IPC shards (their names are in the manifest) and ``manifest.json``."""
+    """What prep writes: Arrow IPC files and ``manifest.json``.
+
+    The manifest lists the Arrow files (readers take their names from there); writers name them
+    with the templates below, from the stem ``<dataset>-<split>``.
+    """
 
     path: Path
 
     MANIFEST = MANIFEST
+    STEM = "{dataset}-{split}"
+    MERGED_FILE = "{stem}.arrow"  # merge mode: one file
+    WORKER_FILE = "{stem}-w{worker:03d}.arrow"  # shards mode: one per pool worker
+    EMPTY_FILE = "{stem}-empty.arrow"  # shards mode without a single row: the schema alone
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pyarrow as pa
 
+from prep.folders import FeaturesFolder
 from prep.stopping import set_parent_death_signal, stop_on_signals
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def _convert_task(task):
     if _WORKER["mode"] == "merge":
         return count, batch, stats
     if _WORKER["writer"] is None:
-        name = f"{_WORKER['file_stem']}-w{_WORKER['worker_id']:03d}.arrow"
+        name = FeaturesFolder.WORKER_FILE.format(stem=_WORKER["file_stem"], worker=_WORKER["worker_id"])
         _WORKER["shard_name"] = name
         _WORKER["writer"] = pa.ipc.new_file(str(_WORKER["out_dir"] / name), schema)
     _WORKER["writer"].write_batch(batch)
@@ -260,7 +261,7 @@ def _close_shards(pool, nproc: int, workers, out_dir: Path, schema: pa.Schema, f
         if name is not None:
             files.append({"path": name, "rows": rows, "worker": worker_id})
     if not files:  # no rows at all: still publish the schema, as merge mode does
-        empty_name = f"{file_stem}-empty.arrow"
+        empty_name = FeaturesFolder.EMPTY_FILE.format(stem=file_stem)
         pa.ipc.new_file(str(out_dir / empty_name), schema).close()
         files.append({"path": empty_name, "rows": 0})
     return files
@@ -321,7 +322,7 @@ def run_pool(
     try:
         merged_writer = None
         if mode == "merge":
-            merged_name = f"{file_stem}.arrow"
+            merged_name = FeaturesFolder.MERGED_FILE.format(stem=file_stem)
             merged_writer = pa.ipc.new_file(str(out_dir / merged_name), schema)
         # Chunks go out as C-pickled bytes: the pool's own pickler (dill, pure Python) is ~15x
         # slower on nested text, and that main-process time is taken from the workers' cores.

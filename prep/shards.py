@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from prep.artifact import atomic_output_dir, read_manifest, write_json_atomic
+from prep.folders import FeaturesFolder
 
 _SHARD: contextvars.ContextVar["Shard | None"] = contextvars.ContextVar("prep_shard", default=None)
 # What must be equal across the shards of one set (a shard of another input or config is an error).
@@ -122,7 +123,7 @@ def merge_shards(shard_dirs: list[Path], out_dir: Path) -> dict:
     with atomic_output_dir(out_dir, reuse_if_made_while_waiting=True) as tmp:
         if tmp is None:
             return read_manifest(out_dir)
-        write_json_atomic(tmp / "manifest.json", manifest)
+        write_json_atomic(FeaturesFolder(tmp).manifest, manifest)
     return manifest
 
 

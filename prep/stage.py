@@ -11,7 +11,8 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from prep import pool
-from prep.artifact import MANIFEST, SCHEMA_VERSION, atomic_output_dir, read_manifest, sha256_file, write_json_atomic
+from prep.artifact import SCHEMA_VERSION, atomic_output_dir, read_manifest, sha256_file, write_json_atomic
+from prep.folders import FeaturesFolder
 from prep.shards import current_shard, select_chunks
 from prep.tokenizer import describe_tokenizer, export_tokenizer
 
@@ -97,7 +98,7 @@ def run_stage(
             out_dir=tmp,
             nproc=nproc,
             mode=mode,
-            file_stem=f"{dataset}-{split}",
+            file_stem=FeaturesFolder.STEM.format(dataset=dataset, split=split),
             progress=report if progress else None,
         )
         (tmp / ".tokenizer.json").unlink(missing_ok=True)
@@ -106,7 +107,7 @@ def run_stage(
             pooled=pooled, config=config, tokenizer=tokenizer, mode=mode, schema=schema,
             seconds=time.perf_counter() - started, shard=shard_info or None,
         )
-        write_json_atomic(tmp / MANIFEST, manifest)
+        write_json_atomic(FeaturesFolder(tmp).manifest, manifest)
     return manifest
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from prep.folders import RunFolder
 from profiling import nsys as nsys_path
 from profiling import scaling as scaling_mod
 from profiling import summary as summary_mod
@@ -24,7 +25,6 @@ from profiling.config import ProfileConfig
 from profiling.timeline import mean_over_ranks, split_step_time
 
 Progress = Callable[[str, float], None]
-_HEAVY_OUTPUTS = ("checkpoints", "model", "head.safetensors")  # a profile run's weights are throwaway
 _POLL_SECONDS = 2.0
 
 
@@ -94,8 +94,9 @@ def run_logged(command: list[str], log_path: Path, env: dict, what: str) -> None
 
 
 def _tidy(train_out: Path) -> None:
-    for name in _HEAVY_OUTPUTS:
-        path = train_out / name
+    """Delete a timed run's weights and checkpoints: a profile run's weights are throwaway."""
+    run = RunFolder(train_out)
+    for path in (run.checkpoints, run.model, run.head):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.is_file():
@@ -131,7 +132,7 @@ def run_profile(config: ProfileConfig, spec, out_dir: str | Path, progress: Prog
         features, features_label = _features(config, spec, work, say)
         env, threads = child_env(config, config.world_size, device_type, cpus)
         recorded = _record(config, work, features, gpus, env, python, say)
-        train_config = _read_json(work / "train" / "train_config.json")
+        train_config = _read_json(RunFolder(work / "train").train_config)
         _tidy(work / "train")
         scaling = _measure_scaling(config, work, features, device_type, gpus, cpus, python, say) if config.scaling else None
         say("writing the summary", 95)
@@ -273,7 +274,7 @@ def _measure_scaling(config, work: Path, features: Path, device_type: str, gpus:
         env, threads = child_env(config, world_size, device_type, cpus)
         command = launch_command(train_args(config, features, out, world_size, profiled=False), world_size, python)
         run_logged(command, work / "scaling" / "scaling.log", env, f"the world-size-{world_size} timing run")
-        timings.append(scaling_mod.timing_from_metrics(_read_json(out / "metrics.json"), world_size,
+        timings.append(scaling_mod.timing_from_metrics(_read_json(RunFolder(out).metrics), world_size,
                                                        threads_per_process=threads))
         _tidy(out)
     if device_type == "cpu":

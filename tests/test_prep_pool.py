@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prep.artifact import MANIFEST, atomic_output_dir, is_complete, write_json_atomic
+from prep.artifact import atomic_output_dir, is_complete, write_json_atomic
+from prep.folders import MANIFEST
 from prep.pool import WorkerDied, cap_nproc, run_pool
 
 SCHEMA = pa.schema([("feature_id", pa.int64()), ("chunk", pa.int64()), ("item", pa.int64()),

@@ -117,13 +117,14 @@ def test_mc_saves_as_auto_model_for_multiple_choice_with_its_head(tmp_path, toke
 
 
 def test_duma_saves_its_encoder_and_round_trips_through_load_finetuned(tmp_path, tokenizer_dir):
-    from train.model import HEAD_FILE, load_encoder, save_finetuned
+    from prep.folders import RunFolder
+    from train.model import load_encoder, save_finetuned
     from safetensors.torch import load_file
 
     model = build_model("duma", tiny_encoder()).eval()
     save_finetuned(model, get_task("race").train, tmp_path, tokenizer_dir)
     rebuilt = build_model("duma", load_encoder(tmp_path / "model", pooler=True)).eval()
-    rebuilt.head.load_state_dict(load_file(str(tmp_path / HEAD_FILE)), strict=True)
+    rebuilt.head.load_state_dict(load_file(str(RunFolder(tmp_path).head)), strict=True)
     batch = collate_race(synthetic_race_table(3, seed=7))
     with torch.inference_mode():
         torch.testing.assert_close(rebuilt(**batch), model(**batch))

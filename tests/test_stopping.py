@@ -204,7 +204,8 @@ def test_two_commands_started_together_train_once(tiny_gap, tmp_path):
 
 
 def test_a_second_writer_waits_then_reuses_what_the_first_wrote(tmp_path):
-    from prep.artifact import MANIFEST, atomic_output_dir, read_manifest, write_json_atomic
+    from prep.artifact import atomic_output_dir, read_manifest, write_json_atomic
+    from prep.folders import MANIFEST
 
     out = tmp_path / "features"
     writing = threading.Event()

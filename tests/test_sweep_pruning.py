@@ -48,7 +48,8 @@ def trial_config(work, out: Path, url: str, study: str, number: int) -> TrainCon
 
 
 def test_a_bad_trial_is_pruned_after_its_first_epoch_and_never_looks_complete(work, tmp_path):
-    from train.checkpoint import checkpoint_path, load_checkpoint
+    from prep.folders import RunFolder
+    from train.checkpoint import load_checkpoint
     from train.trial import PRUNED_FILE, TrialPruned
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
@@ -61,7 +62,7 @@ def test_a_bad_trial_is_pruned_after_its_first_epoch_and_never_looks_complete(wo
     verdict = json.loads((out / PRUNED_FILE).read_text())
     assert verdict["trial_number"] == bad.number and verdict["epoch"] == 1 and verdict["value"] > 0.5
     assert not (out / "metrics.json").exists()  # a pruned folder never looks complete
-    saved = load_checkpoint(checkpoint_path(out))
+    saved = load_checkpoint(RunFolder(out).last_checkpoint)
     assert (saved["epoch"], saved["step"], saved["step_in_epoch"]) == (1, 4, 0)  # the epoch-end checkpoint
     frozen = study.trials[bad.number]
     assert list(frozen.intermediate_values) == [1] and frozen.intermediate_values[1] == verdict["value"]

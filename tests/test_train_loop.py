@@ -20,7 +20,8 @@ from tasks.gap.prep import GapPrepConfig, prepare_gap
 from tasks.squad.prep import SquadPrepConfig, prepare_squad
 from tests.conftest import shared_data, fine_tune
 from train.__main__ import main as train_main
-from train.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from prep.folders import RunFolder
+from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import TrainConfig
 from train.dist import single_process
 from train import loop
@@ -107,7 +108,7 @@ def test_mixed_precision_on_cpu_lowers_the_loss(work, tmp_path, precision, monke
     history = losses(tmp_path / precision)
     assert torch.isfinite(history).all()
     assert history[-3:].mean() < history[:3].mean() - 0.2
-    saved = load_checkpoint(checkpoint_path(tmp_path / precision))
+    saved = load_checkpoint(RunFolder(tmp_path / precision).last_checkpoint)
     if precision == "fp16":  # GradScaler ran on CPU and its state is checkpointed
         assert saved["scaler"]["scale"] > 1
     else:
@@ -135,7 +136,7 @@ def test_sigkill_mid_epoch_then_resume_equals_unbroken_run(work, tmp_path):
     unbroken_log = open(tmp_path / "unbroken.log", "w+")
     unbroken = subprocess.Popen(command + cli_args(base), env=subprocess_env(), stderr=unbroken_log)
     victim = subprocess.Popen(command + cli_args(killed), env=subprocess_env(), stderr=subprocess.DEVNULL)
-    checkpoint = checkpoint_path(killed.run_dir)
+    checkpoint = RunFolder(killed.run_dir).last_checkpoint
     deadline = time.monotonic() + 180
     while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -211,7 +212,7 @@ def test_resume_errors_are_clear(work, tmp_path, capsys):
     with pytest.raises(CheckpointError, match="different run.*lr"):
         fine_tune(gap_config(work, out, max_steps=2, lr=5e-4, resume=True), LOCAL)
 
-    path = checkpoint_path(out)
+    path = RunFolder(out).last_checkpoint
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="corrupted or truncated"):
         fine_tune(gap_config(work, out, max_steps=2, resume=True), LOCAL)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from train.calibrate import fit_temperature, nll
-from train.checkpoint import CheckpointError, best_path, load_best, save_best
+from prep.folders import RunFolder
+from train.checkpoint import CheckpointError, load_best, save_best
 from train.config import TrainConfig
 from train.data import FeatureSet, make_collate
 from train.dist import single_process
@@ -90,7 +91,7 @@ def test_select_best_saves_the_epoch_with_the_lowest_eval_loss(work, tmp_path):
     assert metrics["selected"]["epoch"] == best_epoch
     assert metrics["selected"]["eval_loss"] == pytest.approx(min(history))
     assert saved_eval_loss(tmp_path / "best", cfg) == pytest.approx(min(history), rel=1e-5)
-    record = load_best(best_path(tmp_path / "best"))
+    record = load_best(RunFolder(tmp_path / "best").best_checkpoint)
     assert record["epoch"] == best_epoch
 
     last = fine_tune(cfg.replace(run_dir=str(tmp_path / "last"), select_best=False), LOCAL)
@@ -121,7 +122,7 @@ def test_selection_needs_held_out_data_and_calibration_is_for_gap(work, tmp_path
 
 
 def test_best_record_round_trips_and_a_damaged_one_is_a_clear_error(tmp_path):
-    path = best_path(tmp_path)
+    path = RunFolder(tmp_path).best_checkpoint
     assert load_best(path) is None
     record = {"schema_version": 1, "model": {"w": torch.ones(2)}, "epoch": 2, "step": 10, "eval_loss": 0.5}
     save_best(path, record)

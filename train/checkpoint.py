@@ -33,11 +33,9 @@ import numpy as np
 import torch
 
 from prep.artifact import atomic_file
+from prep.folders import RunFolder
 
 SCHEMA_VERSION = 1
-CHECKPOINT_DIR = "checkpoints"
-LAST = "last.pt"
-BEST = "best.pt"
 BEST_KEYS = ("schema_version", "model", "epoch", "step", "eval_loss")
 REQUIRED_KEYS = (
     "schema_version", "model", "optimizer", "scheduler", "scaler", "step", "epoch",
@@ -50,11 +48,8 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_path(out_dir: str | Path) -> Path:
-    return Path(out_dir) / CHECKPOINT_DIR / LAST
-
-
-def best_path(out_dir: str | Path) -> Path:
-    return Path(out_dir) / CHECKPOINT_DIR / BEST
+    """``RunFolder(out_dir).last_checkpoint``, for callers that hold only the folder's path."""
+    return RunFolder(out_dir).last_checkpoint
 
 
 def capture_rng_state(device: torch.device) -> dict:

@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from prep.folders import RunFolder
 from prep.stopping import GRACE_S, start_process_group, stop_on_signals, stop_process_group
-
-PROGRESS_FILE = "progress.json"
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,7 +83,7 @@ def launch_command(train_args: list[str], world_size: int, python: str = sys.exe
 def read_progress(out_dir: str | Path) -> dict | None:
     """The trainer's latest ``OUT/progress.json`` record, or None before the first (never raises)."""
     try:
-        return json.loads((Path(out_dir) / PROGRESS_FILE).read_text(encoding="utf-8"))
+        return json.loads(RunFolder(out_dir).progress.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

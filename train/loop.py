@@ -27,14 +27,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from prep.folders import RunFolder
 from train import checkpoint as ckpt
 from train.config import TrainConfig
 from train.optim import linear_warmup_decay, make_optimizer, seed_everything, total_train_steps
 from train.data import FeatureSet, make_collate, make_loader, plan_epoch, steps_per_epoch
 from train.dist import DistEnv, all_gather_objects, all_reduce_sum, barrier, to_device
-from train.metrics_log import METRICS_FILE, RunLogger, TrainClock, write_json_atomic
+from train.metrics_log import RunLogger, TrainClock, write_json_atomic
 from train.evaluation import calibrate_temperature, evaluate
-from train.model import TRAIN_CONFIG_FILE, autocast_context, build_model, precision_warning, save_finetuned
+from train.model import autocast_context, build_model, precision_warning, save_finetuned
 from train.tracing import NullProfiler, Tracer
 from train.trial import TrialReporter
 
@@ -94,7 +95,7 @@ def write_train_config(config: TrainConfig, dataset: FeatureSet, env: DistEnv, m
         "schema_version": ckpt.SCHEMA_VERSION,
     }
     if env.is_main:
-        write_json_atomic(Path(config.run_dir) / TRAIN_CONFIG_FILE, record)
+        write_json_atomic(RunFolder(config.run_dir).train_config, record)
     return record
 
 
@@ -104,8 +105,8 @@ class _Run:
 
     def __init__(self, config: TrainConfig, spec, env: DistEnv, profiler):
         self.config, self.spec, self.env, self.profiler = config, spec, env, profiler or NullProfiler()
-        self.run_dir = Path(config.run_dir)
-        self.ckpt_file = ckpt.checkpoint_path(self.run_dir)
+        self.folder = RunFolder(config.run_dir)
+        self.ckpt_file = self.folder.last_checkpoint
         self.saved = self._load_saved()
         self.train_set = FeatureSet(config.features_dir, config.task)
         self.eval_set = FeatureSet(config.eval_features_dir, config.task) if config.eval_features_dir else None
@@ -115,7 +116,7 @@ class _Run:
         self.accum = config.accumulation_steps(spec.sequences_per_row)
         self.micro = config.micro_batch_size(spec.sequences_per_row)
         if env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.folder.path.mkdir(parents=True, exist_ok=True)
         write_train_config(config, self.train_set, env, self.micro, self.accum)
         self.step = self.epoch = self.step_in_epoch = 0
         self.loss_history: list[dict] = []
@@ -178,7 +179,7 @@ def setup(config: TrainConfig, spec, env: DistEnv, profiler=None) -> _Run:
                         "but dropout draws differ from the unbroken run", env.world_size, saved["world_size"])
         seed_everything(config.seed + env.rank + 1_000_003 * run.step)  # per-rank dropout streams
     _log_setup(run)
-    run.logger = RunLogger(run.run_dir, enabled=env.is_main)
+    run.logger = RunLogger(run.folder.path, enabled=env.is_main)
     run.tracer = Tracer(config.nvtx, env.device)
     run.clock = TrainClock(env.device)
     run.bar = tqdm(total=run.total_steps, initial=run.step, unit="step", dynamic_ncols=True,
@@ -188,9 +189,9 @@ def setup(config: TrainConfig, spec, env: DistEnv, profiler=None) -> _Run:
     run.window = _Window(env.device)
     run.first_step = run.step
     run.started = time.perf_counter()
-    run.best_file = ckpt.best_path(run.run_dir)
+    run.best_file = run.folder.best_checkpoint
     run.best = ckpt.load_best(run.best_file) if config.select_best and saved is not None else None
-    run.trial = TrialReporter(config.trial_storage, config.trial_study, config.trial_number, run.run_dir, env)
+    run.trial = TrialReporter(config.trial_storage, config.trial_study, config.trial_number, run.folder.path, env)
     return run
 
 
@@ -360,10 +361,10 @@ def finish(run: _Run) -> dict:
         "throughput": _throughput(run),
     }
     if env.is_main:
-        save_finetuned(run.raw_model, run.spec, run.run_dir, config.model_dir)
+        save_finetuned(run.raw_model, run.spec, run.folder.path, config.model_dir)
         run.progress("done")
         run.logger.close()
-        write_json_atomic(run.run_dir / METRICS_FILE, metrics)
+        write_json_atomic(run.folder.metrics, metrics)
     barrier(env)
     return metrics
 

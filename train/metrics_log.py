@@ -16,15 +16,12 @@ from pathlib import Path
 import torch
 
 from prep.artifact import write_json_atomic  # noqa: F401 - re-exported for train's writers
-from train.launch import PROGRESS_FILE
-
-METRICS_FILE = "metrics.json"
-TB_DIR = "tb"
+from prep.folders import RunFolder
 
 
 class RunLogger:
     def __init__(self, out_dir: str | Path, enabled: bool):
-        self.out_dir = Path(out_dir)
+        self.folder = RunFolder(out_dir)
         self.enabled = enabled
         self._writer = None
 
@@ -33,7 +30,7 @@ class RunLogger:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.out_dir / TB_DIR))
+            self._writer = SummaryWriter(log_dir=str(self.folder.tensorboard))
         return self._writer
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -45,7 +42,7 @@ class RunLogger:
 
     def progress(self, record: dict) -> None:
         if self.enabled:
-            write_json_atomic(self.out_dir / PROGRESS_FILE, {**record, "time": time.time()})
+            write_json_atomic(self.folder.progress, {**record, "time": time.time()})
 
     def close(self) -> None:
         if self._writer is not None:

@@ -27,10 +27,8 @@ import torch
 from torch import nn
 
 from prep.artifact import atomic_file, replace_dir
+from prep.folders import RunFolder
 
-HEAD_FILE = "head.safetensors"
-MODEL_SUBDIR = "model"
-TRAIN_CONFIG_FILE = "train_config.json"
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "added_tokens.json",
 )
@@ -197,9 +195,9 @@ def save_finetuned(model: nn.Module, spec, out_dir: str | Path, source_model_dir
 
     model = unwrap(model)
     save_pretrained = spec.save_pretrained
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{MODEL_SUBDIR}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    run = RunFolder(out_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    tmp = run.path / f".{run.MODEL}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     with _quiet_transformers():
         if save_pretrained is not None:
             save_pretrained(model, tmp)
@@ -209,9 +207,9 @@ def save_finetuned(model: nn.Module, spec, out_dir: str | Path, source_model_dir
         source = Path(source_model_dir) / name
         if source.is_file():
             shutil.copyfile(source, tmp / name)
-    replace_dir(tmp, out_dir / MODEL_SUBDIR)
+    replace_dir(tmp, run.model)
     head_state = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    with atomic_file(out_dir / HEAD_FILE) as head_tmp:
+    with atomic_file(run.head) as head_tmp:
         save_file(head_state, str(head_tmp), metadata={"task": model.task, "head": model.head_name})
 
 
@@ -225,15 +223,14 @@ def load_finetuned(out_dir: str | Path, spec, device: str | torch.device = "cpu"
     """
     from safetensors.torch import load_file
 
-    out_dir = Path(out_dir)
-    config_path = out_dir / TRAIN_CONFIG_FILE
-    for path in (config_path, out_dir / MODEL_SUBDIR / "config.json", out_dir / HEAD_FILE):
+    run = RunFolder(out_dir)
+    for path in (run.train_config, run.model / "config.json", run.head):
         if not path.is_file():
-            raise FileNotFoundError(f"{out_dir}: not a finished training output ({path.name} missing)")
-    train_config = json.loads(config_path.read_text(encoding="utf-8"))
-    encoder = _task_encoder(spec, out_dir / MODEL_SUBDIR)
+            raise FileNotFoundError(f"{run.path}: not a finished training output ({path.name} missing)")
+    train_config = json.loads(run.train_config.read_text(encoding="utf-8"))
+    encoder = _task_encoder(spec, run.model)
     model = spec.build_model(train_config["head"], encoder, data_info=train_config.get("data_info") or {})
-    head_state = load_file(str(out_dir / HEAD_FILE))
+    head_state = load_file(str(run.head))
     if "temperature" in dict(model.head.named_buffers()):
         head_state.setdefault("temperature", torch.ones(()))  # heads saved before calibration existed
     model.head.load_state_dict(head_state, strict=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from prep.artifact import MANIFEST, SCHEMA_VERSION, write_json_atomic
+from prep.artifact import SCHEMA_VERSION, write_json_atomic
+from prep.folders import FeaturesFolder
 from train.model import TOKENIZER_FILES
 
 TINY_BERT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -84,11 +85,11 @@ def write_feature_dir(out_dir: str | Path, table: pa.Table, dataset: str, split:
     files = []
     bounds = np.linspace(0, table.num_rows, shards + 1).astype(int)
     for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        name = f"{dataset}-{split}-w{i:03d}.arrow"
+        name = FeaturesFolder.WORKER_FILE.format(stem=FeaturesFolder.STEM.format(dataset=dataset, split=split), worker=i)
         with pa.OSFile(str(out_dir / name), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table.slice(lo, hi - lo))
         files.append({"path": name, "rows": int(hi - lo)})
-    write_json_atomic(out_dir / MANIFEST, {
+    write_json_atomic(FeaturesFolder(out_dir).manifest, {
         "schema_version": SCHEMA_VERSION, "dataset": dataset, "split": split,
         "config": {"max_seq_length": max_seq_length}, "columns": table.schema.names, "files": files,
         "counts": {"features_out": table.num_rows}, "tokenizer": {"path": "synthetic"},

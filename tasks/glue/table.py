@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from prep.artifact import write_json_atomic, write_text_atomic
+from prep.folders import EvalFolder, RunFolder
 from tasks.glue.benchmark import ORDER, REFERENCE_ROWS, TASKS
 from tasks.glue.metrics import glue_averages, task_score
 
@@ -29,7 +30,7 @@ AVERAGE_LABELS = {"average_without_wnli": "avg w/o WNLI", "average_all": "avg al
 
 
 def _load(eval_dir: Path) -> dict:
-    return json.loads((Path(eval_dir) / "metrics.json").read_text(encoding="utf-8"))
+    return json.loads(EvalFolder(eval_dir).metrics.read_text(encoding="utf-8"))
 
 
 def run_record(task: str, seed: int, eval_dirs: list[Path]) -> dict:
@@ -216,7 +217,7 @@ def write_table(evals: dict[tuple[str, int], list[Path]], out_dir: Path,
 
 def _model_name(table: dict) -> str:
     for record in table["runs"]:
-        config = json.loads((Path(record["run_dir"]) / "train_config.json").read_text()) if record["run_dir"] else {}
+        config = json.loads(RunFolder(record["run_dir"]).train_config.read_text()) if record["run_dir"] else {}
         if config.get("model_dir"):
             folder = Path(config["model_dir"])
             return folder.parent.name if folder.name == "model" else folder.name  # a package's model/ folder

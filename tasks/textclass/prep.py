@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-from prep.artifact import MANIFEST
+from prep.folders import MANIFEST
 from prep.stage import ReadResult, run_stage, skip
 from prep.tokenizer import BertTokens, default_model_dir, load_backend
 from tasks.textclass.read import (FORMATS, LABEL_TYPES, SKIP_UNKNOWN_LABEL, TextExample, integer_name,

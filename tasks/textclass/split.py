@@ -21,7 +21,8 @@ import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from prep.artifact import MANIFEST, atomic_output_dir, sha256_file, write_json_atomic
+from prep.artifact import atomic_output_dir, sha256_file, write_json_atomic
+from prep.folders import MANIFEST
 from tasks.textclass.read import (FORMATS, LABEL_TYPES, TextClassFormatError, TextExample, label_set, read_examples,
                                 resolve_label_type)
 
