@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from prep.folders import RunFolder
+
 SEQ_LEN = 384
 # Dense (no sparsity) fp16 / bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets (half their
 # "with sparsity" figures): the usual denominator of MFU. The first fragment found in the device's
@@ -80,7 +82,7 @@ def throughput_row(label: str, model_dir: Path, features: Path, precision: str, 
     started = time.perf_counter()
     record = run_ours("squad", features, model_dir, batch_size, steps, precision, work, env, compile=compile)
     run_dir = ours_run_dir(work, "squad", precision, compile=compile)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads(RunFolder(run_dir).metrics.read_text())
     losses = [entry["loss"] for entry in metrics["train_loss_history"]]
     achieved = (record["sequences_per_second"] or 0.0) * flops / 1e12
     record.update(model=label, precision=precision, compiled=compile, seq_len=seq_len, batch=batch_size,
