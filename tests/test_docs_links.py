@@ -19,8 +19,6 @@ import pytest
 
 from tests.conftest import REPO
 
-# Pages of issue 25 being written on another branch: a link to one passes while it does not exist.
-PENDING = {"docs/architecture.md"}
 
 LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -106,8 +104,6 @@ def broken_links(page: Path, root: Path, paths: set[str]) -> list[str]:
         except ValueError:
             broken.append(f"{where}:{number}: {target} (outside the repository)")
             continue
-        if name in PENDING and not resolved.exists():
-            continue
         if name not in paths and name != ".":
             broken.append(f"{where}:{number}: {target} (no such file or folder in the repository)")
         elif fragment and resolved.suffix == ".md" and fragment not in anchors(resolved.read_text(encoding="utf-8")):
@@ -122,7 +118,7 @@ def missing_code_paths(page: Path, root: Path, paths: set[str]) -> list[str]:
     for number, line in enumerate(prose_lines(page.read_text(encoding="utf-8")), 1):
         for span in CODE_SPAN.findall(line):
             name = span.rstrip("/")
-            if REPO_PATH.match(span) and name not in paths and name not in PENDING:
+            if REPO_PATH.match(span) and name not in paths:
                 missing.append(f"{where}:{number}: `{span}`")
     return missing
 
