@@ -183,15 +183,14 @@ def runs_dir(path):
     return luigi_config("bertflow", runs_dir=path)
 
 
-def test_profile_stage_world_size_2_on_gloo(tmp_path, monkeypatch):
+def test_profile_stage_world_size_2_on_gloo(tmp_path, monkeypatch, tiny_encoder_dir):
     import luigi
     from luigi.execution_summary import LuigiStatusCode
 
     from pipeline.profile import Profile
-    from train.testing import make_tiny_model_dir
 
     monkeypatch.setattr(run, "_POLL_SECONDS", 0.2)
-    tiny = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+    tiny = tiny_encoder_dir
     params = dict(task="squad", model_dir=str(tiny), world_size=2, warmup_steps=2, active_steps=3,
                   global_batch_size=8, device="cpu", synthetic_seq_length=32, cpu_threads_per_process=1,
                   prep_scaling_png=str(tmp_path / "missing.png"))

@@ -22,13 +22,13 @@ STOP_DEADLINE_S = 15.0
 
 
 @pytest.fixture(scope="module")
-def tiny_gap(tmp_path_factory):
+def tiny_gap(tmp_path_factory, tiny_encoder_dir):
     """A tiny model and synthetic GAP features: training starts in seconds and runs as long as asked."""
     from tasks.gap.model import synthetic_gap_table
-    from train.testing import make_tiny_model_dir, write_feature_dir
+    from train.testing import write_feature_dir
 
     root = tmp_path_factory.mktemp("stopping")
-    model = make_tiny_model_dir(root / "tiny-bert", dropout=0.0)
+    model = tiny_encoder_dir
     features = write_feature_dir(root / "gap", synthetic_gap_table(64), "gap", "train", 64)
     return model, features
 

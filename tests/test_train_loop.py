@@ -27,7 +27,7 @@ from train import loop
 from train import model as train_model
 from train.loop import train
 from train.model import load_finetuned
-from train.testing import make_tiny_model_dir, write_feature_dir
+from train.testing import write_feature_dir
 from tasks.gap.model import synthetic_gap_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,12 +39,12 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(tmp_path_factory, tiny_encoder_dir, tiny_encoder_dir_dropout):
     root = tmp_path_factory.mktemp("loop")
     return {
         "root": root,
-        "tiny": make_tiny_model_dir(root / "tiny", dropout=0.0),  # deterministic across world sizes
-        "tiny_dropout": make_tiny_model_dir(root / "tiny-dropout", dropout=0.1),  # resume must restore RNG
+        "tiny": tiny_encoder_dir,  # deterministic across world sizes
+        "tiny_dropout": tiny_encoder_dir_dropout,  # resume must restore RNG
         "gap": write_feature_dir(root / "gap", synthetic_gap_table(160), "gap", "train", 64),
         "gap_eval": write_feature_dir(root / "gap-eval", synthetic_gap_table(40, seed=1), "gap", "train", 64),
     }

@@ -17,7 +17,7 @@ from train.data import FeatureSet, make_collate
 from train.dist import single_process
 from train.evaluation import evaluate
 from train.model import load_finetuned
-from train.testing import make_tiny_model_dir, write_feature_dir
+from train.testing import write_feature_dir
 from tasks.gap.model import synthetic_gap_table
 from tests.conftest import fine_tune
 
@@ -51,7 +51,7 @@ def test_fit_temperature_sharpens_an_under_confident_model_and_rejects_bad_input
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(tmp_path_factory, tiny_encoder_dir):
     root = tmp_path_factory.mktemp("select")
     held_out = synthetic_gap_table(48, seed=1)
     # The same rule with A and B swapped in the labels: the better the model learns the training
@@ -60,7 +60,7 @@ def work(tmp_path_factory):
     swapped = np.where(labels == 0, 1, np.where(labels == 1, 0, labels)).astype(np.int8)
     contrary = held_out.set_column(held_out.schema.get_field_index("label"), "label", pa.array(swapped))
     return {
-        "tiny": make_tiny_model_dir(root / "tiny", dropout=0.0),
+        "tiny": tiny_encoder_dir,
         "gap": write_feature_dir(root / "gap", synthetic_gap_table(160), "gap", "train", 64),
         "held_out": write_feature_dir(root / "held-out", held_out, "gap", "train", 64),
         "contrary": write_feature_dir(root / "contrary", contrary, "gap", "train", 64),
