@@ -129,6 +129,7 @@ def test_shards_that_do_not_belong_together_are_refused(prepped, tmp_path):
     assert not any(path.exists() for path in (tmp_path / "reversed", tmp_path / "half", tmp_path / "mixed"))
 
 
+@pytest.mark.fast
 def test_shard_chunk_ranges_cover_every_chunk_once():
     for chunks in (0, 1, 2, 7, 64):
         for count in (1, 2, 3, 5):
@@ -139,6 +140,7 @@ def test_shard_chunk_ranges_cover_every_chunk_once():
         Shard(2, 2)
 
 
+@pytest.mark.fast
 def test_luigi_shard_parameters_are_checked(tmp_path):
     from pipeline.prep_tasks import FEATURES
 

@@ -203,6 +203,7 @@ def test_two_commands_started_together_train_once(tiny_gap, tmp_path):
     assert sum(line.startswith("$ ") for line in (run_dir / "train.log").read_text().splitlines()) == 1
 
 
+@pytest.mark.fast
 def test_a_second_writer_waits_then_reuses_what_the_first_wrote(tmp_path):
     from prep.artifact import MANIFEST, atomic_output_dir, read_manifest, write_json_atomic
 
@@ -225,6 +226,7 @@ def test_a_second_writer_waits_then_reuses_what_the_first_wrote(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]  # no lock file, no temp folder
 
 
+@pytest.mark.fast
 def test_a_lock_held_too_long_fails_naming_its_holder(tmp_path):
     from prep.locking import ArtifactLocked, artifact_lock
 
@@ -252,6 +254,7 @@ def test_a_lock_held_too_long_fails_naming_its_holder(tmp_path):
         assert not lock.waited and not again.waited
 
 
+@pytest.mark.fast
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     from prep.locking import artifact_lock
 

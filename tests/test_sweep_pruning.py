@@ -15,7 +15,7 @@ from train.dist import single_process
 from train.testing import write_feature_dir
 from tests.conftest import fine_tune
 
-pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+pytestmark = [pytest.mark.fast, pytest.mark.usefixtures("one_cpu_thread")]
 MEDIAN = {"name": "MedianPruner", "kwargs": {"n_startup_trials": 2, "n_warmup_steps": 0}}
 
 

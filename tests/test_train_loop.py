@@ -115,6 +115,7 @@ def test_mixed_precision_on_cpu_lowers_the_loss(work, tmp_path, precision, monke
     assert metrics["throughput"]["sequences_per_second"] > 0
 
 
+@pytest.mark.fast
 def test_precision_warning_only_for_an_emulated_half_precision(monkeypatch):
     monkeypatch.setattr(train_model, "cpu_has_native_bf16", lambda: False)
     assert "emulated" in train_model.precision_warning("bf16", "cpu")
@@ -198,6 +199,7 @@ def test_a_resumed_run_reports_the_whole_runs_histories(work, tmp_path, monkeypa
     assert unbroken["wall_seconds"] == pytest.approx(unbroken["wall_seconds_this_process"], abs=0.01)
 
 
+@pytest.mark.fast
 def test_resume_errors_are_clear(work, tmp_path, capsys):
     out = tmp_path / "run"
     args = cli_args(gap_config(work, out, max_steps=2))
@@ -313,6 +315,7 @@ def test_fp16_on_cuda(work, tmp_path):
     assert metrics["device"].startswith("cuda") and torch.isfinite(losses(tmp_path / "cuda")).all()
 
 
+@pytest.mark.fast
 def test_nvtx_ranges_and_a_real_profiler_plug_into_the_loop(work, tmp_path):
     from torch.profiler import ProfilerActivity, profile
 

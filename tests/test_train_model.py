@@ -21,7 +21,7 @@ def compute_loss(output, batch):
     return get_task("squad" if isinstance(output, tuple) else "gap").train.loss(output, batch)
 
 
-pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+pytestmark = [pytest.mark.fast, pytest.mark.usefixtures("one_cpu_thread")]
 
 
 def tiny_encoder(seed: int = 0, dropout: float = 0.0):

@@ -16,6 +16,7 @@ from train.testing import write_feature_dir
 from train.config import TrainConfig
 
 
+@pytest.mark.fast
 def test_launch_command_and_world_size_check(monkeypatch):
     assert launch.launch_command(["--task", "gap"], 1)[1:] == ["-m", "train", "--task", "gap"]
     multi = launch.launch_command(["--task", "gap"], 4)
@@ -61,6 +62,7 @@ def test_finetuned_task_runs_once_and_reports_progress(tmp_path, monkeypatch, ti
     assert other.run_dir != run_dir
 
 
+@pytest.mark.fast
 def test_dropout_enters_the_run_folder_hash_only_when_set():
     params = dict(task="gap", features_dir="/x/features/gap-development-abc", runs_dir="/x/runs",
                   eval_features_dir="/x/features/gap-validation-def", model_dir="/x/model", lr=1e-4, epochs=2,
@@ -72,6 +74,7 @@ def test_dropout_enters_the_run_folder_hash_only_when_set():
         TrainConfig(task="gap", features_dir="x", run_dir="y", dropout=1.5)
 
 
+@pytest.mark.fast
 def test_the_packaged_models_own_folder_is_the_default_encoder(monkeypatch, tiny_encoder_dir_dropout):
     """Naming the packaged MiniLM's folder (by any spelling) finds the default's artifacts, not new ones."""
     from pipeline import FullRun, GlueResults, Sweep
@@ -89,6 +92,7 @@ def test_the_packaged_models_own_folder_is_the_default_encoder(monkeypatch, tiny
     assert finetune.FineTuned(**params, model_dir=str(other)).run_dir != finetune.FineTuned(**params).run_dir
 
 
+@pytest.mark.fast
 def test_run_logged_returns_when_the_command_exits_not_at_the_next_poll(tmp_path):
     import sys
     import time

@@ -25,6 +25,7 @@ LOCAL = single_process("cpu")
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
+@pytest.mark.fast
 def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     rng = np.random.default_rng(0)
     logits = rng.normal(scale=3.0, size=(20000, 3))
@@ -38,6 +39,7 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     assert nll(logits, labels, fitted) <= min(nll(logits, labels, fitted * f) for f in (0.9, 1.1))
 
 
+@pytest.mark.fast
 def test_fit_temperature_sharpens_an_under_confident_model_and_rejects_bad_input():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, size=500)
@@ -98,6 +100,7 @@ def test_select_best_saves_the_epoch_with_the_lowest_eval_loss(work, tmp_path):
     assert saved_eval_loss(tmp_path / "last", cfg) == pytest.approx(history[-1], rel=1e-5)
 
 
+@pytest.mark.fast
 def test_calibrate_fits_a_temperature_that_the_saved_model_carries(work, tmp_path):
     cfg = config(work, tmp_path / "cal", work["held_out"], calibrate=True, epochs=3)
     metrics = fine_tune(cfg, LOCAL)
@@ -112,6 +115,7 @@ def test_calibrate_fits_a_temperature_that_the_saved_model_carries(work, tmp_pat
     assert json.loads((tmp_path / "cal" / "metrics.json").read_text())["calibration"] == calibration
 
 
+@pytest.mark.fast
 def test_selection_needs_held_out_data_and_calibration_is_for_gap(work, tmp_path):
     with pytest.raises(ValueError, match="need eval features"):
         config(work, tmp_path, work["held_out"], eval_features_dir=None, select_best=True)
@@ -120,6 +124,7 @@ def test_selection_needs_held_out_data_and_calibration_is_for_gap(work, tmp_path
                     eval_features_dir="e", calibrate=True).for_task(get_task("squad").train)
 
 
+@pytest.mark.fast
 def test_best_record_round_trips_and_a_damaged_one_is_a_clear_error(tmp_path):
     path = best_path(tmp_path)
     assert load_best(path) is None
