@@ -35,7 +35,7 @@ test: install
 
 # The fast tier for the edit-run loop: the tests marked `fast` (pyproject.toml), real checks of every
 # package (prep, train, eval, profiling, pipeline, bench, each task), about 310 of the 449 tests. 1 min 2 s to
-# 1 min 58 s measured with 2 workers on a shared 2-core EPYC, where `make test` took 23 min. CI runs `make test`.
+# 1 min 58 s measured with 2 workers on a shared 2-core EPYC, where `make test` took 13-23 min. CI runs `make test`.
 test-fast: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m fast
 
