@@ -1,4 +1,4 @@
-"""Shared test fixtures: the packaged tokenizer and the real data under ../shared/data."""
+"""Shared test fixtures: the packaged tokenizer, one tiny random encoder, the real data under ../shared/data."""
 
 from __future__ import annotations
 
@@ -95,6 +95,36 @@ def roberta_tokenizer_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("roberta-tokenizer")
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+def _frozen(folder: Path):
+    """Yield ``folder`` and, once the session ends, check that no test changed it (it is shared)."""
+    def listing() -> dict:
+        return {str(f.relative_to(folder)): (f.stat().st_size, f.stat().st_mtime_ns)
+                for f in sorted(folder.rglob("*"))}
+
+    before = listing()
+    yield folder
+    assert listing() == before, f"a test wrote into the shared {folder}; copy it instead"
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """One tiny random BERT folder (2 layers, hidden 64, seed 0) with the packaged tokenizer, dropout 0:
+    deterministic, so runs at any world size give the same losses. Shared: read it, never write into it."""
+    from train.testing import make_tiny_model_dir
+
+    yield from _frozen(make_tiny_model_dir(tmp_path_factory.mktemp("tiny-encoder") / "model", tokenizer_dir,
+                                           seed=0, dropout=0.0))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir_dropout(tmp_path_factory, tokenizer_dir) -> Path:
+    """:func:`tiny_encoder_dir` with BERT's dropout 0.1 (the folder default a fine-tune inherits)."""
+    from train.testing import make_tiny_model_dir
+
+    yield from _frozen(make_tiny_model_dir(tmp_path_factory.mktemp("tiny-encoder-dropout") / "model", tokenizer_dir,
+                                           seed=0, dropout=0.1))
 
 
 @pytest.fixture(scope="session")

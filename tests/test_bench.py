@@ -56,10 +56,8 @@ def test_prep_scaling_runs_and_writes_its_json(tiny_inputs, tmp_path):
     assert (tmp_path / "prep_scaling.png").stat().st_size > 1000
 
 
-def test_train_throughput_runs_and_writes_its_json(tiny_inputs, tmp_path):
-    from train.testing import make_tiny_model_dir
-
-    tiny = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+def test_train_throughput_runs_and_writes_its_json(tiny_inputs, tmp_path, tiny_encoder_dir):
+    tiny = tiny_encoder_dir
     out = tmp_path / "train_throughput.json"
     run_module(["bench.train_throughput", "--model", str(tiny), "--steps", "2", "--global-batch-size", "4",
                 "--passes", "1", "--squad-json", str(tiny_inputs["squad"]), "--gap-tsv", str(tiny_inputs["gap"]),

@@ -17,6 +17,8 @@ import pytest
 import tests.conftest as conftest
 from tests.conftest import REPO, shared_data, skip_or_fail
 
+pytestmark = pytest.mark.fast
+
 TESTS = Path(__file__).resolve().parent
 
 

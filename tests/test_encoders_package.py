@@ -14,6 +14,8 @@ import pytest
 
 from train.model_package import AssemblyError, assemble, main
 
+pytestmark = pytest.mark.fast
+
 WEIGHTS = bytes(range(256)) * 400  # stands in for model.safetensors
 
 

@@ -29,6 +29,8 @@ from tasks.gap.metrics import (
 from tasks.gap.score import score_gap_file
 from tests.conftest import shared_data
 
+pytestmark = pytest.mark.fast
+
 # id, A-coref, B-coref, gender, probabilities (A, B, NEITHER) -> predicted class
 HAND = [
     ("g1", True, False, "M", [0.7, 0.2, 0.1]),  # gold A, predicted A: A TP, B TN

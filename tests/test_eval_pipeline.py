@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import luigi
+import pytest
 from luigi.execution_summary import LuigiStatusCode
 
 from pipeline.evaluate import Evaluation
 from tests.conftest import luigi_config, shared_data
 from tests.test_eval_run import make_model_dir
+
+pytestmark = pytest.mark.fast
 
 
 def runs_dir(path):

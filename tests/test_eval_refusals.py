@@ -89,13 +89,12 @@ def test_prediction_files_with_wrong_ids(squad_v1, tmp_path):
         score_squad_file(squad_v1["data"], tmp_path / "extra.json")
 
 
-def test_evaluates_what_train_wrote(gap_run, tmp_path):
+def test_evaluates_what_train_wrote(gap_run, tmp_path, tiny_encoder_dir):
     """train.loop's real outputs (model/, head, train_config.json, metrics.json, tb/) feed eval."""
     from train.config import TrainConfig
     from train.dist import single_process
-    from train.testing import make_tiny_model_dir
 
-    tiny = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+    tiny = tiny_encoder_dir
     features = str(gap_run["features"])
     config = TrainConfig(task="gap", head="concat", features_dir=features, eval_features_dir=features,
                          run_dir=str(tmp_path / "train"), model_dir=str(tiny), precision="fp32",

@@ -10,6 +10,8 @@ import pytest
 from eval.compare import compare_runs, comparison_rows
 from eval.report import parse_metrics_table, read_tensorboard_scalars, write_report
 
+pytestmark = pytest.mark.fast
+
 EVALS = {spec.name: spec.eval for spec in all_tasks()}
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

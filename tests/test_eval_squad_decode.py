@@ -7,6 +7,8 @@ import pytest
 
 from tasks.squad.decode import EMPTY_TEXT, Window, decode_example, decode_predictions
 
+pytestmark = pytest.mark.fast
+
 CONTEXT = "The quick brown fox jumps over the lazy dog near the old river bank today."
 WORDS = CONTEXT.split(" ")
 

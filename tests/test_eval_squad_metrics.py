@@ -23,6 +23,8 @@ from tasks.squad.metrics import (
 )
 from tests.conftest import shared_data
 
+pytestmark = pytest.mark.fast
+
 
 def _dataset(*qas, context="c"):
     return [{"title": "t", "paragraphs": [{"context": context, "qas": list(qas)}]}]

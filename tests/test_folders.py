@@ -10,6 +10,8 @@ import sys
 from prep.folders import MANIFEST, EvalFolder, FeaturesFolder, RunFolder
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.fast
+
 PACKAGES = ("prep", "train", "eval", "profiling", "tasks", "bench")
 # prep/folders.py names the files. bench/device_run.py runs on the lent GPU machine before anything
 # is installed (the standard library only), and its bundle's manifest.json is not one of these folders.

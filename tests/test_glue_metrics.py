@@ -9,6 +9,8 @@ import statistics
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.fast
+
 
 def scored(task: str, split: str, gold, predicted, labels) -> dict:
     """The official scores the evaluation computes, from textclass's per-text scores (as tasks/glue/evaluate.py)."""

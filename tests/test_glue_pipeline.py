@@ -33,13 +33,11 @@ def slice_glue(root: Path, folder: str, rows: dict[str, int]) -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from train.testing import make_tiny_model_dir
-
+def setup(tmp_path_factory, tiny_encoder_dir_dropout):
     root = tmp_path_factory.mktemp("glue")
     for folder in TASKS.values():
         slice_glue(root / "glue", folder, {"train": 24, "dev": 12})
-    model = make_tiny_model_dir(root / "tiny-bert")
+    model = tiny_encoder_dir_dropout
     config = {
         "bertflow": {"runs_dir": root / "runs"},
         "inputs": {"glue_dir": root / "glue"},

@@ -36,6 +36,7 @@ def test_an_mpnet_pair_is_laid_out_by_its_tokenizer_without_token_types(tmp_path
     assert table.column("label").to_pylist() == [0, 1]
 
 
+@pytest.mark.fast
 def test_bert_features_equal_the_tokenizer_call_on_real_rte_rows(tmp_path, hf_tokenizer, tokenizer_dir):
     from prep.features import open_features
     from tasks.glue.prep import GluePrepConfig, prepare_glue

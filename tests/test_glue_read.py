@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import shared_data
 
+pytestmark = pytest.mark.fast
+
 # (task, split): data rows, from the README's table.
 ROWS = {
     ("cola", "train"): 8551, ("cola", "dev"): 1043, ("sst2", "train"): 67349, ("sst2", "dev"): 872,

@@ -11,6 +11,8 @@ from train.gpus import GpuChoiceError, GpuInfo, choose_gpus, claimed_gpus, list_
 from tasks.gap.model import synthetic_gap_table
 from train.testing import write_feature_dir
 
+pytestmark = pytest.mark.fast
+
 GIB = 1 << 30
 
 

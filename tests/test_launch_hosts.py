@@ -16,6 +16,8 @@ from tasks.gap.model import synthetic_gap_table
 from train.testing import write_feature_dir
 from tests.test_pipeline_scheduler import free_port
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module")
 def features(tmp_path_factory):

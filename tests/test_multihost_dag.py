@@ -31,15 +31,13 @@ COUNTING_MODULE = textwrap.dedent('''
 ''')
 
 
-def test_two_workers_share_one_dag_and_run_each_task_once(tmp_path, luigid):  # noqa: F811 - the fixture
-    from train.testing import make_tiny_model_dir
-
+def test_two_workers_share_one_dag_and_run_each_task_once(tmp_path, luigid, tiny_encoder_dir_dropout):  # noqa: F811 - the fixture
     data = tmp_path / "data"
     data.mkdir()
     # 70 GAP rows: two 64-row prep chunks, so both shards of each GAP file have rows.
     inputs = {f"gap_{split}": slice_gap(shared_data(f"gap/gap-{split}.tsv"), data / f"gap-{split}.tsv", 70)
               for split in ("development", "validation", "test")}
-    model = make_tiny_model_dir(tmp_path / "tiny-bert")
+    model = tiny_encoder_dir_dropout
     training = dict(max_steps=2, epochs=1, global_batch_size=8, device="cpu", select_best="false", calibrate="false")
     runs = tmp_path / "runs"  # the shared runs folder
     cfg = write_cfg(tmp_path / "luigi.cfg", {

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 SCRIPT = REPO / "bench" / "gpu_check.sh"
@@ -41,6 +43,7 @@ def fake_nvidia_smi(folder: Path, body: str) -> Path:
     return folder
 
 
+@pytest.mark.fast
 def test_without_a_driver_it_stops_at_once(tmp_path):
     done, seconds = run_check(tmp_path, [])
     assert done.returncode == 3
@@ -62,6 +65,7 @@ def test_a_driver_without_a_gpu_or_a_cuda_torch_stops_too(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.fast
 def test_usage():
     done = subprocess.run([str(SCRIPT)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and done.stderr.strip() == "usage: bench/gpu_check.sh OUTDIR [python -m bench.gpu_check options]"

@@ -15,7 +15,7 @@ import torch
 from tasks.gap.model import synthetic_gap_table
 from train.config import TrainConfig
 from train.dist import single_process
-from train.testing import make_tiny_model_dir, write_feature_dir
+from train.testing import write_feature_dir
 from tests.test_pipeline_scheduler import free_port
 from tests.conftest import fine_tune
 
@@ -28,8 +28,8 @@ def losses(run_dir: Path) -> torch.Tensor:
     return torch.tensor([entry["loss"] for entry in metrics["train_loss_history"]])
 
 
-def test_two_hosts_with_1_and_2_processes_match_world_size_1(tmp_path):
-    tiny = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+def test_two_hosts_with_1_and_2_processes_match_world_size_1(tmp_path, tiny_encoder_dir):
+    tiny = tiny_encoder_dir
     features = write_feature_dir(tmp_path / "gap", synthetic_gap_table(96), "gap", "train", 64)
     common = dict(task="gap", features_dir=str(features), model_dir=str(tiny), precision="fp32", global_batch_size=12,
                   max_steps=4, lr=1e-3, length_bucketing=False, log_every_n_steps=1, progress_bar=False, device="cpu")

@@ -11,6 +11,8 @@ import torch
 from tests import parity
 from tests.conftest import shared_data
 
+pytestmark = pytest.mark.fast
+
 
 def test_every_published_artifact_keeps_its_name():
     shared_data("gap/gap-development.tsv")

@@ -14,6 +14,8 @@ from pipeline import data as data_module
 from pipeline.data import ChecksumError, DataFile, OfficialFile
 from tests.conftest import luigi_config
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture
 def served(tmp_path):

@@ -39,10 +39,8 @@ def slice_squad(src: Path, dst: Path, paragraphs: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_setup(tmp_path_factory):
+def tiny_setup(tmp_path_factory, tiny_encoder_dir_dropout):
     """Data slices, a tiny model, and the luigi.cfg settings that make FullRun take seconds."""
-    from train.testing import make_tiny_model_dir
-
     root = tmp_path_factory.mktemp("fullrun")
     data = root / "data"
     data.mkdir()
@@ -50,7 +48,7 @@ def tiny_setup(tmp_path_factory):
               for split in ("development", "validation", "test")}
     inputs["squad_train_v1_1"] = slice_squad(shared_data("squad/train-v1.1.reconstructed.json"), data / "train.json", 2)
     inputs["squad_dev_v1_1"] = slice_squad(shared_data("squad/dev-v1.1.json"), data / "dev.json", 2)
-    model = make_tiny_model_dir(root / "tiny-bert")
+    model = tiny_encoder_dir_dropout
     training = dict(max_steps=2, epochs=1, global_batch_size=8, device="cpu")
     config = {
         "inputs": inputs,

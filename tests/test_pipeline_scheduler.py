@@ -107,7 +107,7 @@ def process_ids_with_arg(arg: str) -> list[int]:
     return pids
 
 
-def test_running_training_reports_its_step_and_percentage_to_luigid(tmp_path, luigid):
+def test_running_training_reports_its_step_and_percentage_to_luigid(tmp_path, luigid, tiny_encoder_dir):
     """What FineTuned reports while it trains reaches luigid, read back through its HTTP API.
 
     The trainer is paused (SIGSTOP) once its progress file says it is training, so the step the
@@ -115,9 +115,9 @@ def test_running_training_reports_its_step_and_percentage_to_luigid(tmp_path, lu
     """
     from train.launch import read_progress
     from tasks.gap.model import synthetic_gap_table
-    from train.testing import make_tiny_model_dir, write_feature_dir
+    from train.testing import write_feature_dir
 
-    model = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+    model = tiny_encoder_dir
     features = write_feature_dir(tmp_path / "gap", synthetic_gap_table(400), "gap", "train", 64)
     runs = tmp_path / "runs"
     config = write_config(tmp_path, luigid)

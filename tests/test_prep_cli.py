@@ -70,6 +70,7 @@ def test_prep_command_writes_features_and_refuses_bad_input(name, tmp_path, caps
         assert exit_info.value.code == 2 and f"{chunk_flag} must be >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("name", CASES)
 def test_prep_command_has_a_flag_per_config_field_with_its_default(name, capsys):
     """The command is derived: every prep config field is a flag, shown with the dataclass default."""

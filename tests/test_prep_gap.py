@@ -175,6 +175,7 @@ def test_shards_and_merge_give_the_same_table(runs):
         assert shards[key] == merge[key]
 
 
+@pytest.mark.fast
 def test_window_start_centres_and_clamps():
     assert window_start(num_tokens=20, room=30, lo=3, hi=5) == 0
     assert window_start(num_tokens=100, room=30, lo=50, hi=60) == 40  # 10 tokens each side
@@ -182,6 +183,7 @@ def test_window_start_centres_and_clamps():
     assert window_start(num_tokens=100, room=30, lo=96, hi=100) == 70
 
 
+@pytest.mark.fast
 def test_mention_inside_a_longer_word_keeps_the_whole_sub_token(hf_tokenizer):
     text = "Jordanian poet Sami Adel met her."
     enc = hf_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -195,6 +197,7 @@ def test_mention_inside_a_longer_word_keeps_the_whole_sub_token(hf_tokenizer):
     assert hf_tokenizer.decode(ids[first - 1:end - 1]) == "jordanian"
 
 
+@pytest.mark.fast
 def test_config_is_validated():
     with pytest.raises(ValueError, match="max_seq_length"):
         GapPrepConfig(max_seq_length=4)
@@ -203,6 +206,7 @@ def test_config_is_validated():
     assert GapPrepConfig().max_window_tokens == 254
 
 
+@pytest.mark.fast
 def test_reader_accepts_bom_crlf_and_trailing_blank_lines(tmp_path):
     row = FIXTURE[0][0]
     path = tmp_path / "crlf.tsv"
@@ -243,6 +247,7 @@ def _non_integer_offset():
     return lines, 3, "A-offset"
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("make", [_bad_utf8, _wrong_column_count, _missing_header_column, _non_integer_offset])
 def test_malformed_file_names_file_and_line(tmp_path, make):
     lines, line_no, detail = make()

@@ -64,6 +64,7 @@ def read_all(out_dir, files):
     return pa.concat_tables(tables).sort_by("feature_id")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("mode", ["shards", "merge"])
 def test_ids_are_dense_and_follow_chunk_order(tmp_path, alarm, mode):
     meet = tmp_path / "meet"
@@ -89,6 +90,7 @@ def test_ids_are_dense_and_follow_chunk_order(tmp_path, alarm, mode):
         assert [f["path"] for f in result.files] == ["features.arrow"]
 
 
+@pytest.mark.fast
 def test_worker_exception_fails_the_run_with_its_error(tmp_path, alarm):
     with pytest.raises(ValueError, match="chunk 5 is bad"):
         run_pool(range(30), setup=setup_state, setup_arg="raise", convert=convert_items, schema=SCHEMA,
@@ -113,6 +115,7 @@ def test_failed_run_leaves_no_output(tmp_path, alarm):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.fast
 def test_atomic_dir_replaces_previous_output_and_cleans_stale_temps(tmp_path):
     out = tmp_path / "features"
     stale = tmp_path / ".features.tmp-999999999-abcd1234"  # a pid that cannot exist
@@ -124,6 +127,7 @@ def test_atomic_dir_replaces_previous_output_and_cleans_stale_temps(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]
 
 
+@pytest.mark.fast
 def test_program_from_stdin_is_refused_up_front():
     import subprocess
     import sys
@@ -136,6 +140,7 @@ def test_program_from_stdin_is_refused_up_front():
     assert done.returncode != 0 and "not a file that spawned prep workers can re-import" in done.stderr
 
 
+@pytest.mark.fast
 def test_cap_nproc_leaves_headroom():
     cpus = len(os.sched_getaffinity(0))
     assert cap_nproc(10_000) == max(1, cpus - 1)

@@ -202,6 +202,7 @@ def test_max_articles_keeps_the_first_articles(tmp_path, tokenizer_dir):
     assert open_features(tmp_path / "out")["example_id"].to_pylist() == ["q0", "q1"]
 
 
+@pytest.mark.fast
 def test_window_spans_overlap_by_stride():
     assert window_spans(10, 20, 4) == [(0, 10)]
     spans = window_spans(50, 20, 4)
@@ -209,6 +210,7 @@ def test_window_spans_overlap_by_stride():
     assert all(a[1] - b[0] == 4 for a, b in zip(spans, spans[1:]))
 
 
+@pytest.mark.fast
 def test_config_rejects_stride_that_cannot_advance():
     with pytest.raises(ValueError, match="doc_stride"):
         SquadPrepConfig(max_seq_length=128, doc_stride=100, max_query_length=64)
@@ -248,6 +250,7 @@ def test_bad_answers_are_skipped_with_reasons(tmp_path, tokenizer_dir):
     assert manifest["input"]["eval_questions_without_span_label"] == 2
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("content, message", [
     (b'{"data": [{"paragraphs": [{"context": "x", "qas": [}]}]}', r"in\.json: line 1 column 52: malformed JSON \(Expecting value\)"),
     (b'{"data": [{"paragraphs": [{"qas": []}]}]}', r"in\.json: data\[0\]\.paragraphs\[0\]: missing field 'context'"),
@@ -265,6 +268,7 @@ def test_malformed_input_names_file_and_place(tmp_path, tokenizer_dir, content, 
     assert list(tmp_path.iterdir()) == [src]  # no temp folder left behind
 
 
+@pytest.mark.fast
 def test_bad_tokenizer_folder_is_a_clear_error(tmp_path):
     src = make_squad(tmp_path / "in.json")
     with pytest.raises(FileNotFoundError, match="no tokenizer files"):

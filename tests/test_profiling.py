@@ -17,6 +17,7 @@ RANGES = ("data_wait", "forward", "backward", "optimizer_step")
 
 
 # --- the split ------------------------------------------------------------------------------------
+@pytest.mark.fast
 def test_interval_helpers():
     assert merge([(5, 6), (0, 2), (1, 3), (4, 4)]) == [(0, 3), (5, 6)]
     assert intersect([(0, 10)], [(2, 3), (5, 12)]) == [(2, 3), (5, 10)]
@@ -39,6 +40,7 @@ def two_steps(device="cpu") -> RankTimeline:
     return RankTimeline(0, device, [(0.0, 100.0), (100.0, 200.0)], ranges, compute, comm, {"gloo:all_reduce": 2})
 
 
+@pytest.mark.fast
 def test_split_gives_every_instant_to_one_category():
     split = split_step_time(two_steps())
     assert split["steps"] == 2 and split["step_ms"] == pytest.approx(0.1)
@@ -54,6 +56,7 @@ def test_split_gives_every_instant_to_one_category():
 
 
 # --- back-end choice and the nsys command -----------------------------------------------------------
+@pytest.mark.fast
 def test_nsys_is_chosen_only_with_nsys_and_cuda(monkeypatch):
     assert run.choose_backend("auto", "/opt/nsys/bin/nsys", 1)[0] == "nsys"
     assert run.choose_backend("auto", None, 1) == ("torch", "torch.profiler: no nsys")
@@ -104,6 +107,7 @@ def test_any_failure_of_the_nsys_path_falls_back_to_torch_profiler(monkeypatch, 
                     lambda message, percent: None)
 
 
+@pytest.mark.fast
 def test_nsys_command_wraps_each_rank():
     worker = ["/py", "-m", "profiling.worker", "--backend", "cuda-range", "--", "--task", "gap"]
     one = nsys.build_nsys_command("/bin/nsys", "/runs/p", worker, 1, "/py")
@@ -113,6 +117,7 @@ def test_nsys_command_wraps_each_rank():
     assert two == ["/py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--no-python", *one]
 
 
+@pytest.mark.fast
 def test_cuda_profiler_window_brackets_the_active_steps(monkeypatch):
     import torch
 
@@ -130,6 +135,7 @@ def test_cuda_profiler_window_brackets_the_active_steps(monkeypatch):
                      "stop", "|"]
 
 
+@pytest.mark.fast
 def test_nsys_stats_csv_and_sqlite_are_read(tmp_path):
     stdout = ("Generating SQLite file rank0.sqlite\nProcessing [rank0.sqlite] with [cuda_gpu_kern_sum.py]...\n"
               '"Time (%)","Total Time (ns)","Instances","Avg (ns)","Med (ns)","Min (ns)","Max (ns)",'
@@ -185,6 +191,7 @@ def test_nsys_stats_csv_and_sqlite_are_read(tmp_path):
 
 
 # --- scaling ---------------------------------------------------------------------------------------
+@pytest.mark.fast
 def test_scaling_table_from_given_timings():
     rows = scaling_table([{"world_size": 2, "seconds": 7.5, "steps": 10},
                           {"world_size": 1, "seconds": 10.0, "steps": 10}])
@@ -204,15 +211,14 @@ def runs_dir(path):
     return luigi_config("bertflow", runs_dir=path)
 
 
-def test_profile_stage_world_size_2_on_gloo(tmp_path, monkeypatch):
+def test_profile_stage_world_size_2_on_gloo(tmp_path, monkeypatch, tiny_encoder_dir):
     import luigi
     from luigi.execution_summary import LuigiStatusCode
 
     from pipeline.profile import Profile
-    from train.testing import make_tiny_model_dir
 
     monkeypatch.setattr(run, "_POLL_SECONDS", 0.2)
-    tiny = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+    tiny = tiny_encoder_dir
     params = dict(task="squad", model_dir=str(tiny), world_size=2, warmup_steps=2, active_steps=3,
                   global_batch_size=8, device="cpu", synthetic_seq_length=32, cpu_threads_per_process=1,
                   prep_scaling_png=str(tmp_path / "missing.png"))

@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, shared_data
+
+pytestmark = pytest.mark.fast
 
 
 def test_race_prep_bench_runs_and_writes_its_json(tmp_path):

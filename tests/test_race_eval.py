@@ -136,14 +136,13 @@ def test_ensemble_averages_the_runs_probabilities(data, tmp_path):
         ensemble(runs, [summary, {"inputs": {"data": {"sha256": "y"}}}])
 
 
-def test_a_trained_duma_run_evaluates_end_to_end_from_the_release_folder(data, tmp_path):
+def test_a_trained_duma_run_evaluates_end_to_end_from_the_release_folder(data, tmp_path, tiny_encoder_dir_dropout):
     from eval.run import run_evaluation
     from train.config import TrainConfig
     from train.dist import single_process
     from train.loop import train
-    from train.testing import make_tiny_model_dir
 
-    tiny = make_tiny_model_dir(tmp_path / "tiny")
+    tiny = tiny_encoder_dir_dropout
     config = TrainConfig(task="race", head="duma", features_dir=str(data["features"]), run_dir=str(tmp_path / "run"),
                          model_dir=str(tiny), precision="fp32", global_batch_size=2, per_device_batch_size=2, epochs=1,
                          lr=1e-3, progress_bar=False)

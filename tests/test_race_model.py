@@ -15,7 +15,7 @@ from tasks.race.model import (
     DumaHead, build_model, collate_race, eval_counts, loss, save_multiple_choice, span_mask, synthetic_race_table,
 )
 
-pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+pytestmark = [pytest.mark.fast, pytest.mark.usefixtures("one_cpu_thread")]
 
 
 def tiny_encoder(seed: int = 0, dropout: float = 0.0, pooler: bool = True, **overrides) -> BertModel:

@@ -60,6 +60,7 @@ def test_both_layouts_read_the_same_questions_and_digest(release_tree, tmp_path)
         read_race(release_tree)
 
 
+@pytest.mark.fast
 def test_the_shared_jsonl_is_the_folder_tree_of_the_readme():
     """The real dev.jsonl: its checksum is the README's, and its first questions are those of RACE/dev/middle/1.txt."""
     dev = read_race(shared_data("race/dev.jsonl"), max_questions=200)
@@ -67,6 +68,7 @@ def test_the_shared_jsonl_is_the_folder_tree_of_the_readme():
     assert dev.questions_in == 200 and not dev.skipped
 
 
+@pytest.mark.fast
 def test_every_nth_spreads_a_subset_over_both_levels():
     full = read_race(shared_data("race/dev.jsonl"))
     assert full.questions_in == 4887 and len(full.gold) == 4887
@@ -106,6 +108,7 @@ def test_features_are_the_tokenizers_pair_encoding_with_the_passage_cut_first(re
     assert any(len(seq) == length for row in rows for seq in row["input_ids"])
 
 
+@pytest.mark.fast
 def test_cloze_blanks_take_the_option():
     assert qa_text("In summer   _   make people feel cool.", "light clothes") == "In summer   light clothes   make people feel cool."
     assert qa_text("What is the passage about?", "Cats") == "What is the passage about? Cats"
@@ -135,6 +138,7 @@ def test_unusable_questions_are_skipped_with_reasons(tmp_path, tokenizer_dir):
     assert [g.question_id for g in read_race(path).gold] == ["high7-0", "high7-1", "middle3-0", "middle4-0"]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("content, message", [
     ('{"answers": ["A"], "options": [["a","b","c","d"]], "questions": ["q"]}\n', "missing field"),
     ('{"answers": ["A"], "options": [], "questions": ["q"], "article": "x"}\n', "differ in length"),
@@ -149,6 +153,7 @@ def test_bad_input_is_an_error_naming_file_and_line(tmp_path, content, message, 
     assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.fast
 def test_missing_input_and_bad_flags(tmp_path, capsys):
     assert prep_main(["race", str(tmp_path / "none.jsonl"), str(tmp_path / "out"), "--quiet"]) == 1
     assert "not found" in capsys.readouterr().err

@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import REPO
 from tests.readme_tables import agrees, assert_figures, check_rows, find_row, load, numbers, section, tables
 
+pytestmark = pytest.mark.fast
+
 README = REPO / "README.md"
 RESULTS = REPO / "docs" / "results"
 BENCHMARKS = REPO / "docs" / "benchmarks"

@@ -20,7 +20,6 @@ from train.config import TrainConfig
 from train.data import FeatureSet
 from train.dist import single_process
 from train.loop import train
-from train.testing import make_tiny_model_dir
 
 SHARDS = 2
 
@@ -95,10 +94,10 @@ def test_the_set_equals_a_single_prep(prepped):
         assert one["counts"]["examples_skipped"] > 0  # the reader's skips, counted once
 
 
-def test_training_reads_the_set_as_one_data_set(prepped, tmp_path, one_cpu_thread):
+def test_training_reads_the_set_as_one_data_set(prepped, tmp_path, one_cpu_thread, tiny_encoder_dir):
     task, single, _, shard_set = prepped
     assert len(FeatureSet(shard_set, task)) == len(FeatureSet(single, task))
-    tiny = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+    tiny = tiny_encoder_dir
     losses = {}
     for name, folder in (("single", single), ("set", shard_set)):
         config = TrainConfig(task=task, features_dir=str(folder), run_dir=str(tmp_path / name), model_dir=str(tiny),
@@ -130,6 +129,7 @@ def test_shards_that_do_not_belong_together_are_refused(prepped, tmp_path):
     assert not any(path.exists() for path in (tmp_path / "reversed", tmp_path / "half", tmp_path / "mixed"))
 
 
+@pytest.mark.fast
 def test_shard_chunk_ranges_cover_every_chunk_once():
     for chunks in (0, 1, 2, 7, 64):
         for count in (1, 2, 3, 5):
@@ -140,6 +140,7 @@ def test_shard_chunk_ranges_cover_every_chunk_once():
         Shard(2, 2)
 
 
+@pytest.mark.fast
 def test_luigi_shard_parameters_are_checked(tmp_path):
     from pipeline.prep_tasks import FEATURES
 

@@ -22,13 +22,13 @@ STOP_DEADLINE_S = 15.0
 
 
 @pytest.fixture(scope="module")
-def tiny_gap(tmp_path_factory):
+def tiny_gap(tmp_path_factory, tiny_encoder_dir):
     """A tiny model and synthetic GAP features: training starts in seconds and runs as long as asked."""
     from tasks.gap.model import synthetic_gap_table
-    from train.testing import make_tiny_model_dir, write_feature_dir
+    from train.testing import write_feature_dir
 
     root = tmp_path_factory.mktemp("stopping")
-    model = make_tiny_model_dir(root / "tiny-bert", dropout=0.0)
+    model = tiny_encoder_dir
     features = write_feature_dir(root / "gap", synthetic_gap_table(64), "gap", "train", 64)
     return model, features
 
@@ -203,6 +203,7 @@ def test_two_commands_started_together_train_once(tiny_gap, tmp_path):
     assert sum(line.startswith("$ ") for line in (run_dir / "train.log").read_text().splitlines()) == 1
 
 
+@pytest.mark.fast
 def test_a_second_writer_waits_then_reuses_what_the_first_wrote(tmp_path):
     from prep.artifact import atomic_output_dir, read_manifest, write_json_atomic
     from prep.folders import MANIFEST
@@ -226,6 +227,7 @@ def test_a_second_writer_waits_then_reuses_what_the_first_wrote(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]  # no lock file, no temp folder
 
 
+@pytest.mark.fast
 def test_a_lock_held_too_long_fails_naming_its_holder(tmp_path):
     from prep.locking import ArtifactLocked, artifact_lock
 
@@ -253,6 +255,7 @@ def test_a_lock_held_too_long_fails_naming_its_holder(tmp_path):
         assert not lock.waited and not again.waited
 
 
+@pytest.mark.fast
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     from prep.locking import artifact_lock
 

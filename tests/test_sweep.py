@@ -24,17 +24,15 @@ SPACE = {"lr": ["log", 1e-4, 1e-2], "epochs": ["int", 1, 2]}
 
 
 @pytest.fixture(scope="module")
-def sweep_setup(tmp_path_factory):
+def sweep_setup(tmp_path_factory, tiny_encoder_dir_dropout):
     """Tiny model, GAP slices (the test file NOT yet there), luigi.cfg settings for second-long trials."""
-    from train.testing import make_tiny_model_dir
-
     root = tmp_path_factory.mktemp("sweep")
     data = root / "data"
     data.mkdir()
     inputs = {f"gap_{split}": slice_gap(shared_data(f"gap/gap-{split}.tsv"), data / f"gap-{split}.tsv", 24)
               for split in ("development", "validation")}
     inputs["gap_test"] = data / "gap-test.tsv"  # made only for the final step: nothing may read it before
-    model = make_tiny_model_dir(root / "tiny-bert")
+    model = tiny_encoder_dir_dropout
     config = {
         "inputs": inputs,
         "bertflow": {"runs_dir": root / "runs"},

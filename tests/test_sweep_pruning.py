@@ -12,17 +12,17 @@ import pytest
 from tasks.gap.model import synthetic_gap_table
 from train.config import TrainConfig
 from train.dist import single_process
-from train.testing import make_tiny_model_dir, write_feature_dir
+from train.testing import write_feature_dir
 from tests.conftest import fine_tune
 
-pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+pytestmark = [pytest.mark.fast, pytest.mark.usefixtures("one_cpu_thread")]
 MEDIAN = {"name": "MedianPruner", "kwargs": {"n_startup_trials": 2, "n_warmup_steps": 0}}
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(tmp_path_factory, tiny_encoder_dir):
     root = tmp_path_factory.mktemp("prune")
-    return {"root": root, "tiny": make_tiny_model_dir(root / "tiny", dropout=0.0),
+    return {"root": root, "tiny": tiny_encoder_dir,
             "train": write_feature_dir(root / "train", synthetic_gap_table(32), "gap", "train", 64),
             "eval": write_feature_dir(root / "eval", synthetic_gap_table(16, seed=1), "gap", "validation", 64)}
 

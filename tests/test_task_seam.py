@@ -16,12 +16,14 @@ from tests.conftest import REPO, luigi_config
 ENGINES = ("prep", "train", "eval", "profiling", "pipeline")
 
 
+@pytest.mark.fast
 def test_engines_never_name_a_task():
     found = subprocess.run(["git", "grep", "-nE", r"['\"](squad|gap|textclass|glue|race)['\"]", "--", *ENGINES], cwd=REPO,
                            capture_output=True, text=True)
     assert found.returncode == 1 and found.stdout == "", found.stdout  # 1: git grep found nothing
 
 
+@pytest.mark.fast
 def test_registry_lists_the_task_packages_and_refuses_others():
     from tasks import UnknownTaskError, get_task, task_names
     from tasks.spec import EvalSpec, FullRunPlan, PrepSpec, SuitePlan, TrainSpec, UserDataPlan
@@ -44,6 +46,7 @@ ENTRY_POINTS = {"eval/__main__.py", "prep/__main__.py", "profiling/__main__.py",
                 "train/__main__.py", "train/launch.py"}
 
 
+@pytest.mark.fast
 def test_only_entry_points_look_a_task_up():
     found = subprocess.run(["git", "grep", "-l", "get_task(", "--", "train", "eval", "prep", "profiling"], cwd=REPO,
                            capture_output=True, text=True).stdout.split()
@@ -54,6 +57,7 @@ def test_only_entry_points_look_a_task_up():
     assert set(registry) <= ENTRY_POINTS, sorted(set(registry) - ENTRY_POINTS)
 
 
+@pytest.mark.fast
 def test_every_spec_field_is_read_by_an_engine():
     """A field no engine reads is a promise nothing keeps (a task would fill it in vain)."""
     from tasks.spec import EvalSpec, PrepSpec, TaskSpec, TrainSpec
@@ -76,6 +80,7 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+@pytest.mark.fast
 def test_every_train_config_field_is_a_flag_with_its_default():
     from train.config import TrainConfig
 
@@ -103,6 +108,7 @@ def test_eval_and_profiling_flags_come_from_their_config_objects():
         assert flag(field.name) in text, field.name
 
 
+@pytest.mark.fast
 def test_train_config_json_comes_back_with_config_and_flags_override_it(tmp_path):
     from train.__main__ import build_parser, config_from_args
     from train.config import TrainConfig
@@ -119,6 +125,7 @@ def test_train_config_json_comes_back_with_config_and_flags_override_it(tmp_path
     assert config == written.replace(run_dir=str(tmp_path / "run2"), lr=5e-5)
 
 
+@pytest.mark.fast
 def test_precision_auto_resolves_per_device():
     from tasks import get_task
     from train.config import TrainConfig
@@ -130,6 +137,7 @@ def test_precision_auto_resolves_per_device():
     assert config.resolved("cpu", "enc").precision == "fp32" and config.resolved("cpu", "enc").model_dir == "enc"
 
 
+@pytest.mark.fast
 def test_finetuned_has_a_parameter_for_every_train_config_field():
     from pipeline import FineTuned
     from train.config import TrainConfig
@@ -154,6 +162,7 @@ def closure(task: luigi.Task) -> list[luigi.Task]:
     return list(seen.values())
 
 
+@pytest.mark.fast
 def test_the_whole_dag_is_known_before_any_data_exists(tmp_path):
     """Every edge of FullRun's graph, with no data file anywhere yet: nothing complete, nothing raises."""
     from pipeline import Evaluation, FullRun
@@ -176,6 +185,7 @@ def test_the_whole_dag_is_known_before_any_data_exists(tmp_path):
         assert alone == ["DataFile"] * 3 + ["Evaluation", "GapFeatures", "GapFeatures", "GapFeatures", "GapFineTuned"]
 
 
+@pytest.mark.fast
 def test_console_describes_tasks_and_training_progress(capsys):
     from pipeline.console import TrainingReporter, describe
     from pipeline.prep_tasks import FEATURES

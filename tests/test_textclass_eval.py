@@ -35,6 +35,8 @@ from tasks.textclass.read import SKIP_UNKNOWN_LABEL
 from tasks.textclass.report import CONFUSION_PNG, REGRESSION_PNG, headline, metric_rows, report_sections
 from tasks.textclass.score import ensemble, score_textclass_file
 
+pytestmark = pytest.mark.fast
+
 MARKER = 1000  # a window's logit for class k is how often token MARKER + k occurs in it
 LABELS = ["a", "b", "c"]
 

@@ -23,7 +23,7 @@ from tasks.textclass.model import (
     save_sequence_classification, synthetic_data_info, synthetic_textclass_table,
 )
 
-pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+pytestmark = [pytest.mark.fast, pytest.mark.usefixtures("one_cpu_thread")]
 
 NAMES = ["business", "sport", "tech"]
 CLASSIFY = {"labels": NAMES, "label_type": "str", "text_column": "Text", "label_column": "Category",

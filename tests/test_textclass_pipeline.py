@@ -26,12 +26,10 @@ def slice_bbc(dst: Path, rows: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from train.testing import make_tiny_model_dir
-
+def setup(tmp_path_factory, tiny_encoder_dir_dropout):
     root = tmp_path_factory.mktemp("textclass")
     data = slice_bbc(root / "bbc.csv", 100)
-    model = make_tiny_model_dir(root / "tiny-bert")
+    model = tiny_encoder_dir_dropout
     config = {
         "bertflow": {"runs_dir": root / "runs"},
         "TextclassFeatures": {"max_seq_length": 64},

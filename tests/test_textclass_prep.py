@@ -58,6 +58,7 @@ def _example(text, label="pos", pair=None, line=2) -> TextExample:
 
 
 # --- folding ------------------------------------------------------------------------------------
+@pytest.mark.fast
 def test_fold_spans_cut_consecutive_windows():
     assert fold_spans(5, room=14) == [(0, 5)]
     assert fold_spans(14, room=14) == [(0, 14)]
@@ -69,6 +70,7 @@ def test_fold_spans_cut_consecutive_windows():
         fold_spans(30, room=14, fold_stride=14)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("fold_stride", [0, 4])
 @pytest.mark.parametrize("num_tokens", [5, 14, 15, 30, 43])
 def test_windows_equal_the_tokenizers_own_overflow(state, hf_tokenizer, words, num_tokens, fold_stride):
@@ -90,6 +92,7 @@ def test_windows_equal_the_tokenizers_own_overflow(state, hf_tokenizer, words, n
                      "texts_truncated": 0, "pairs_truncated": 0, "skipped": []}
 
 
+@pytest.mark.fast
 def test_no_fold_truncates_to_one_window(state, hf_tokenizer, words):
     config = TextClassPrepConfig(max_seq_length=MAX_SEQ_LENGTH, fold=False)
     examples = [_example(_text(words, 30), "pos", line=2), _example(_text(words, 5), "neg", line=3)]
@@ -100,6 +103,7 @@ def test_no_fold_truncates_to_one_window(state, hf_tokenizer, words):
     assert stats["texts_truncated"] == 1 and stats["texts_folded"] == 0 and stats["windows"] == 2
 
 
+@pytest.mark.fast
 def test_text_pair_is_kept_whole_in_every_window(state, hf_tokenizer, words):
     config = TextClassPrepConfig(max_seq_length=MAX_SEQ_LENGTH, fold_stride=2, text_pair_column="pair")
     text, pair = _text(words, 25), _text(words, 3, offset=100)
@@ -116,6 +120,7 @@ def test_text_pair_is_kept_whole_in_every_window(state, hf_tokenizer, words):
     assert len(rows) == len(fold_spans(25, MAX_SEQ_LENGTH - 3 - 3, 2)) and stats["pairs_truncated"] == 0
 
 
+@pytest.mark.fast
 def test_a_long_pair_is_cut_to_half_the_room(state, hf_tokenizer, words):
     config = TextClassPrepConfig(max_seq_length=MAX_SEQ_LENGTH, text_pair_column="pair")
     pair = _text(words, 20, offset=100)
@@ -127,12 +132,14 @@ def test_a_long_pair_is_cut_to_half_the_room(state, hf_tokenizer, words):
     assert stats["pairs_truncated"] == 1 and stats["texts_folded"] == 1
 
 
+@pytest.mark.fast
 def test_a_text_without_tokens_is_skipped(state):
     rows, stats = _convert(state, TextClassPrepConfig(max_seq_length=MAX_SEQ_LENGTH), [_example("\u200b", line=7)])
     assert rows == [] and stats["examples_converted"] == 0
     assert stats["skipped"] == [{"example_id": "row-7", "reason": "text has no tokens", "where": "line 7"}]
 
 
+@pytest.mark.fast
 def test_regression_labels_are_floats(state, words):
     config = TextClassPrepConfig(max_seq_length=MAX_SEQ_LENGTH, label_type="float")
     assert config.schema == REGRESSION_SCHEMA and config.schema.field("label").type == pa.float32()
@@ -141,6 +148,7 @@ def test_regression_labels_are_floats(state, words):
     assert [r["label"] for r in rows] == [0.25, 0.25]
 
 
+@pytest.mark.fast
 def test_config_is_validated():
     with pytest.raises(ValueError, match="fold_stride"):
         TextClassPrepConfig(max_seq_length=16, fold_stride=14)
@@ -182,6 +190,7 @@ def fixture_csv(tmp_path, words) -> Path:
     return _write_csv(tmp_path / "fixture.csv", rows)
 
 
+@pytest.mark.fast
 def test_rows_are_read_and_skips_keep_their_lines(fixture_csv):
     examples, skipped, info = read_examples(fixture_csv, text_column="body", label_column="topic", id_column="id")
     assert [(ex.example_id, ex.label, ex.line) for ex in examples] == [
@@ -200,6 +209,7 @@ def test_rows_are_read_and_skips_keep_their_lines(fixture_csv):
     assert [ex.example_id for ex in no_ids][:3] == ["row-2", "row-3", "row-4"]
 
 
+@pytest.mark.fast
 def test_integer_labels_sort_numerically_and_jsonl_tsv_read_alike(tmp_path):
     rows = [{"text": f"text {i}", "label": label} for i, label in enumerate([10, "2", 9, "02", " 1"])]
     jsonl = tmp_path / "data.jsonl"
@@ -215,6 +225,7 @@ def test_integer_labels_sort_numerically_and_jsonl_tsv_read_alike(tmp_path):
     assert info["labels"] == [] and [ex.label for ex in floats] == [10.0, 2.0, 9.0, 2.0, 1.0]
 
 
+@pytest.mark.fast
 def test_the_bbc_file_reads_as_1490_texts_and_5_labels():
     examples, skipped, info = read_examples(shared_data(BBC), **BBC_COLUMNS)
     assert len(examples) == 1490 and skipped == []
@@ -244,6 +255,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("name,data,kwargs,expected", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_names_file_line_and_column(tmp_path, name, data, kwargs, expected):
     path = tmp_path / name
@@ -254,6 +266,7 @@ def test_bad_input_names_file_line_and_column(tmp_path, name, data, kwargs, expe
         assert part in str(caught.value)
 
 
+@pytest.mark.fast
 def test_a_given_label_list_fixes_ids_and_skips_unknown_labels(tmp_path):
     path = _write_csv(tmp_path / "test.csv", [["text", "label"], ["a", "pos"], ["b", "other"], ["c", "neg"]])
     result = read_textclass(path, TextClassPrepConfig(labels='["pos", "neg"]'))

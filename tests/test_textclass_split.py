@@ -13,6 +13,8 @@ from tasks.textclass.split import (UnseenLabelWarning, duplicate_key, split_coun
                                  write_splits)
 from tests.test_textclass_prep import BBC, BBC_COLUMNS
 
+pytestmark = pytest.mark.fast
+
 def _labelled(counts: dict[str, int]) -> list[TextExample]:
     examples, line = [], 2
     for label, n in counts.items():

@@ -17,6 +17,8 @@ from train.testing import write_feature_dir
 from tasks.gap.model import synthetic_gap_table
 from tasks.squad.model import synthetic_squad_table
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module")
 def gap_dir(tmp_path_factory):

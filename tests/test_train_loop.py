@@ -28,7 +28,7 @@ from train import loop
 from train import model as train_model
 from train.loop import train
 from train.model import load_finetuned
-from train.testing import make_tiny_model_dir, write_feature_dir
+from train.testing import write_feature_dir
 from tasks.gap.model import synthetic_gap_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,12 +40,12 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(tmp_path_factory, tiny_encoder_dir, tiny_encoder_dir_dropout):
     root = tmp_path_factory.mktemp("loop")
     return {
         "root": root,
-        "tiny": make_tiny_model_dir(root / "tiny", dropout=0.0),  # deterministic across world sizes
-        "tiny_dropout": make_tiny_model_dir(root / "tiny-dropout", dropout=0.1),  # resume must restore RNG
+        "tiny": tiny_encoder_dir,  # deterministic across world sizes
+        "tiny_dropout": tiny_encoder_dir_dropout,  # resume must restore RNG
         "gap": write_feature_dir(root / "gap", synthetic_gap_table(160), "gap", "train", 64),
         "gap_eval": write_feature_dir(root / "gap-eval", synthetic_gap_table(40, seed=1), "gap", "train", 64),
     }
@@ -116,6 +116,7 @@ def test_mixed_precision_on_cpu_lowers_the_loss(work, tmp_path, precision, monke
     assert metrics["throughput"]["sequences_per_second"] > 0
 
 
+@pytest.mark.fast
 def test_precision_warning_only_for_an_emulated_half_precision(monkeypatch):
     monkeypatch.setattr(train_model, "cpu_has_native_bf16", lambda: False)
     assert "emulated" in train_model.precision_warning("bf16", "cpu")
@@ -199,6 +200,7 @@ def test_a_resumed_run_reports_the_whole_runs_histories(work, tmp_path, monkeypa
     assert unbroken["wall_seconds"] == pytest.approx(unbroken["wall_seconds_this_process"], abs=0.01)
 
 
+@pytest.mark.fast
 def test_resume_errors_are_clear(work, tmp_path, capsys):
     out = tmp_path / "run"
     args = cli_args(gap_config(work, out, max_steps=2))
@@ -314,6 +316,7 @@ def test_fp16_on_cuda(work, tmp_path):
     assert metrics["device"].startswith("cuda") and torch.isfinite(losses(tmp_path / "cuda")).all()
 
 
+@pytest.mark.fast
 def test_nvtx_ranges_and_a_real_profiler_plug_into_the_loop(work, tmp_path):
     from torch.profiler import ProfilerActivity, profile
 

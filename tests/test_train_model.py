@@ -12,7 +12,7 @@ from tasks import get_task
 from tasks.gap.model import GapModel, collate_gap, mean_pool_spans, resize_token_types, synthetic_gap_table
 from tasks.squad.model import SquadModel, collate_squad, synthetic_squad_table
 from train.model import build_model, load_finetuned, save_finetuned
-from train.testing import TINY_BERT, make_tiny_model_dir
+from train.testing import TINY_BERT
 
 GAP_HEADS = ("concat", "multiply", "segment")
 
@@ -21,7 +21,7 @@ def compute_loss(output, batch):
     return get_task("squad" if isinstance(output, tuple) else "gap").train.loss(output, batch)
 
 
-pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+pytestmark = [pytest.mark.fast, pytest.mark.usefixtures("one_cpu_thread")]
 
 
 def tiny_encoder(seed: int = 0, dropout: float = 0.0):
@@ -99,8 +99,8 @@ def test_forward_rejects_unknown_arguments():
 
 
 @pytest.mark.parametrize("task,head", [("gap", "segment"), ("gap", "multiply"), ("squad", "span")])
-def test_save_and_load_finetuned_round_trip(tmp_path, task, head):
-    source = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+def test_save_and_load_finetuned_round_trip(tmp_path, task, head, tiny_encoder_dir):
+    source = tiny_encoder_dir
     torch.manual_seed(1)
     model = build_model(get_task(task).train, head, source)
     out = tmp_path / "out"
@@ -136,8 +136,8 @@ def test_segment_ids_change_the_segment_heads_logits():
             torch.testing.assert_close(model(**{**batch, "segment_ids": swapped}), model(**batch))
 
 
-def test_dropout_replaces_the_encoders_and_reaches_the_head(tmp_path):
-    source = make_tiny_model_dir(tmp_path / "tiny", dropout=0.1)
+def test_dropout_replaces_the_encoders_and_reaches_the_head(tiny_encoder_dir_dropout):
+    source = tiny_encoder_dir_dropout
     batch = collate_gap(synthetic_gap_table(4))
     torch.manual_seed(0)
     model = build_model(get_task("gap").train, "multiply", source, dropout=0.3)

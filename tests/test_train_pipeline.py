@@ -12,10 +12,11 @@ from luigi.execution_summary import LuigiStatusCode
 import pipeline.finetune as finetune
 from train import launch
 from tasks.gap.model import synthetic_gap_table
-from train.testing import make_tiny_model_dir, write_feature_dir
+from train.testing import write_feature_dir
 from train.config import TrainConfig
 
 
+@pytest.mark.fast
 def test_launch_command_and_world_size_check(monkeypatch):
     assert launch.launch_command(["--task", "gap"], 1)[1:] == ["-m", "train", "--task", "gap"]
     multi = launch.launch_command(["--task", "gap"], 4)
@@ -29,11 +30,11 @@ def test_launch_command_and_world_size_check(monkeypatch):
     launch.check_world_size(4, device="cpu")
 
 
-def test_finetuned_task_runs_once_and_reports_progress(tmp_path, monkeypatch):
+def test_finetuned_task_runs_once_and_reports_progress(tmp_path, monkeypatch, tiny_encoder_dir):
     monkeypatch.setattr(finetune, "_POLL_SECONDS", 0.2)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the trainer subprocess inherits it
     monkeypatch.setattr(finetune, "visible_cuda_devices", lambda: 0)
-    model = make_tiny_model_dir(tmp_path / "tiny", dropout=0.0)
+    model = tiny_encoder_dir
     features = write_feature_dir(tmp_path / "gap", synthetic_gap_table(64), "gap", "train", 64)
     task = finetune.FineTuned(task="gap", features_dir=str(features), runs_dir=str(tmp_path / "runs"),
                               model_dir=str(model), precision="fp32", global_batch_size=16, max_steps=3,
@@ -61,6 +62,7 @@ def test_finetuned_task_runs_once_and_reports_progress(tmp_path, monkeypatch):
     assert other.run_dir != run_dir
 
 
+@pytest.mark.fast
 def test_dropout_enters_the_run_folder_hash_only_when_set():
     params = dict(task="gap", features_dir="/x/features/gap-development-abc", runs_dir="/x/runs",
                   eval_features_dir="/x/features/gap-validation-def", model_dir="/x/model", lr=1e-4, epochs=2,
@@ -72,7 +74,8 @@ def test_dropout_enters_the_run_folder_hash_only_when_set():
         TrainConfig(task="gap", features_dir="x", run_dir="y", dropout=1.5)
 
 
-def test_the_packaged_models_own_folder_is_the_default_encoder(tmp_path, monkeypatch):
+@pytest.mark.fast
+def test_the_packaged_models_own_folder_is_the_default_encoder(monkeypatch, tiny_encoder_dir_dropout):
     """Naming the packaged MiniLM's folder (by any spelling) finds the default's artifacts, not new ones."""
     from pipeline import FullRun, GlueResults, Sweep
     from prep.tokenizer import default_model_dir
@@ -84,11 +87,12 @@ def test_the_packaged_models_own_folder_is_the_default_encoder(tmp_path, monkeyp
         assert finetune.FineTuned(**params, model_dir=spelling).run_dir == finetune.FineTuned(**params).run_dir
         assert FullRun(model_dir=spelling).task_id == FullRun().task_id
         assert GlueResults(model=spelling).encoder_dir() is None and Sweep(task="gap", model_dir=spelling).model_dir is None
-    other = make_tiny_model_dir(tmp_path / "tiny")
+    other = tiny_encoder_dir_dropout
     assert FullRun(model_dir=str(other)).model_dir == str(other)
     assert finetune.FineTuned(**params, model_dir=str(other)).run_dir != finetune.FineTuned(**params).run_dir
 
 
+@pytest.mark.fast
 def test_run_logged_returns_when_the_command_exits_not_at_the_next_poll(tmp_path):
     import sys
     import time

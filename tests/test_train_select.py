@@ -18,7 +18,7 @@ from train.data import FeatureSet, make_collate
 from train.dist import single_process
 from train.evaluation import evaluate
 from train.model import load_finetuned
-from train.testing import make_tiny_model_dir, write_feature_dir
+from train.testing import write_feature_dir
 from tasks.gap.model import synthetic_gap_table
 from tests.conftest import fine_tune
 
@@ -26,6 +26,7 @@ LOCAL = single_process("cpu")
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
+@pytest.mark.fast
 def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     rng = np.random.default_rng(0)
     logits = rng.normal(scale=3.0, size=(20000, 3))
@@ -39,6 +40,7 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     assert nll(logits, labels, fitted) <= min(nll(logits, labels, fitted * f) for f in (0.9, 1.1))
 
 
+@pytest.mark.fast
 def test_fit_temperature_sharpens_an_under_confident_model_and_rejects_bad_input():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, size=500)
@@ -52,7 +54,7 @@ def test_fit_temperature_sharpens_an_under_confident_model_and_rejects_bad_input
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(tmp_path_factory, tiny_encoder_dir):
     root = tmp_path_factory.mktemp("select")
     held_out = synthetic_gap_table(48, seed=1)
     # The same rule with A and B swapped in the labels: the better the model learns the training
@@ -61,7 +63,7 @@ def work(tmp_path_factory):
     swapped = np.where(labels == 0, 1, np.where(labels == 1, 0, labels)).astype(np.int8)
     contrary = held_out.set_column(held_out.schema.get_field_index("label"), "label", pa.array(swapped))
     return {
-        "tiny": make_tiny_model_dir(root / "tiny", dropout=0.0),
+        "tiny": tiny_encoder_dir,
         "gap": write_feature_dir(root / "gap", synthetic_gap_table(160), "gap", "train", 64),
         "held_out": write_feature_dir(root / "held-out", held_out, "gap", "train", 64),
         "contrary": write_feature_dir(root / "contrary", contrary, "gap", "train", 64),
@@ -99,6 +101,7 @@ def test_select_best_saves_the_epoch_with_the_lowest_eval_loss(work, tmp_path):
     assert saved_eval_loss(tmp_path / "last", cfg) == pytest.approx(history[-1], rel=1e-5)
 
 
+@pytest.mark.fast
 def test_calibrate_fits_a_temperature_that_the_saved_model_carries(work, tmp_path):
     cfg = config(work, tmp_path / "cal", work["held_out"], calibrate=True, epochs=3)
     metrics = fine_tune(cfg, LOCAL)
@@ -113,6 +116,7 @@ def test_calibrate_fits_a_temperature_that_the_saved_model_carries(work, tmp_pat
     assert json.loads((tmp_path / "cal" / "metrics.json").read_text())["calibration"] == calibration
 
 
+@pytest.mark.fast
 def test_selection_needs_held_out_data_and_calibration_is_for_gap(work, tmp_path):
     with pytest.raises(ValueError, match="need eval features"):
         config(work, tmp_path, work["held_out"], eval_features_dir=None, select_best=True)
@@ -121,6 +125,7 @@ def test_selection_needs_held_out_data_and_calibration_is_for_gap(work, tmp_path
                     eval_features_dir="e", calibrate=True).for_task(get_task("squad").train)
 
 
+@pytest.mark.fast
 def test_best_record_round_trips_and_a_damaged_one_is_a_clear_error(tmp_path):
     path = RunFolder(tmp_path).best_checkpoint
     assert load_best(path) is None
