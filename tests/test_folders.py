@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from prep.folders import MANIFEST, EvalFolder, FeaturesFolder, RunFolder
 from tests.conftest import REPO
 
