@@ -11,9 +11,9 @@ parameters; default: the task's FullRun roles, the rest from luigi.cfg) and the
 ``<Task>Features`` of ``--test-features``; or finished folders by path (``--run-dir``,
 ``--features-dir``). The output folder ``<runs_dir>/eval/<task>-<hash>`` holds metrics.json,
 the benchmark-format predictions, report.md with its plots, and manifest.json (written last;
-the folder appears in one rename). The hash covers the significant parameters, the upstream
-folders' names (themselves content-addressed), the data file's sha256 and the eval schema
-version; batch size and device only change speed.
+the folder appears in one rename; prep.folders.EvalFolder). The hash covers the significant
+parameters, the upstream folders' names (themselves content-addressed), the data file's sha256
+and the eval schema version; batch size and device only change speed.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import FolderOutput, artifact_dir, content_hash, pending_dir, significant_params, upstream_dir
+from pipeline.artifacts import Artifact, FolderOutput, content_hash, significant_params, upstream_dir
 from pipeline.data import OFFICIAL, DataFile
 from pipeline.finetune import FINETUNED
 from pipeline.params import dataclass_parameters
 from pipeline.prep_tasks import features_task
+from prep.folders import EvalFolder, FeaturesFolder, RunFolder
 from prep.pool import available_cpus
 from tasks import all_tasks, get_task, task_names
 from tasks.spec import FullRunPlan
-from prep.artifact import MANIFEST
 
 
 _COMMON = ("task", "finetune", "test_features", "run_dir", "features_dir", "input", "data")
@@ -47,7 +47,7 @@ def _eval_parameters() -> dict:
     return params
 
 
-class Evaluation(luigi.Task):
+class Evaluation(Artifact):
     """A fine-tuned run scored on eval features; the task's eval-config fields are parameters.
 
     Settings another task does not have are ignored for it (and stay out of its hash).
@@ -69,6 +69,8 @@ class Evaluation(luigi.Task):
     device = luigi.Parameter(default="auto", significant=False)
     locals().update(_eval_parameters())
 
+    done_file = EvalFolder.MANIFEST
+
     def _plan(self) -> tuple[dict, dict]:
         """(fine-tune parameters, test features parameters): given, or the task's FullRun roles."""
         plan = get_task(self.task).plan
@@ -87,9 +89,9 @@ class Evaluation(luigi.Task):
     def requires(self):
         finetune, test = self._plan()
         required = {
-            "model": (FolderOutput(path=self.run_dir, marker="metrics.json") if self.run_dir else
+            "model": (FolderOutput(path=self.run_dir, marker=RunFolder.METRICS) if self.run_dir else
                       FINETUNED[self.task](**finetune, world_size=self.world_size, prep_nproc=self.prep_nproc)),
-            "features": (FolderOutput(path=self.features_dir) if self.features_dir else
+            "features": (FolderOutput(path=self.features_dir, marker=FeaturesFolder.MANIFEST) if self.features_dir else
                          features_task(self.task, test, finetune.get("model_dir"), self.prep_nproc)),
         }
         if self.data_name:
@@ -119,21 +121,22 @@ class Evaluation(luigi.Task):
         found = {key: upstream_dir(required[key]) for key in ("model", "features")}
         return None if None in found.values() else found
 
-    @property
-    def out_dir(self) -> Path:
+    def folder_kind(self) -> str:
+        return f"eval/{self.task}"
+
+    def pending_payload(self) -> dict:
+        """The significant settings: what is scored and on what, and the task's own eval fields."""
+        mine = {f.name for f in dataclasses.fields(get_task(self.task).eval.config)}
+        return {k: v for k, v in significant_params(self).items() if k in _COMMON or k in mine}
+
+    def name_payload(self) -> dict | None:
         from eval.run import SCHEMA_VERSION
 
-        mine = {f.name for f in dataclasses.fields(get_task(self.task).eval.config)}
-        params = {k: v for k, v in significant_params(self).items() if k in _COMMON or k in mine}
         upstream = self.upstream_dirs()
         if upstream is None or not self.input_path.is_file():
-            return pending_dir(f"eval-{self.task}", params)
-        payload = {**params, "upstream": {key: folder.name for key, folder in upstream.items()},
-                   "data_sha256": content_hash(self.input_path), "schema_version": SCHEMA_VERSION}
-        return artifact_dir(f"eval/{self.task}", payload)
-
-    def output(self):
-        return luigi.LocalTarget(str(self.out_dir / MANIFEST))
+            return None
+        return {**self.pending_payload(), "upstream": {key: folder.name for key, folder in upstream.items()},
+                "data_sha256": content_hash(self.input_path), "schema_version": SCHEMA_VERSION}
 
     def run(self):
         from eval.run import run_evaluation
@@ -141,7 +144,8 @@ class Evaluation(luigi.Task):
         if self.complete():  # finished by an earlier run after the scheduler looked (its data was missing then)
             return
         upstream = self.upstream_dirs()
+        out_dir = self.ready_dir()
         self.set_status_message(f"evaluating {self.task} on {self.input_path.name}")
-        run_evaluation(get_task(self.task), upstream["model"], upstream["features"], self.input_path, self.out_dir,
+        run_evaluation(get_task(self.task), upstream["model"], upstream["features"], self.input_path, out_dir,
                        self.eval_config(), self.device)
-        self.set_status_message(f"done: {self.out_dir}")
+        self.set_status_message(f"done: {out_dir}")

@@ -9,6 +9,8 @@ from pathlib import Path
 from prep.artifact import write_text_atomic
 from tasks import get_task
 
+SUMMARY = "summary.md"  # a FullRun's (or a user-data entry's) own output
+
 def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -38,7 +40,7 @@ def _subset_note(features: dict, task: str) -> str:
 
 def write_run_summary(path: str | Path, *, features: dict, models: dict, evals: dict,
                       profiles: dict | None = None) -> str:
-    """Write ``summary.md`` at ``path`` (atomically) and return its text.
+    """Write the run summary (``SUMMARY``) at ``path`` (atomically) and return its text.
 
     Each argument maps a name (a task, or "<task>-<role>" for features) to an artifact folder.
     """

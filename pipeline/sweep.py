@@ -54,6 +54,10 @@ TRIAL_FIELDS = ("trial_storage", "trial_study", "trial_number")
 class SweepSettings(luigi.Task):
     """The parameters a sweep and its trial tasks share (each trial task is given the sweep's values)."""
 
+    # Study names (<task>-<hash>: the study in its database and the sweep's folder) were published
+    # with 10 hex digits (docs/results/sweep), like run folders; the default study name keeps them.
+    study_hash_length = 10
+
     task = luigi.ChoiceParameter(choices=task_names(), description="a registered task")
     space = luigi.DictParameter(default={}, description="the search space (luigi.cfg [Sweep] space; JSON)")
     storage = luigi.OptionalParameter(default=None, description="SQLAlchemy URL of the study database "
@@ -139,7 +143,7 @@ class SweepSettings(luigi.Task):
         recipe = {k: v for k, v in significant_params(self.finetuned({})).items() if k not in space}
         payload = {"space": space, "recipe": recipe, "objective": self.objective().__dict__, "seed": self.seed,
                    "startup_trials": self.startup_trials, "pruner": self.pruner_record(), "baseline": self.baseline}
-        return f"{self.task}-{digest(payload, 10)}"
+        return f"{self.task}-{digest(payload, self.study_hash_length)}"
 
     def storage_url(self) -> str:
         if self.storage:

@@ -20,25 +20,32 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import bertflow, digest, pending_dir, upstream_dir
+from pipeline.artifacts import Artifact, upstream_dir
 from pipeline.evaluate import Evaluation
 from pipeline.params import EncoderDirParameter, dataclass_parameters
 from pipeline.splits import Splits
+from pipeline.summary import SUMMARY, write_run_summary
 from prep.pool import available_cpus
-from tasks import all_tasks, get_task
-from tasks.spec import UserDataPlan
-
-SUMMARY = "summary.md"
+from tasks import get_task
 
 
-class UserDataRun(luigi.Task):
-    """Base of the generated entry tasks (``task`` is fixed by each)."""
+class UserDataRun(Artifact):
+    """Base of the generated entry tasks (pipeline.generated; ``task`` is fixed by each)."""
 
     task = ""
     model_dir = EncoderDirParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False,
                                description="prep processes (capped below the CPU count)")
     world_size = luigi.IntParameter(default=1, significant=False, description="training processes (GPUs)")
+
+    done_file = SUMMARY
+
+    @classmethod
+    def class_attributes(cls, spec) -> dict:
+        """What task ``spec``'s entry sets: its split config's fields and the plan's options as parameters."""
+        plan = spec.plan
+        return {**dataclass_parameters(plan.split_config),
+                **(dataclass_parameters(plan.options) if plan.options else {}), "task": spec.name}
 
     def split_config(self) -> dict:
         plan = get_task(self.task).plan
@@ -81,35 +88,22 @@ class UserDataRun(luigi.Task):
         for role, task in upstream["model"].requires().items():
             found["features"][f"{self.task}-{role}"] = upstream_dir(task)
         folders = [folder for stage in found.values() for folder in stage.values()]
-        return None if None in folders or any("pending" in folder.parts for folder in folders) else found
+        return None if None in folders else found
 
-    def run_dir(self) -> Path:
+    def folder_kind(self) -> str:
+        return f"{self.task}-run"
+
+    def pending_payload(self) -> dict:
+        return self.split_config()
+
+    def name_payload(self) -> dict | None:
         found = self.artifacts()
         if found is None:
-            return pending_dir(f"{self.task}-run", self.split_config())
-        paths = sorted(str(folder) for stage in found.values() for folder in stage.values())
-        return Path(bertflow().runs_dir) / f"{self.task}-run-{digest({'artifacts': paths})}"
-
-    def output(self):
-        return luigi.LocalTarget(str(self.run_dir() / SUMMARY))
+            return None
+        return {"artifacts": sorted(str(folder) for stage in found.values() for folder in stage.values())}
 
     def run(self):
-        from pipeline.summary import write_run_summary
-
         found = self.artifacts()
-        summary = self.run_dir() / SUMMARY
+        summary = self.ready_dir() / SUMMARY
         write_run_summary(summary, features=found["features"], models=found["models"], evals=found["evals"])
         print(f"bertflow: run summary at {summary}")
-
-
-def _entry_class(spec) -> type:
-    plan = spec.plan
-    return type(plan.entry, (UserDataRun,), {
-        **dataclass_parameters(plan.split_config), **(dataclass_parameters(plan.options) if plan.options else {}),
-        "task": spec.name, "__module__": __name__,
-        "__doc__": f"{spec.description}: the user's file(s) split, featurised, fine-tuned and evaluated.",
-    })
-
-
-ENTRIES = {spec.name: _entry_class(spec) for spec in all_tasks() if isinstance(spec.plan, UserDataPlan)}
-globals().update({cls.__name__: cls for cls in ENTRIES.values()})
