@@ -37,13 +37,12 @@ from prep.folders import FeaturesFolder, RunFolder
 from prep.locking import artifact_lock
 from prep.pool import available_cpus
 from tasks import get_task, task_names
-from train.checkpoint import SCHEMA_VERSION, checkpoint_path
+from train.checkpoint import SCHEMA_VERSION
 from train.config import TrainConfig
 from train.gpus import NvmlUnavailable, claimed_gpus
 from train.launch import check_world_size, launch_command, read_progress, run_logged, visible_cuda_devices
 
 _POLL_SECONDS = 5.0
-LAUNCH_CONFIG = "launch_config.json"  # what the task hands python -m train --config
 
 
 # TrainConfig fields that only change speed or logging (the global batch is fixed whatever the
@@ -141,7 +140,7 @@ class FineTuned(Artifact):
         config = TrainConfig(**{**values, "run_dir": str(self.run_dir), "head": self.resolved_head,
                                 "features_dir": str(folders["train"]),
                                 "eval_features_dir": str(select) if select is not None else None,
-                                "resume": checkpoint_path(self.run_dir).is_file(), "progress_bar": False})
+                                "resume": RunFolder(self.run_dir).last_checkpoint.is_file(), "progress_bar": False})
         return config.for_task(get_task(self.task).train)
 
     @classmethod
@@ -160,7 +159,7 @@ class FineTuned(Artifact):
         check_world_size(self.world_size, self.device)
         run_dir = self.ready_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
-        config_file = run_dir / LAUNCH_CONFIG
+        config_file = RunFolder(run_dir).launch_config  # what the task hands python -m train --config
         write_json_atomic(config_file, self.train_config().to_dict())
         argv = ["--config", str(config_file)]
         with self._claimed_gpus() as env:
@@ -194,7 +193,8 @@ class FineTuned(Artifact):
             self._report(progress)
             console(progress)
 
-        run_logged(command, run_dir / "train.log", "training", env=env, on_poll=report, poll_seconds=_POLL_SECONDS)
+        run_logged(command, RunFolder(run_dir).train_log, "training", env=env, on_poll=report,
+                   poll_seconds=_POLL_SECONDS)
         self._report(read_progress(run_dir))
 
     def _report(self, progress: dict | None) -> None:

@@ -39,7 +39,9 @@ from pipeline.evaluate import Evaluation
 from pipeline.finetune import FINETUNED
 from pipeline.fullrun import FullRun
 from pipeline.params import EncoderDirParameter
+from pipeline.sweep_report import REPORT, SWEEP_JSON, dashboard_command, write_report
 from prep.artifact import write_json_atomic
+from prep.folders import EvalFolder, RunFolder
 from prep.locking import artifact_lock
 from prep.pool import available_cpus
 from tasks import get_task, task_names
@@ -49,6 +51,7 @@ from train.launch import visible_cuda_devices
 from train.trial import PRUNED_FILE
 
 TRIAL_FIELDS = ("trial_storage", "trial_study", "trial_number")
+FINAL = "final.json"  # the final step's record, beside its table
 
 
 class SweepSettings(luigi.Task):
@@ -226,7 +229,7 @@ class SweepTrial(SweepSettings):
                 return "PRUNED", None
             study.tell(trial, state=TrialState.FAIL)  # the next run of this slot asks for a new trial
             raise
-        finetune_metrics = _read_json(finetuned.run_dir / "metrics.json")
+        finetune_metrics = _read_json(RunFolder(finetuned.run_dir).metrics)
         objective = self.objective()
         report_history(trial, epoch_values(finetune_metrics, objective.epoch_metric))
         evaluation = self._in_process(self.validation_evaluation(params))
@@ -253,7 +256,7 @@ class SweepTrial(SweepSettings):
         if state == "COMPLETE":
             evaluation = self.validation_evaluation(params)
             record["eval_dir"] = str(evaluation.out_dir)
-            metrics = _read_json(evaluation.out_dir / "metrics.json") or {}
+            metrics = _read_json(EvalFolder(evaluation.out_dir).metrics) or {}
             headline = get_task(self.task).eval.headline
             record["headline"] = headline(metrics["metrics"]) if headline and metrics.get("metrics") else None
         Path(self.output().path).parent.mkdir(parents=True, exist_ok=True)
@@ -271,12 +274,13 @@ def _objective_value(metric: str, eval_dir: Path, finetune_metrics: dict) -> flo
     """``metric`` from the validation evaluation's metrics, else from the fine-tune's held-out figures."""
     from pipeline.sweep_study import held_out_value
 
-    evaluated = (_read_json(eval_dir / "metrics.json") or {}).get("metrics") or {}
+    metrics_file = EvalFolder(eval_dir).metrics
+    evaluated = (_read_json(metrics_file) or {}).get("metrics") or {}
     value = evaluated.get(metric)
     if value is None:
         value = held_out_value(finetune_metrics or {}, metric)
     if value is None:
-        raise ValueError(f"objective {metric!r} is neither in {eval_dir}/metrics.json ({sorted(evaluated)}) nor a "
+        raise ValueError(f"objective {metric!r} is neither in {metrics_file} ({sorted(evaluated)}) nor a "
                          "held-out figure of the fine-tune (eval_loss, eval_<count>)")
     return float(value)
 
@@ -301,19 +305,17 @@ class Sweep(SweepSettings):
 
     def output(self):
         if self.final_seeds:
-            return luigi.LocalTarget(str(self.final_dir() / "final.json"))
-        return luigi.LocalTarget(str(self.report_dir() / "report.md"))
+            return luigi.LocalTarget(str(self.final_dir() / FINAL))
+        return luigi.LocalTarget(str(self.report_dir() / REPORT))
 
     def run(self):
-        from pipeline.sweep_report import dashboard_command, write_report
-
         records = [_read_json(task.output().path) for task in self.requires()]
-        summary = _read_json(self.report_dir() / "sweep.json")
-        if summary is None or not (self.report_dir() / "report.md").is_file():
+        summary = _read_json(self.report_dir() / SWEEP_JSON)
+        if summary is None or not (self.report_dir() / REPORT).is_file():
             summary = write_report(self.open_study(self.seed), records, self.report_dir(), task=self.task,
                                    metric=self.objective().metric, direction=self.objective().direction,
                                    storage_url=self.storage_url(), space=self.checked_space())
-        print(f"bertflow: sweep report at {self.report_dir() / 'report.md'}; browse the study: "
+        print(f"bertflow: sweep report at {self.report_dir() / REPORT}; browse the study: "
               f"{dashboard_command(self.storage_url())}")
         if not self.final_seeds:
             return
