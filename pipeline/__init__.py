@@ -3,8 +3,9 @@
 Every task here is a thin wrapper: its ``run()`` calls one plain function in prep/, train/,
 eval/ or profiling/, and its output lives under a content-addressed path (pipeline.artifacts).
 Per registered task (tasks/<name>/) pipeline.generated makes ``<Task>Features``,
-``<Task>FineTuned`` (its own luigi.cfg section) and the task's entry: ``<Task>Results`` (heads x
-seeds table), e.g. ``SquadFeatures``, ``GapFineTuned``, ``GapResults``; a task whose data the user brings gets its entry task instead
+``<Task>FineTuned`` and ``<Task>Evaluation`` (each with its own luigi.cfg section), and the
+task's entry: ``<Task>Results`` (heads x seeds table), e.g. ``SquadFeatures``, ``GapFineTuned``,
+``RaceEvaluation``, ``GapResults``; a task whose data the user brings gets its entry task instead
 (``TextClassification``: pipeline/userdata.py), and a task with a benchmark suite its results
 entry (``GlueResults``: pipeline/suite.py).
 """

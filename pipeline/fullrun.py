@@ -5,7 +5,7 @@
 
 ``--nproc`` (prep processes) and ``--world-size`` (training processes) flow down to the stages;
 every other knob comes from luigi.cfg sections named after the tasks ([SquadFeatures],
-[GapFineTuned], [SquadFineTuned], [Evaluation], [Profile], [FullRun]) or ``--Task-param`` flags.
+[GapFineTuned], [SquadFineTuned], [RaceEvaluation], [Profile], [FullRun]) or ``--Task-param`` flags.
 Each registered task takes part (``--<task> false`` leaves one out) with the data roles its
 ``fullrun`` plan names: train on one file, choose epochs / calibrate on another (optional),
 score on a third.
@@ -28,7 +28,7 @@ from pathlib import Path
 import luigi
 
 from pipeline.artifacts import Artifact, upstream_dir
-from pipeline.evaluate import Evaluation
+from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED
 from pipeline.params import EncoderDirParameter
 from pipeline.profile import Profile
@@ -84,10 +84,10 @@ class FullRun(Artifact):
         return {"train_features": self.features_params(spec, "train"),
                 "select_features": self.features_params(spec, "select"), "model_dir": self.model_dir}
 
-    def eval_tasks(self) -> dict[str, Evaluation]:
-        return {spec.name: Evaluation(task=spec.name, finetune=self.finetune_params(spec),
-                                      test_features=self.features_params(spec, "test"),
-                                      world_size=self.world_size, prep_nproc=self.nproc)
+    def eval_tasks(self) -> dict[str, EvaluationTask]:
+        return {spec.name: EVALUATIONS[spec.name](finetune=self.finetune_params(spec),
+                                                  test_features=self.features_params(spec, "test"),
+                                                  world_size=self.world_size, prep_nproc=self.nproc)
                 for spec in self.tasks()}
 
     def profile_tasks(self) -> dict[str, Profile]:

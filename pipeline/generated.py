@@ -8,17 +8,20 @@ For each registered task (``tasks/<name>/``; ``Gap`` is gap's ``luigi_prefix``):
 
 - ``<Task>Features`` (:class:`~pipeline.prep_tasks.FeaturesTask`): its prep config's fields as parameters;
 - ``<Task>FineTuned`` (:class:`~pipeline.finetune.FineTunedTask`): FineTuned with its own luigi.cfg section;
+- ``<Task>Evaluation`` (:class:`~pipeline.evaluate.EvaluationTask`): its eval config's fields, their
+  defaults and its own luigi.cfg section;
 
 and, by the task's plan, its entry: ``<Task>Results`` (:class:`~pipeline.results.Results`) for a
 FullRunPlan, the plan's named entry (:class:`~pipeline.userdata.UserDataRun`, e.g.
 ``TextClassification``) for a UserDataPlan, or (:class:`~pipeline.suite.SuiteResults`, e.g.
 ``GlueResults``) for a SuitePlan. Each base says what a task's class sets
 (``class_attributes(spec)``); the tables other tasks find a task's class in (``FEATURES``,
-``FINETUNED``) are filled here.
+``FINETUNED``, ``EVALUATIONS``) are filled here.
 """
 
 from __future__ import annotations
 
+from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED, FineTunedTask
 from pipeline.prep_tasks import FEATURES, FeaturesTask
 from pipeline.results import Results
@@ -44,6 +47,8 @@ def _generate() -> None:
               f"{task} features: ``tasks/{task}/prep.py`` on the shared pool, as a cached artifact.", FEATURES)
         _make(FineTunedTask, f"{prefix}FineTuned", spec,
               f"FineTuned for {task}, with its own [{prefix}FineTuned] section in luigi.cfg.", FINETUNED)
+        _make(EvaluationTask, f"{prefix}Evaluation", spec,
+              f"A {task} run scored on eval features; its eval settings in [{prefix}Evaluation].", EVALUATIONS)
         if isinstance(spec.plan, FullRunPlan):
             _make(Results, f"{prefix}Results", spec,
                   f"Every {task} head x seed through FullRun's plan, then one table of mean ± spread.")

@@ -5,7 +5,7 @@ then one table of mean ± spread.
     luigi --module pipeline GapResults --heads '["multiply"]' --seeds '[1, 2, 3, 4, 5]' --local-scheduler
 
 The fine-tuning knobs come from [<Task>FineTuned] (luigi.cfg or ``--GapFineTuned-*`` flags) as in
-FullRun; each head x seed is its own cached fine-tune and ``Evaluation`` (on the task's test
+FullRun; each head x seed is its own cached fine-tune and ``<Task>Evaluation`` (on the task's test
 file, selected and calibrated on its select file when the fine-tune section says so), so adding
 a seed runs only that seed. The output, ``<runs_dir>/results/<task>-<hash>/<task>.md`` and
 ``.json``, is ``python -m eval aggregate --by head [--ensemble]`` over those evaluations; the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import luigi
 
 from pipeline.artifacts import Artifact, upstream_dir
-from pipeline.evaluate import Evaluation
+from pipeline.evaluate import EvaluationTask
 from pipeline.fullrun import FullRun
 from pipeline.params import EncoderDirParameter
 from prep.pool import available_cpus
@@ -51,7 +51,7 @@ class Results(Artifact):
         only = {spec.name: spec.name == self.task for spec in all_tasks() if isinstance(spec.plan, FullRunPlan)}
         return FullRun(model_dir=self.model_dir, nproc=self.nproc, world_size=self.world_size, profile=False, **only)
 
-    def eval_tasks(self) -> dict[tuple, Evaluation]:
+    def eval_tasks(self) -> dict[tuple, EvaluationTask]:
         """One Evaluation per (head, seed): FullRun's evaluation of the task, its fine-tune re-headed and re-seeded."""
         heads = self.head_list()
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds or not heads:

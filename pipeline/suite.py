@@ -4,7 +4,7 @@
     luigi --module pipeline GlueResults --tasks rte --seeds 5 --model-dir DIR --local-scheduler
 
 Every member x seed (seeds 1..N) is one cached ``<Task>FineTuned`` on the member's training file and
-one cached ``Evaluation`` per file it is scored on, so a new seed or a new member runs only what is
+one cached ``<Task>Evaluation`` per file it is scored on, so a new seed or a new member runs only what is
 missing. A member's recipe is its luigi.cfg section (the suite's ``recipe_section``): any
 ``<Task>FineTuned`` parameter (epochs, lr, max_steps, ...) or prep field (max_seq_length), over
 the ``[<Task>FineTuned]`` / ``[<Task>Features]`` defaults. The output,
@@ -20,7 +20,7 @@ import luigi
 from luigi.task_register import Register
 
 from pipeline.artifacts import Artifact, upstream_dir
-from pipeline.evaluate import Evaluation
+from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED
 from pipeline.params import EncoderDirParameter
 from pipeline.prep_tasks import FEATURES
@@ -84,7 +84,7 @@ class SuiteResults(Artifact):
             params["model_dir"] = self.encoder_dir()
         return params
 
-    def eval_tasks(self) -> dict[tuple[str, int], list[Evaluation]]:
+    def eval_tasks(self) -> dict[tuple[str, int], list[EvaluationTask]]:
         if self.seeds < 1:
             raise ValueError(f"{self.task_family}: --seeds is a count of runs per member (>= 1), got {self.seeds}")
         found = {}
@@ -94,8 +94,8 @@ class SuiteResults(Artifact):
             for seed in range(1, self.seeds + 1):
                 finetune = self.finetune_params(member, seed)
                 found[(member, seed)] = [
-                    Evaluation(task=self.task, finetune=finetune, test_features={**test, **prep},
-                               world_size=self.world_size, prep_nproc=self.nproc) for test in tests]
+                    EVALUATIONS[self.task](finetune=finetune, test_features={**test, **prep},
+                                           world_size=self.world_size, prep_nproc=self.nproc) for test in tests]
         return found
 
     def requires(self):

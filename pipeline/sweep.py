@@ -11,7 +11,7 @@ seeded; median pruner by default) lives in a database, SQLite under the runs roo
 ``--storage`` names any SQLAlchemy URL (PostgreSQL: workers on several machines share one study
 through luigid). ``--trials N`` makes N ``SweepTrial`` tasks, one per slot; each claims a
 trial, trains the task's ``<Task>FineTuned`` with the suggested settings (the same run folder as
-any run with those settings: cached ones cost nothing) and scores it with an ``Evaluation`` on
+any run with those settings: cached ones cost nothing) and scores it with a ``<Task>Evaluation`` on
 the task's validation file. The objective (the task's ``sweep_objective``, default the
 held-out loss, which for GAP is the validation log loss) is read on the validation split only;
 the test split is first touched by ``--final-seeds K``, which retrains the best settings with
@@ -35,7 +35,7 @@ from pathlib import Path
 import luigi
 
 from pipeline.artifacts import bertflow, digest, significant_params, upstream_dir
-from pipeline.evaluate import Evaluation
+from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED
 from pipeline.fullrun import FullRun
 from pipeline.params import EncoderDirParameter
@@ -123,11 +123,11 @@ class SweepSettings(luigi.Task):
         return FINETUNED[self.task](**{**self.base_finetune(), **params}, world_size=self.world_size,
                                     prep_nproc=self.nproc, **extra)
 
-    def evaluation(self, params: dict, test_features: dict) -> Evaluation:
-        return Evaluation(task=self.task, finetune={**self.base_finetune(), **params}, test_features=test_features,
-                          world_size=self.world_size, prep_nproc=self.nproc)
+    def evaluation(self, params: dict, test_features: dict) -> EvaluationTask:
+        return EVALUATIONS[self.task](finetune={**self.base_finetune(), **params}, test_features=test_features,
+                                      world_size=self.world_size, prep_nproc=self.nproc)
 
-    def validation_evaluation(self, params: dict) -> Evaluation:
+    def validation_evaluation(self, params: dict) -> EvaluationTask:
         return self.evaluation(params, dict(self.base_finetune()["select_features"]))
 
     def pruner_record(self) -> dict | None:
@@ -326,12 +326,12 @@ class Sweep(SweepSettings):
         yield evals
         self._write_final(summary, evals)
 
-    def final_evaluations(self, params: dict) -> list[Evaluation]:
+    def final_evaluations(self, params: dict) -> list[EvaluationTask]:
         test = dict(self.test_features) if self.test_features is not None else \
             self._plan().features_params(get_task(self.task), "test")
         return [self.evaluation({**params, "seed": seed}, test) for seed in range(1, self.final_seeds + 1)]
 
-    def _write_final(self, summary: dict, evals: list[Evaluation]) -> None:
+    def _write_final(self, summary: dict, evals: list[EvaluationTask]) -> None:
         from eval.aggregate import aggregate_to_files
 
         eval_dirs = [upstream_dir(task) for task in evals]

@@ -5,9 +5,9 @@
 
 The entry's parameters are the task's split-config fields (files, columns, split ratios, seed),
 its further options if the plan has them (textclass: ``--no-fold``, ``--fold-stride``,
-``--fold-pool``), plus ``--model-dir``, ``--nproc``, ``--world-size``. It requires one ``Evaluation`` on the test
+``--fold-pool``), plus ``--model-dir``, ``--nproc``, ``--world-size``. It requires one ``<Task>Evaluation`` on the test
 split of a model fine-tuned on the train split, chosen on the validation split: ``Splits`` ->
-``<Task>Features`` x 3 -> ``<Task>FineTuned`` -> ``Evaluation``, every knob from luigi.cfg
+``<Task>Features`` x 3 -> ``<Task>FineTuned`` -> ``<Task>Evaluation``, every knob from luigi.cfg
 sections or ``--Task-param`` flags as in FullRun. Its output is a run summary like FullRun's,
 named after every artifact folder of the run, so a second run with the same file and settings
 does no work, and a new file or column re-runs what depends on it.
@@ -21,7 +21,7 @@ from pathlib import Path
 import luigi
 
 from pipeline.artifacts import Artifact, upstream_dir
-from pipeline.evaluate import Evaluation
+from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.params import EncoderDirParameter, dataclass_parameters
 from pipeline.splits import Splits
 from pipeline.summary import SUMMARY, write_run_summary
@@ -68,14 +68,14 @@ class UserDataRun(Artifact):
             params["model_dir"] = self.model_dir
         return params
 
-    def evaluation(self) -> Evaluation:
+    def evaluation(self) -> EvaluationTask:
         splits = Splits(task=self.task, config=self.split_config())
         splits.out_dir  # a missing input file is an error now, naming the file
         finetune = {"train_features": self.features_params("train"),
                     "select_features": self.features_params("validation"), "model_dir": self.model_dir}
-        return Evaluation(task=self.task, finetune=finetune, test_features=self.features_params("test"),
-                          input=str(splits.split_path("test")), world_size=self.world_size, prep_nproc=self.nproc,
-                          **self.option_values()[1])
+        return EVALUATIONS[self.task](finetune=finetune, test_features=self.features_params("test"),
+                                      input=str(splits.split_path("test")), world_size=self.world_size,
+                                      prep_nproc=self.nproc, **self.option_values()[1])
 
     def requires(self):
         return self.evaluation()
