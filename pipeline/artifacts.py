@@ -71,7 +71,8 @@ class Artifact(luigi.Task):
     artifact named after a data file's content (or after an upstream folder named so) has no
     name until that file is there. Until then ``name_payload()`` is None and the output lies under
     ``<runs_dir>/pending/``, a path never created, so the task counts as incomplete; by the time
-    it runs, its real path is known.
+    it runs, its real path is known. The pending path hashes :meth:`pending_payload`, what is known
+    before the inputs are (usually the name payload less what the inputs add).
     """
 
     hash_length = HASH_LENGTH
