@@ -1,10 +1,15 @@
-"""Content-addressed artifact paths and scheduler progress for the Luigi tasks.
+"""Content-addressed artifact folders and scheduler progress for the Luigi tasks.
 
 Luigi's ``complete()`` only checks that outputs exist, so every artifact's folder name carries a
-short hash of what changes it: the task's significant parameters, a schema version, and the
-contents (sha256) of its input files. Change any of them and the task's output path changes,
-so it (and everything downstream) runs again; knobs that don't change results (nproc, logging)
-are ``significant=False`` and stay out of the hash.
+short hash of what changes it: the task's significant parameters, a schema version, the names of
+the upstream folders it is built from (themselves content-addressed) and the contents (sha256) of
+its input files. Change any of them and the task's output path changes, so it (and everything
+downstream) runs again; knobs that don't change results (nproc, logging) are
+``significant=False`` and stay out of the hash.
+
+:class:`Artifact` is where this happens, once: a task says what kind of folder it writes and what
+goes into its name, and the base alone hashes that into ``<runs_dir>/<kind>-<hash>`` or, while an
+input the name is made of does not exist yet, into a pending path.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import luigi
+
+from prep.folders import MANIFEST
 
 
 class bertflow(luigi.Config):  # noqa: N801 - the section name in luigi.cfg
@@ -43,31 +50,81 @@ def significant_params(task: luigi.Task) -> dict:
     return {name: value for name, value in task.param_kwargs.items() if params[name].significant}
 
 
-def digest(payload: dict, length: int = 12) -> str:
+HASH_LENGTH = 12  # hex digits of the sha256 in a folder's name
+
+
+def digest(payload: dict, length: int = HASH_LENGTH) -> str:
+    """The hash of ``payload`` (JSON, keys sorted) that names a folder: its first ``length`` hex digits."""
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def artifact_dir(kind: str, payload: dict) -> Path:
-    """``<runs_dir>/<kind>-<hash of payload>``."""
-    return Path(bertflow().runs_dir) / f"{kind}-{digest(payload)}"
+class Artifact(luigi.Task):
+    """A task whose output is a content-addressed folder, ``<runs_dir>/<kind>-<hash>``.
 
+    A subclass says what its folder is called before the hash (:meth:`folder_kind`), what goes
+    into the hash (:meth:`name_payload`: significant parameters, upstream folder names, input
+    content hashes, schema version), and which file it writes last (``done_file``: the folder is
+    finished once that file exists).
 
-def pending_dir(kind: str, payload: dict) -> Path:
-    """Where an artifact would go while an input it is named after does not exist yet.
-
-    Luigi asks every task of the graph for its output before any runs; an artifact named after
-    a data file's content has no name until that file is there. This path is never created, so
-    the task counts as incomplete; by the time it runs, its real path is known.
+    The pending rule: Luigi asks every task of the graph for its output before any runs, and an
+    artifact named after a data file's content (or after an upstream folder named so) has no
+    name until that file is there. Until then ``name_payload()`` is None and the output lies under
+    ``<runs_dir>/pending/``, a path never created, so the task counts as incomplete; by the time
+    it runs, its real path is known. The pending path hashes :meth:`pending_payload`, what is known
+    before the inputs are (usually the name payload less what the inputs add).
     """
-    return Path(bertflow().runs_dir) / "pending" / f"{kind}-{digest(payload)}"
+
+    hash_length = HASH_LENGTH
+    done_file = MANIFEST
+
+    def folder_kind(self) -> str:
+        """The folder's name before its hash: ``features/gap-development``, ``eval/gap``, ``run``."""
+        raise NotImplementedError
+
+    def name_payload(self) -> dict | None:
+        """What the folder's name hashes, or None while an input it is made of does not exist yet."""
+        raise NotImplementedError
+
+    def pending_payload(self) -> dict:
+        """What tells this task's pending path from another's (default: its significant parameters)."""
+        return significant_params(self)
+
+    def runs_root(self) -> Path:
+        return Path(bertflow().runs_dir)
+
+    def named_dir(self) -> Path | None:
+        """The artifact's folder, or None while it has no name yet (pending)."""
+        payload = self.name_payload()
+        if payload is None:
+            return None
+        return self.runs_root() / f"{self.folder_kind()}-{digest(payload, self.hash_length)}"
+
+    def pending_dir(self) -> Path:
+        # Never created, never published: the default hash length whatever the folder's own.
+        return self.runs_root() / "pending" / f"{self.folder_kind().replace('/', '-')}-{digest(self.pending_payload())}"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.named_dir() or self.pending_dir()
+
+    def ready_dir(self) -> Path:
+        """The folder ``run()`` writes: by then every input it is named after must exist."""
+        found = self.named_dir()
+        if found is None:
+            raise FileNotFoundError(f"{self.task_family}: an input its folder is named after is missing "
+                                    f"(its path until then: {self.pending_dir()})")
+        return found
+
+    def output(self):
+        return luigi.LocalTarget(str(self.out_dir / self.done_file))
 
 
 def upstream_dir(task: luigi.Task) -> Path | None:
-    """The folder an upstream artifact task writes (its output's parent), or None while unknown."""
+    """The folder an upstream task writes (its output's parent), or None while it has no name yet."""
     try:
-        return Path(task.output().path).parent
-    except FileNotFoundError:  # an input file it is named after is not there yet
+        return task.named_dir() if isinstance(task, Artifact) else Path(task.output().path).parent
+    except FileNotFoundError:  # a file it is named after (an encoder's tokenizer, a user's file) is not there
         return None
 
 
@@ -75,7 +132,7 @@ class FolderOutput(luigi.ExternalTask):
     """A finished artifact folder given by path (its marker file is written last)."""
 
     path = luigi.Parameter()
-    marker = luigi.Parameter(default="manifest.json", description="the file written last")
+    marker = luigi.Parameter(default=MANIFEST, description="the file written last")
 
     def output(self):
         return luigi.LocalTarget(str(Path(self.path) / self.marker))

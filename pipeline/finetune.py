@@ -23,28 +23,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import os
 from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import FolderOutput, bertflow, pending_dir, upstream_dir
+from pipeline.artifacts import Artifact, FolderOutput, bertflow, upstream_dir
 from pipeline.console import TrainingReporter, say
 from pipeline.params import dataclass_parameters
 from pipeline.prep_tasks import features_task
 from prep.artifact import write_json_atomic
+from prep.folders import FeaturesFolder, RunFolder
 from prep.locking import artifact_lock
 from prep.pool import available_cpus
-from tasks import all_tasks, get_task, task_names
-from train.checkpoint import SCHEMA_VERSION, checkpoint_path
+from tasks import get_task, task_names
+from train.checkpoint import SCHEMA_VERSION
 from train.config import TrainConfig
 from train.gpus import NvmlUnavailable, claimed_gpus
 from train.launch import check_world_size, launch_command, read_progress, run_logged, visible_cuda_devices
 
 _POLL_SECONDS = 5.0
-LAUNCH_CONFIG = "launch_config.json"  # what the task hands python -m train --config
 
 
 # TrainConfig fields that only change speed or logging (the global batch is fixed whatever the
@@ -60,8 +58,13 @@ _INSIGNIFICANT = ("per_device_batch_size", "device", "num_workers", "pad_to_mult
 _HASHED_WHEN_SET = ("dropout",)
 
 
-class FineTuned(luigi.Task):
+class FineTuned(Artifact):
     """A fine-tuned run folder; every TrainConfig field is a parameter (``--FineTuned-weight-decay 0``)."""
+
+    # The one exception to the artifacts' hash length: run folders were published with 10 hex
+    # digits (docs/results), and every evaluation's name hashes its run folder's name.
+    hash_length = 10
+    done_file = RunFolder.METRICS
 
     locals().update(dataclass_parameters(
         TrainConfig, skip=("run_dir", "resume", "progress_bar", "features_dir", "eval_features_dir"),
@@ -93,7 +96,7 @@ class FineTuned(luigi.Task):
             if params is not None:
                 required[role] = features_task(self.task, params, self.model_dir, self.prep_nproc)
             elif path:
-                required[role] = FolderOutput(path=path)
+                required[role] = FolderOutput(path=path, marker=FeaturesFolder.MANIFEST)
         if "train" not in required:
             raise ValueError(f"{self.task_family}: give train_features (a DAG edge) or features_dir (a folder)")
         return required
@@ -103,30 +106,31 @@ class FineTuned(luigi.Task):
         found = {role: upstream_dir(task) for role, task in self.requires().items()}
         return None if None in found.values() else found
 
+    def runs_root(self) -> Path:
+        return Path(self.runs_dir or bertflow().runs_dir)
+
+    def folder_kind(self) -> str:
+        return f"finetune-{self.task}-{self.resolved_head}"
+
+    def pending_payload(self) -> dict:
+        """The run's settings: the significant parameters, the head, the checkpoint schema."""
+        params = dict(self.get_params())
+        settings = {name: value for name, value in self.param_kwargs.items()
+                    if params[name].significant and name != "runs_dir"
+                    and not (name in _HASHED_WHEN_SET and value is None)}
+        return {**settings, "head": self.resolved_head, "schema_version": SCHEMA_VERSION}
+
+    def name_payload(self) -> dict | None:
+        folders = self.feature_dirs()
+        if folders is None:
+            return None
+        # Content-addressed features folders: new data or prep settings give a new run folder.
+        return {**self.pending_payload(), "features": {role: folder.name for role, folder in folders.items()}}
+
     @property
     def run_dir(self) -> Path:
-        significant = {
-            name: value for name, value in self.param_kwargs.items()
-            if self._params_by_name()[name].significant and name != "runs_dir"
-            and not (name in _HASHED_WHEN_SET and value is None)
-        }
-        significant["head"] = self.resolved_head
-        significant["schema_version"] = SCHEMA_VERSION
-        folders = self.feature_dirs()
-        name = f"finetune-{self.task}-{self.resolved_head}"
-        if folders is None:
-            return pending_dir(name, significant)
-        # Content-addressed features folders: new data or prep settings give a new run folder.
-        significant["features"] = {role: folder.name for role, folder in folders.items()}
-        digest = hashlib.sha256(json.dumps(significant, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        return Path(self.runs_dir or bertflow().runs_dir) / f"{name}-{digest}"
-
-    @classmethod
-    def _params_by_name(cls) -> dict:
-        return dict(cls.get_params())
-
-    def output(self):
-        return luigi.LocalTarget(str(self.run_dir / "metrics.json"))
+        """The run folder (prep.folders.RunFolder)."""
+        return self.out_dir
 
     def train_config(self) -> TrainConfig:
         """The run's TrainConfig (world size and device resolved by the launched trainer)."""
@@ -136,7 +140,7 @@ class FineTuned(luigi.Task):
         config = TrainConfig(**{**values, "run_dir": str(self.run_dir), "head": self.resolved_head,
                                 "features_dir": str(folders["train"]),
                                 "eval_features_dir": str(select) if select is not None else None,
-                                "resume": checkpoint_path(self.run_dir).is_file(), "progress_bar": False})
+                                "resume": RunFolder(self.run_dir).last_checkpoint.is_file(), "progress_bar": False})
         return config.for_task(get_task(self.task).train)
 
     @classmethod
@@ -153,9 +157,9 @@ class FineTuned(luigi.Task):
 
     def _train(self):
         check_world_size(self.world_size, self.device)
-        run_dir = self.run_dir
+        run_dir = self.ready_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
-        config_file = run_dir / LAUNCH_CONFIG
+        config_file = RunFolder(run_dir).launch_config  # what the task hands python -m train --config
         write_json_atomic(config_file, self.train_config().to_dict())
         argv = ["--config", str(config_file)]
         with self._claimed_gpus() as env:
@@ -189,7 +193,8 @@ class FineTuned(luigi.Task):
             self._report(progress)
             console(progress)
 
-        run_logged(command, run_dir / "train.log", "training", env=env, on_poll=report, poll_seconds=_POLL_SECONDS)
+        run_logged(command, RunFolder(run_dir).train_log, "training", env=env, on_poll=report,
+                   poll_seconds=_POLL_SECONDS)
         self._report(read_progress(run_dir))
 
     def _report(self, progress: dict | None) -> None:
@@ -205,15 +210,13 @@ class FineTuned(luigi.Task):
 
 
 class FineTunedTask(FineTuned):
-    """Base of the generated ``<Task>FineTuned`` classes: FineTuned with its own luigi.cfg section."""
+    """Base of the generated ``<Task>FineTuned`` classes (pipeline.generated): FineTuned with its own
+    luigi.cfg section."""
+
+    @classmethod
+    def class_attributes(cls, spec) -> dict:
+        """What task ``spec``'s generated class sets: its name as the default ``task``."""
+        return {"task": luigi.ChoiceParameter(choices=task_names(), default=spec.name)}
 
 
-def _finetuned_class(spec) -> type:
-    return type(f"{spec.luigi_prefix}FineTuned", (FineTunedTask,), {
-        "task": luigi.ChoiceParameter(choices=task_names(), default=spec.name), "__module__": __name__,
-        "__doc__": f"FineTuned for {spec.name}, with its own [{spec.luigi_prefix}FineTuned] section in luigi.cfg.",
-    })
-
-
-FINETUNED = {spec.name: _finetuned_class(spec) for spec in all_tasks()}
-globals().update({cls.__name__: cls for cls in FINETUNED.values()})
+FINETUNED: dict[str, type[FineTunedTask]] = {}  # task name -> its <Task>FineTuned, filled by pipeline.generated

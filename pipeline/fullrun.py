@@ -5,7 +5,7 @@
 
 ``--nproc`` (prep processes) and ``--world-size`` (training processes) flow down to the stages;
 every other knob comes from luigi.cfg sections named after the tasks ([SquadFeatures],
-[GapFineTuned], [SquadFineTuned], [Evaluation], [Profile], [FullRun]) or ``--Task-param`` flags.
+[GapFineTuned], [SquadFineTuned], [RaceEvaluation], [Profile], [FullRun]) or ``--Task-param`` flags.
 Each registered task takes part (``--<task> false`` leaves one out) with the data roles its
 ``fullrun`` plan names: train on one file, choose epochs / calibrate on another (optional),
 score on a third.
@@ -27,16 +27,15 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import bertflow, digest, pending_dir, upstream_dir
-from pipeline.evaluate import Evaluation
+from pipeline.artifacts import Artifact, upstream_dir
+from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED
 from pipeline.params import EncoderDirParameter
 from pipeline.profile import Profile
+from pipeline.summary import SUMMARY, write_run_summary
 from prep.pool import available_cpus
 from tasks import all_tasks
 from tasks.spec import FullRunPlan
-
-SUMMARY = "summary.md"
 
 
 def _task_switches() -> dict:
@@ -54,7 +53,7 @@ def _task_switches() -> dict:
     return params
 
 
-class FullRun(luigi.Task):
+class FullRun(Artifact):
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False,
                                description="prep processes (capped below the CPU count)")
     world_size = luigi.IntParameter(default=1, significant=False, description="training processes (GPUs)")
@@ -85,10 +84,10 @@ class FullRun(luigi.Task):
         return {"train_features": self.features_params(spec, "train"),
                 "select_features": self.features_params(spec, "select"), "model_dir": self.model_dir}
 
-    def eval_tasks(self) -> dict[str, Evaluation]:
-        return {spec.name: Evaluation(task=spec.name, finetune=self.finetune_params(spec),
-                                      test_features=self.features_params(spec, "test"),
-                                      world_size=self.world_size, prep_nproc=self.nproc)
+    def eval_tasks(self) -> dict[str, EvaluationTask]:
+        return {spec.name: EVALUATIONS[spec.name](finetune=self.finetune_params(spec),
+                                                  test_features=self.features_params(spec, "test"),
+                                                  world_size=self.world_size, prep_nproc=self.nproc)
                 for spec in self.tasks()}
 
     def profile_tasks(self) -> dict[str, Profile]:
@@ -122,25 +121,26 @@ class FullRun(luigi.Task):
         for name, profile in self.profile_tasks().items():
             found["profiles"][name] = upstream_dir(profile)
         folders = [folder for stage in found.values() for folder in stage.values()]
-        return None if None in folders or any("pending" in folder.parts for folder in folders) else found
+        return None if None in folders else found
 
-    def run_dir(self) -> Path:
+    # --- the artifact: named after every folder of the run -----------------------------------
+    done_file = SUMMARY
+
+    def folder_kind(self) -> str:
+        return "run"
+
+    def pending_payload(self) -> dict:
+        return {"tasks": [spec.name for spec in self.tasks()], "profile": self.profile}
+
+    def name_payload(self) -> dict | None:
         found = self.artifacts()
-        names = {"tasks": [spec.name for spec in self.tasks()], "profile": self.profile}
         if found is None:
-            return pending_dir("run", names)
-        paths = sorted(str(folder) for stage in found.values() for folder in stage.values())
-        return Path(bertflow().runs_dir) / f"run-{digest({'artifacts': paths})}"
-
-    # --- Luigi ------------------------------------------------------------------------------
-    def output(self):
-        return luigi.LocalTarget(str(self.run_dir() / SUMMARY))
+            return None
+        return {"artifacts": sorted(str(folder) for stage in found.values() for folder in stage.values())}
 
     def run(self):
-        from pipeline.summary import write_run_summary
-
         found = self.artifacts()
-        summary = self.run_dir() / SUMMARY
+        summary = self.ready_dir() / SUMMARY
         write_run_summary(summary, features=found["features"], models=found["models"], evals=found["evals"],
                           profiles=found["profiles"])
         self.set_progress_percentage(100)

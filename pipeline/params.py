@@ -61,10 +61,15 @@ def luigi_parameter(field: dataclasses.Field, hint, *, default=MISSING, signific
     return (luigi.OptionalParameter if optional else luigi.Parameter)(**kwargs)
 
 
-def dataclass_parameters(cls: type, *, skip=(), insignificant=(), defaults=None, choices=None) -> dict:
-    """``{field name: luigi parameter}`` for the fields of ``cls`` (less ``skip``)."""
+def dataclass_parameters(cls: type, *, skip=(), insignificant=(), defaults=None, choices=None,
+                         optional: bool = False) -> dict:
+    """``{field name: luigi parameter}`` for the fields of ``cls`` (less ``skip``); ``optional``: every
+    parameter optional with default None (a value the task resolves itself)."""
     hints = typing.get_type_hints(cls)
     defaults, choices = dict(defaults or {}), dict(choices or {})
+    if optional:
+        hints = {name: typing.Optional[hint] for name, hint in hints.items()}
+        defaults = {field.name: None for field in dataclasses.fields(cls)}
     return {
         field.name: luigi_parameter(field, hints[field.name], default=defaults.get(field.name, MISSING),
                                     significant=field.name not in insignificant, choices=choices.get(field.name))

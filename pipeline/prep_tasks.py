@@ -1,4 +1,5 @@
-"""Feature artifacts: one ``<Task>Features`` class per registered task, a thin wrapper over its ``prepare``.
+"""Feature artifacts: ``<Task>Features``, one per registered task (pipeline.generated), a thin wrapper
+over the task's ``prepare``.
 
     luigi --module pipeline SquadFeatures --input dev-v1.1.json --split eval --nproc 4 --local-scheduler
     luigi --module pipeline SquadFeatures --data squad-dev-v1.1 --split eval --local-scheduler
@@ -20,18 +21,22 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import SchedulerProgress, artifact_dir, content_hash, significant_params
+from pipeline.artifacts import Artifact, SchedulerProgress, content_hash, significant_params
 from pipeline.data import OFFICIAL, DataFile
-from prep.artifact import MANIFEST, SCHEMA_VERSION
+from pipeline.params import EncoderDirParameter, dataclass_parameters
+from pipeline.splits import SPLITS, Splits
+from prep.artifact import SCHEMA_VERSION
+from prep.folders import FeaturesFolder
 from prep.pool import MODES, available_cpus
 from prep.shards import merge_shards, prep_shard
 from prep.tokenizer import default_model_dir, tokenizer_fingerprint
-from pipeline.params import EncoderDirParameter, dataclass_parameters
-from pipeline.splits import SPLITS, Splits
-from tasks import all_tasks, get_task
+from tasks import get_task
 
 
-class _FeaturesTask(luigi.Task):
+class FeaturesTask(Artifact):
+    """Base of the generated ``<Task>Features`` classes (pipeline.generated): one per registered
+    task, its prep config's fields as parameters (``SquadFeatures --max-seq-length 256``)."""
+
     input = luigi.OptionalParameter(default=None, description="raw data file")
     data = luigi.OptionalChoiceParameter(choices=tuple(OFFICIAL), default=None,
                                          description="an official file by name, fetched by DataFile")
@@ -46,7 +51,14 @@ class _FeaturesTask(luigi.Task):
     shards = luigi.IntParameter(default=1, description="split the prep into this many independent tasks (prep.shards)")
     shard = luigi.OptionalIntParameter(default=None, description="with --shards K: build shard 0..K-1 only (set by the DAG)")
 
-    dataset = ""  # set by subclasses
+    dataset = ""  # the task's name, set by each generated class
+    done_file = FeaturesFolder.MANIFEST
+
+    @classmethod
+    def class_attributes(cls, spec) -> dict:
+        """What task ``spec``'s generated class sets: its prep config's fields as parameters."""
+        params = dataclass_parameters(spec.prep.config)
+        return {**params, "dataset": spec.name, "_prep_fields": tuple(params)}
 
     def requires(self):
         if self.splits is not None:
@@ -81,48 +93,39 @@ class _FeaturesTask(luigi.Task):
             return self._splits_task().split_path(self.split_file)
         return Path(self.input) if self.input else DataFile(name=self.data).path
 
-    def complete(self):
-        # Before the input exists (DataFile not run yet) there is no content hash, hence no output path.
-        return self.input_path.is_file() and super().complete()
-
     @property
     def tokenizer_dir(self) -> Path:
         return Path(self.model_dir) if self.model_dir else default_model_dir()
 
-    @property
-    def out_dir(self) -> Path:
+    def folder_kind(self) -> str:
+        part = f"-shard{self.shard}of{self.shards}" if self.shard is not None else ""
+        return f"features/{self.dataset}-{self.split_name}{part}"
+
+    def name_payload(self) -> dict | None:
         # Paths stay in the hash (they are the task's identity in Luigi); contents are added so an
         # edited input or tokenizer gives a new artifact.
+        if not self.input_path.is_file():  # DataFile has not fetched it yet
+            return None
         params = significant_params(self)
         if self.shards == 1:  # unsharded artifacts keep the names they had before --shards existed
             params.pop("shards", None)
             params.pop("shard", None)
-        payload = {
+        return {
             **params,
             "input_sha256": content_hash(self.input_path),
             "tokenizer": tokenizer_fingerprint(self.tokenizer_dir),
             "schema_version": SCHEMA_VERSION,
         }
-        part = f"-shard{self.shard}of{self.shards}" if self.shard is not None else ""
-        return artifact_dir(f"features/{self.dataset}-{self.split_name}{part}", payload)
 
     @property
     def split_name(self) -> str:
         split = getattr(self, "split", None) or self.split_file
         return split if split else self.input_path.stem.replace(f"{self.dataset}-", "")
 
-    def output(self):
-        return luigi.LocalTarget(str(self.out_dir / MANIFEST))
-
-
-class FeaturesTask(_FeaturesTask):
-    """Base of the generated ``<Task>Features`` classes: one per registered task, its prep
-    config's fields as parameters (``SquadFeatures --max-seq-length 256``)."""
-
     def run(self):
         spec = get_task(self.dataset)
         if self.shard_tasks():  # the set: a manifest over the finished shards
-            merge_shards([task.out_dir for task in self.shard_tasks()], self.out_dir)
+            merge_shards([task.out_dir for task in self.shard_tasks()], self.ready_dir())
             return
         config = spec.prep.make_config(**{name: getattr(self, name) for name in self._prep_fields})
         with contextlib.ExitStack() as stack:
@@ -130,20 +133,11 @@ class FeaturesTask(_FeaturesTask):
             if self.shard is not None:
                 stack.enter_context(prep_shard(self.shard, self.shards))
                 what += f" (shard {self.shard} of {self.shards})"
-            spec.prep.prepare(self.input_path, self.out_dir, self.tokenizer_dir, config, nproc=self.nproc, mode=self.mode,
-                         reserve_cpus=self.reserve_cpus, progress=SchedulerProgress(self, what))
+            spec.prep.prepare(self.input_path, self.ready_dir(), self.tokenizer_dir, config, nproc=self.nproc,
+                              mode=self.mode, reserve_cpus=self.reserve_cpus, progress=SchedulerProgress(self, what))
 
 
-def _features_class(spec) -> type:
-    params = dataclass_parameters(spec.prep.config)
-    return type(f"{spec.luigi_prefix}Features", (FeaturesTask,), {
-        **params, "dataset": spec.name, "_prep_fields": tuple(params), "__module__": __name__,
-        "__doc__": f"{spec.name} features: ``tasks/{spec.name}/prep.py`` on the shared pool, as a cached artifact.",
-    })
-
-
-FEATURES = {spec.name: _features_class(spec) for spec in all_tasks()}
-globals().update({cls.__name__: cls for cls in FEATURES.values()})
+FEATURES: dict[str, type[FeaturesTask]] = {}  # task name -> its <Task>Features, filled by pipeline.generated
 
 
 def features_task(task: str, params, model_dir: str | None = None, nproc: int | None = None) -> FeaturesTask:

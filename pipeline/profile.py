@@ -17,9 +17,10 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import FolderOutput, artifact_dir, pending_dir, significant_params, upstream_dir
+from pipeline.artifacts import Artifact, FolderOutput, significant_params, upstream_dir
 from pipeline.params import EncoderDirParameter
 from pipeline.prep_tasks import features_task
+from prep.folders import FeaturesFolder
 from prep.pool import available_cpus
 from profiling.config import BACKENDS
 from tasks import get_task, task_names
@@ -27,7 +28,7 @@ from train.config import DEVICES, PRECISIONS
 from train.launch import visible_cuda_devices
 
 
-class Profile(luigi.Task):
+class Profile(Artifact):
     task = luigi.ChoiceParameter(choices=task_names())
     train_features = luigi.OptionalDictParameter(
         default=None, description="the features' <Task>Features parameters (an upstream task)")
@@ -69,7 +70,7 @@ class Profile(luigi.Task):
     def requires(self):
         if self.train_features is not None:
             return features_task(self.task, self.train_features, self.model_dir, self.prep_nproc)
-        return FolderOutput(path=self.features_dir) if self.features_dir else []
+        return FolderOutput(path=self.features_dir, marker=FeaturesFolder.MANIFEST) if self.features_dir else []
 
     def resolved_features_dir(self) -> Path | None:
         """The features folder profiled (None: synthetic); raises FileNotFoundError while it has no name."""
@@ -80,28 +81,34 @@ class Profile(luigi.Task):
             raise FileNotFoundError("the features' input file is not there yet")
         return folder
 
-    @property
-    def out_dir(self) -> Path:
+    def folder_kind(self) -> str:
+        return f"profile-{self.task}"
+
+    def pending_payload(self) -> dict:
+        """The settings: significant parameters, the device kind and back-end resolved here, the schema."""
         from profiling.summary import SCHEMA_VERSION
 
-        payload = {
+        return {
             **significant_params(self),
             "resolved_device": "cuda" if self._cuda_devices() else "cpu",
             "resolved_backend": self._resolved_backend(),
             "schema_version": SCHEMA_VERSION,
         }
+
+    def name_payload(self) -> dict | None:
         try:
             features = self.resolved_features_dir()
         except FileNotFoundError:
-            return pending_dir(f"profile-{self.task}", payload)
-        if self.train_features is not None:
-            payload["features"] = features.name
-        return artifact_dir(f"profile-{self.task}", payload)
+            return None
+        if self.train_features is None:
+            return self.pending_payload()
+        return {**self.pending_payload(), "features": features.name}
 
-    def output(self):
+    @property
+    def done_file(self) -> str:
         from profiling.summary import SUMMARY_JSON
 
-        return luigi.LocalTarget(str(self.out_dir / SUMMARY_JSON))
+        return SUMMARY_JSON
 
     def config(self):
         from prep.tokenizer import default_model_dir
@@ -123,7 +130,7 @@ class Profile(luigi.Task):
 
         if self.complete():  # finished by an earlier run after the scheduler looked (its data was missing then)
             return
-        run_profile(self.config(), get_task(self.task).train, self.out_dir, progress=self._report)
+        run_profile(self.config(), get_task(self.task).train, self.ready_dir(), progress=self._report)
 
     def _report(self, message: str, percent: float) -> None:
         self.set_status_message(f"profile: {message}")

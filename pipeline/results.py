@@ -5,7 +5,7 @@ then one table of mean ± spread.
     luigi --module pipeline GapResults --heads '["multiply"]' --seeds '[1, 2, 3, 4, 5]' --local-scheduler
 
 The fine-tuning knobs come from [<Task>FineTuned] (luigi.cfg or ``--GapFineTuned-*`` flags) as in
-FullRun; each head x seed is its own cached fine-tune and ``Evaluation`` (on the task's test
+FullRun; each head x seed is its own cached fine-tune and ``<Task>Evaluation`` (on the task's test
 file, selected and calibrated on its select file when the fine-tune section says so), so adding
 a seed runs only that seed. The output, ``<runs_dir>/results/<task>-<hash>/<task>.md`` and
 ``.json``, is ``python -m eval aggregate --by head [--ensemble]`` over those evaluations; the
@@ -14,11 +14,10 @@ hash covers their folders, so any change upstream gives a new table.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import luigi
 
-from pipeline.artifacts import bertflow, digest, pending_dir, upstream_dir
+from pipeline.artifacts import Artifact, upstream_dir
+from pipeline.evaluate import EvaluationTask
 from pipeline.fullrun import FullRun
 from pipeline.params import EncoderDirParameter
 from prep.pool import available_cpus
@@ -26,8 +25,8 @@ from tasks import all_tasks, get_task
 from tasks.spec import FullRunPlan
 
 
-class Results(luigi.Task):
-    """Base of the generated ``<Task>Results`` classes (``task`` is fixed by each)."""
+class Results(Artifact):
+    """Base of the generated ``<Task>Results`` classes (pipeline.generated; ``task`` is fixed by each)."""
 
     task = ""
     heads = luigi.OptionalListParameter(default=None, description="heads to compare (default: all the task's heads)")
@@ -36,9 +35,14 @@ class Results(luigi.Task):
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     world_size = luigi.IntParameter(default=1, significant=False)
 
+    @classmethod
+    def class_attributes(cls, spec) -> dict:
+        """What task ``spec``'s generated class sets: the task's name."""
+        return {"task": spec.name}
+
     @property
-    def table_name(self) -> str:
-        return f"{self.task}.md"
+    def done_file(self) -> str:
+        return f"{self.task}.md"  # the table; eval aggregate writes its .json beside it
 
     def head_list(self) -> list[str]:
         return list(self.heads) if self.heads is not None else list(get_task(self.task).train.heads)
@@ -47,7 +51,7 @@ class Results(luigi.Task):
         only = {spec.name: spec.name == self.task for spec in all_tasks() if isinstance(spec.plan, FullRunPlan)}
         return FullRun(model_dir=self.model_dir, nproc=self.nproc, world_size=self.world_size, profile=False, **only)
 
-    def eval_tasks(self) -> dict[tuple, luigi.Task]:
+    def eval_tasks(self) -> dict[tuple, EvaluationTask]:
         """One Evaluation per (head, seed): FullRun's evaluation of the task, its fine-tune re-headed and re-seeded."""
         heads = self.head_list()
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds or not heads:
@@ -63,28 +67,25 @@ class Results(luigi.Task):
     def requires(self):
         return list(self.eval_tasks().values())
 
-    def out_dir(self) -> Path:
+    def folder_kind(self) -> str:
+        return f"results/{self.task}"
+
+    def pending_payload(self) -> dict:
+        return {"evals": sorted(map(str, self.eval_tasks()))}
+
+    def name_payload(self) -> dict | None:
         evals = self.eval_tasks()
         folders = [upstream_dir(evals[key]) for key in sorted(evals)]
-        if None in folders or any("pending" in folder.parts for folder in folders):
-            return pending_dir(f"results-{self.task}", {"evals": sorted(map(str, evals))})
-        return Path(bertflow().runs_dir) / "results" / f"{self.task}-{digest({'evals': [str(f) for f in folders]})}"
-
-    def output(self):
-        return luigi.LocalTarget(str(self.out_dir() / self.table_name))
+        return None if None in folders else {"evals": [str(folder) for folder in folders]}
 
     def run(self):
         from eval.aggregate import aggregate_to_files
 
         evals = self.eval_tasks()
         eval_dirs = [upstream_dir(evals[(head, seed)]) for head in self.head_list() for seed in self.seeds]
-        out = self.out_dir() / self.table_name
+        out = self.ready_dir() / self.done_file
         ensemble = len(self.seeds) > 1 and get_task(self.task).eval.ensemble is not None
         aggregate_to_files(eval_dirs, get_task(self.task).eval, out, by=("head",), ensemble=ensemble)
         self.set_progress_percentage(100)
         print(f"bertflow: {self.task} results table at {out}")
 
-
-RESULTS = {spec.name: type(f"{spec.luigi_prefix}Results", (Results,), {"task": spec.name, "__module__": __name__})
-           for spec in all_tasks() if isinstance(spec.plan, FullRunPlan)}
-globals().update({cls.__name__: cls for cls in RESULTS.values()})

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import artifact_dir, content_hash
-from prep.artifact import MANIFEST
+from pipeline.artifacts import Artifact, content_hash
 from tasks import get_task, task_names
 from tasks.spec import UserDataPlan
 
@@ -22,7 +21,7 @@ SPLITS = ("train", "validation", "test")
 SCHEMA_VERSION = 1
 
 
-class Splits(luigi.Task):
+class Splits(Artifact):
     task = luigi.ChoiceParameter(choices=task_names())
     config = luigi.DictParameter(description="the task's split-config fields (files, columns, ratios, seed)")
 
@@ -39,20 +38,19 @@ class Splits(luigi.Task):
     def input_files(self) -> dict[str, Path]:
         return {name: Path(self.config[name]) for name in self.plan.input_fields if self.config.get(name)}
 
-    @property
-    def out_dir(self) -> Path:
+    def folder_kind(self) -> str:
+        return f"splits/{self.task}"
+
+    def name_payload(self) -> dict:
+        # The user's own files, never made by an upstream task: missing is an error, not pending.
         missing = [str(path) for path in self.input_files().values() if not path.is_file()]
         if missing:
             raise FileNotFoundError(f"{self.task}: input file not found: {', '.join(missing)}")
-        payload = {"config": dict(self.config), "schema_version": SCHEMA_VERSION,
-                   "inputs_sha256": {name: content_hash(path) for name, path in self.input_files().items()}}
-        return artifact_dir(f"splits/{self.task}", payload)
+        return {"config": dict(self.config), "schema_version": SCHEMA_VERSION,
+                "inputs_sha256": {name: content_hash(path) for name, path in self.input_files().items()}}
 
     def split_path(self, split: str) -> Path:
         return self.out_dir / f"{split}.{self.plan.split_suffix}"
-
-    def output(self):
-        return luigi.LocalTarget(str(self.out_dir / MANIFEST))
 
     def run(self):
         self.plan.write_splits(self.split_config(), self.out_dir)  # the writer publishes the folder atomically

@@ -4,7 +4,7 @@
     luigi --module pipeline GlueResults --tasks rte --seeds 5 --model-dir DIR --local-scheduler
 
 Every member x seed (seeds 1..N) is one cached ``<Task>FineTuned`` on the member's training file and
-one cached ``Evaluation`` per file it is scored on, so a new seed or a new member runs only what is
+one cached ``<Task>Evaluation`` per file it is scored on, so a new seed or a new member runs only what is
 missing. A member's recipe is its luigi.cfg section (the suite's ``recipe_section``): any
 ``<Task>FineTuned`` parameter (epochs, lr, max_steps, ...) or prep field (max_seq_length), over
 the ``[<Task>FineTuned]`` / ``[<Task>Features]`` defaults. The output,
@@ -17,9 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import luigi
+from luigi.task_register import Register
 
-from pipeline.artifacts import bertflow, digest, pending_dir, upstream_dir
-from pipeline.evaluate import Evaluation
+from pipeline.artifacts import Artifact, upstream_dir
+from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED
 from pipeline.params import EncoderDirParameter
 from pipeline.prep_tasks import FEATURES
@@ -38,8 +39,8 @@ def section_values(section: str, task_class: type[luigi.Task]) -> dict:
             if name in params and name not in ("task", "model_dir")}
 
 
-class SuiteResults(luigi.Task):
-    """Base of the generated suite entries (``task`` is fixed by each)."""
+class SuiteResults(Artifact):
+    """Base of the generated suite entries (pipeline.generated; ``task`` is fixed by each)."""
 
     task = ""
     tasks = luigi.Parameter(default="", description="comma-separated members (default: the suite's bundled set)")
@@ -50,9 +51,18 @@ class SuiteResults(luigi.Task):
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     world_size = luigi.IntParameter(default=1, significant=False)
 
+    @classmethod
+    def class_attributes(cls, spec) -> dict:
+        """What task ``spec``'s entry sets: the task's name."""
+        return {"task": spec.name}
+
     @property
     def plan(self):
         return get_task(self.task).plan
+
+    @property
+    def done_file(self) -> str:
+        return self.plan.table_name
 
     def encoder_dir(self) -> str | None:
         if self.model and self.model_dir and self.model != self.model_dir:
@@ -74,7 +84,7 @@ class SuiteResults(luigi.Task):
             params["model_dir"] = self.encoder_dir()
         return params
 
-    def eval_tasks(self) -> dict[tuple[str, int], list[Evaluation]]:
+    def eval_tasks(self) -> dict[tuple[str, int], list[EvaluationTask]]:
         if self.seeds < 1:
             raise ValueError(f"{self.task_family}: --seeds is a count of runs per member (>= 1), got {self.seeds}")
         found = {}
@@ -84,8 +94,8 @@ class SuiteResults(luigi.Task):
             for seed in range(1, self.seeds + 1):
                 finetune = self.finetune_params(member, seed)
                 found[(member, seed)] = [
-                    Evaluation(task=self.task, finetune=finetune, test_features={**test, **prep},
-                               world_size=self.world_size, prep_nproc=self.nproc) for test in tests]
+                    EVALUATIONS[self.task](finetune=finetune, test_features={**test, **prep},
+                                           world_size=self.world_size, prep_nproc=self.nproc) for test in tests]
         return found
 
     def requires(self):
@@ -95,20 +105,22 @@ class SuiteResults(luigi.Task):
         found = {key: [upstream_dir(evaluation) for evaluation in evaluations]
                  for key, evaluations in self.eval_tasks().items()}
         folders = [folder for group in found.values() for folder in group]
-        return None if None in folders or any("pending" in folder.parts for folder in folders) else found
+        return None if None in folders else found
 
-    def out_dir(self) -> Path:
+    def folder_kind(self) -> str:
+        return f"results/{self.task}"
+
+    def pending_payload(self) -> dict:
+        return {"members": self.members(), "seeds": self.seeds}
+
+    def name_payload(self) -> dict | None:
         found = self.eval_dirs()
         if found is None:
-            return pending_dir(f"results-{self.task}", {"members": self.members(), "seeds": self.seeds})
-        names = sorted(str(folder) for group in found.values() for folder in group)
-        return Path(bertflow().runs_dir) / "results" / f"{self.task}-{digest({'evals': names})}"
-
-    def output(self):
-        return luigi.LocalTarget(str(self.out_dir() / self.plan.table_name))
+            return None
+        return {"evals": sorted(str(folder) for group in found.values() for folder in group)}
 
     def run(self):
-        out_dir = self.out_dir()
+        out_dir = self.ready_dir()
         self.plan.write_table(self.eval_dirs(), out_dir, [])
         self.set_progress_percentage(100)
         print(f"bertflow: {self.task} table at {out_dir / self.plan.table_name}")
@@ -134,27 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.suite", description=write_finished.__doc__)
-    parser.add_argument("entry", choices=sorted(cls.__name__ for cls in SUITES.values()))
+    entries = sorted(spec.plan.entry for spec in all_tasks() if isinstance(spec.plan, SuitePlan))
+    parser.add_argument("entry", choices=entries)
     parser.add_argument("--tasks", default="")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--model-dir", "--model", default=None)
     parser.add_argument("--out", type=Path, required=True, help="folder for the table")
     args = parser.parse_args(argv)
-    entry = globals()[args.entry](tasks=args.tasks, seeds=args.seeds, model_dir=args.model_dir)
+    # By name through Luigi's registry, as ``luigi --module pipeline`` finds it (pipeline.generated made
+    # it; run as ``-m``, this file's own classes are a second copy).
+    entry = Register.get_task_cls(args.entry)(tasks=args.tasks, seeds=args.seeds, model_dir=args.model_dir)
     missing = write_finished(entry, args.out)
     print(f"table at {args.out / entry.plan.table_name}; not run: {missing or 'none'}", file=sys.stderr)
     return 0
-
-
-def _suite_class(spec) -> type:
-    return type(spec.plan.entry, (SuiteResults,), {
-        "task": spec.name, "__module__": __name__,
-        "__doc__": f"{spec.description}: every member x seed fine-tuned and scored, then one table.",
-    })
-
-
-SUITES = {spec.name: _suite_class(spec) for spec in all_tasks() if isinstance(spec.plan, SuitePlan)}
-globals().update({cls.__name__: cls for cls in SUITES.values()})
 
 
 if __name__ == "__main__":

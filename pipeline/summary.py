@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 
 from prep.artifact import write_text_atomic
+from prep.folders import EvalFolder, FeaturesFolder, RunFolder
 from tasks import get_task
+
+SUMMARY = "summary.md"  # a FullRun's (or a user-data entry's) own output
 
 def _read(path: Path) -> dict:
     try:
@@ -30,7 +33,7 @@ def _subset_note(features: dict, task: str) -> str:
     for name, folder in features.items():
         if not name.startswith(f"{task}-"):
             continue
-        subset = (_read(Path(folder) / "manifest.json").get("input") or {}).get("subset")
+        subset = (_read(FeaturesFolder(folder).manifest).get("input") or {}).get("subset")
         if subset and subset["used"] < subset["of"]:
             parts.append(f"{name[len(task) + 1:]} on {subset['used']} of {subset['of']} {subset['unit']}")
     return ", ".join(parts)
@@ -38,7 +41,7 @@ def _subset_note(features: dict, task: str) -> str:
 
 def write_run_summary(path: str | Path, *, features: dict, models: dict, evals: dict,
                       profiles: dict | None = None) -> str:
-    """Write ``summary.md`` at ``path`` (atomically) and return its text.
+    """Write the run summary (``SUMMARY``) at ``path`` (atomically) and return its text.
 
     Each argument maps a name (a task, or "<task>-<role>" for features) to an artifact folder.
     """
@@ -47,12 +50,12 @@ def write_run_summary(path: str | Path, *, features: dict, models: dict, evals: 
     lines = ["# bertflow run summary", ""]
     lines += ["| task | metric | value | report |", "|---|---|---|---|"]
     for task, folder in evals.items():
-        payload = _read(Path(folder) / "metrics.json")
+        payload = _read(EvalFolder(folder).metrics)
         metrics = payload.get("metrics")
         shown = list(get_task(payload["task"]).eval.headline(metrics).items()) if metrics else []
         for label, value in shown or [("(no metrics)", "")]:
             value = _fmt(value, ".4g")
-            lines.append(f"| {task} | {label} | {value} | [report]({_link(Path(folder) / 'report.md', here)}) |")
+            lines.append(f"| {task} | {label} | {value} | [report]({_link(EvalFolder(folder).report, here)}) |")
     notes = [(task, _subset_note(features, task)) for task in evals]
     notes = [f"{task}: {note}" for task, note in notes if note]
     if notes:
@@ -60,7 +63,7 @@ def write_run_summary(path: str | Path, *, features: dict, models: dict, evals: 
                   "the path works; published results and how to reproduce them: docs/results/README.md."]
     lines += ["", "## Training", "", "| task | wall s | sequences/s | final train loss | run folder |", "|---|---|---|---|---|"]
     for task, folder in models.items():
-        metrics = _read(Path(folder) / "metrics.json")
+        metrics = _read(RunFolder(folder).metrics)
         throughput = metrics.get("throughput", {})
         loss = metrics.get("final_train_loss")
         cells = [_fmt(metrics.get("wall_seconds"), ".0f"), _fmt(throughput.get("sequences_per_second"), ".1f"),
@@ -74,11 +77,11 @@ def write_run_summary(path: str | Path, *, features: dict, models: dict, evals: 
         lines += ["", render_markdown(profile, relative_to=here) if profile else f"## Profile: {name} (missing)"]
     lines += ["", "## Features", "", "| name | features | skipped | folder |", "|---|---|---|---|"]
     for name, folder in features.items():
-        counts = _read(Path(folder) / "manifest.json").get("counts", {})
+        counts = _read(FeaturesFolder(folder).manifest).get("counts", {})
         lines.append(f"| {name} | {counts.get('features_out', '')} | {counts.get('examples_skipped', '')} | "
                      f"[{Path(folder).name}]({_link(folder, here)}) |")
     if models:
-        spec = ",".join(f"{task}:{Path(folder) / 'tb'}" for task, folder in models.items())
+        spec = ",".join(f"{task}:{RunFolder(folder).tensorboard}" for task, folder in models.items())
         lines += ["", "## TensorBoard", "", "```", f"tensorboard --logdir_spec {spec}", "```"]
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)

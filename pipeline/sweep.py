@@ -11,7 +11,7 @@ seeded; median pruner by default) lives in a database, SQLite under the runs roo
 ``--storage`` names any SQLAlchemy URL (PostgreSQL: workers on several machines share one study
 through luigid). ``--trials N`` makes N ``SweepTrial`` tasks, one per slot; each claims a
 trial, trains the task's ``<Task>FineTuned`` with the suggested settings (the same run folder as
-any run with those settings: cached ones cost nothing) and scores it with an ``Evaluation`` on
+any run with those settings: cached ones cost nothing) and scores it with a ``<Task>Evaluation`` on
 the task's validation file. The objective (the task's ``sweep_objective``, default the
 held-out loss, which for GAP is the validation log loss) is read on the validation split only;
 the test split is first touched by ``--final-seeds K``, which retrains the best settings with
@@ -35,11 +35,13 @@ from pathlib import Path
 import luigi
 
 from pipeline.artifacts import bertflow, digest, significant_params, upstream_dir
-from pipeline.evaluate import Evaluation
+from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED
 from pipeline.fullrun import FullRun
 from pipeline.params import EncoderDirParameter
+from pipeline.sweep_report import REPORT, SWEEP_JSON, dashboard_command, write_report
 from prep.artifact import write_json_atomic
+from prep.folders import EvalFolder, RunFolder
 from prep.locking import artifact_lock
 from prep.pool import available_cpus
 from tasks import get_task, task_names
@@ -49,10 +51,15 @@ from train.launch import visible_cuda_devices
 from train.trial import PRUNED_FILE
 
 TRIAL_FIELDS = ("trial_storage", "trial_study", "trial_number")
+FINAL = "final.json"  # the final step's record, beside its table
 
 
 class SweepSettings(luigi.Task):
     """The parameters a sweep and its trial tasks share (each trial task is given the sweep's values)."""
+
+    # Study names (<task>-<hash>: the study in its database and the sweep's folder) were published
+    # with 10 hex digits (docs/results/sweep), like run folders; the default study name keeps them.
+    study_hash_length = 10
 
     task = luigi.ChoiceParameter(choices=task_names(), description="a registered task")
     space = luigi.DictParameter(default={}, description="the search space (luigi.cfg [Sweep] space; JSON)")
@@ -116,11 +123,11 @@ class SweepSettings(luigi.Task):
         return FINETUNED[self.task](**{**self.base_finetune(), **params}, world_size=self.world_size,
                                     prep_nproc=self.nproc, **extra)
 
-    def evaluation(self, params: dict, test_features: dict) -> Evaluation:
-        return Evaluation(task=self.task, finetune={**self.base_finetune(), **params}, test_features=test_features,
-                          world_size=self.world_size, prep_nproc=self.nproc)
+    def evaluation(self, params: dict, test_features: dict) -> EvaluationTask:
+        return EVALUATIONS[self.task](finetune={**self.base_finetune(), **params}, test_features=test_features,
+                                      world_size=self.world_size, prep_nproc=self.nproc)
 
-    def validation_evaluation(self, params: dict) -> Evaluation:
+    def validation_evaluation(self, params: dict) -> EvaluationTask:
         return self.evaluation(params, dict(self.base_finetune()["select_features"]))
 
     def pruner_record(self) -> dict | None:
@@ -139,7 +146,7 @@ class SweepSettings(luigi.Task):
         recipe = {k: v for k, v in significant_params(self.finetuned({})).items() if k not in space}
         payload = {"space": space, "recipe": recipe, "objective": self.objective().__dict__, "seed": self.seed,
                    "startup_trials": self.startup_trials, "pruner": self.pruner_record(), "baseline": self.baseline}
-        return f"{self.task}-{digest(payload, 10)}"
+        return f"{self.task}-{digest(payload, self.study_hash_length)}"
 
     def storage_url(self) -> str:
         if self.storage:
@@ -222,7 +229,7 @@ class SweepTrial(SweepSettings):
                 return "PRUNED", None
             study.tell(trial, state=TrialState.FAIL)  # the next run of this slot asks for a new trial
             raise
-        finetune_metrics = _read_json(finetuned.run_dir / "metrics.json")
+        finetune_metrics = _read_json(RunFolder(finetuned.run_dir).metrics)
         objective = self.objective()
         report_history(trial, epoch_values(finetune_metrics, objective.epoch_metric))
         evaluation = self._in_process(self.validation_evaluation(params))
@@ -249,7 +256,7 @@ class SweepTrial(SweepSettings):
         if state == "COMPLETE":
             evaluation = self.validation_evaluation(params)
             record["eval_dir"] = str(evaluation.out_dir)
-            metrics = _read_json(evaluation.out_dir / "metrics.json") or {}
+            metrics = _read_json(EvalFolder(evaluation.out_dir).metrics) or {}
             headline = get_task(self.task).eval.headline
             record["headline"] = headline(metrics["metrics"]) if headline and metrics.get("metrics") else None
         Path(self.output().path).parent.mkdir(parents=True, exist_ok=True)
@@ -267,12 +274,13 @@ def _objective_value(metric: str, eval_dir: Path, finetune_metrics: dict) -> flo
     """``metric`` from the validation evaluation's metrics, else from the fine-tune's held-out figures."""
     from pipeline.sweep_study import held_out_value
 
-    evaluated = (_read_json(eval_dir / "metrics.json") or {}).get("metrics") or {}
+    metrics_file = EvalFolder(eval_dir).metrics
+    evaluated = (_read_json(metrics_file) or {}).get("metrics") or {}
     value = evaluated.get(metric)
     if value is None:
         value = held_out_value(finetune_metrics or {}, metric)
     if value is None:
-        raise ValueError(f"objective {metric!r} is neither in {eval_dir}/metrics.json ({sorted(evaluated)}) nor a "
+        raise ValueError(f"objective {metric!r} is neither in {metrics_file} ({sorted(evaluated)}) nor a "
                          "held-out figure of the fine-tune (eval_loss, eval_<count>)")
     return float(value)
 
@@ -297,19 +305,17 @@ class Sweep(SweepSettings):
 
     def output(self):
         if self.final_seeds:
-            return luigi.LocalTarget(str(self.final_dir() / "final.json"))
-        return luigi.LocalTarget(str(self.report_dir() / "report.md"))
+            return luigi.LocalTarget(str(self.final_dir() / FINAL))
+        return luigi.LocalTarget(str(self.report_dir() / REPORT))
 
     def run(self):
-        from pipeline.sweep_report import dashboard_command, write_report
-
         records = [_read_json(task.output().path) for task in self.requires()]
-        summary = _read_json(self.report_dir() / "sweep.json")
-        if summary is None or not (self.report_dir() / "report.md").is_file():
+        summary = _read_json(self.report_dir() / SWEEP_JSON)
+        if summary is None or not (self.report_dir() / REPORT).is_file():
             summary = write_report(self.open_study(self.seed), records, self.report_dir(), task=self.task,
                                    metric=self.objective().metric, direction=self.objective().direction,
                                    storage_url=self.storage_url(), space=self.checked_space())
-        print(f"bertflow: sweep report at {self.report_dir() / 'report.md'}; browse the study: "
+        print(f"bertflow: sweep report at {self.report_dir() / REPORT}; browse the study: "
               f"{dashboard_command(self.storage_url())}")
         if not self.final_seeds:
             return
@@ -320,12 +326,12 @@ class Sweep(SweepSettings):
         yield evals
         self._write_final(summary, evals)
 
-    def final_evaluations(self, params: dict) -> list[Evaluation]:
+    def final_evaluations(self, params: dict) -> list[EvaluationTask]:
         test = dict(self.test_features) if self.test_features is not None else \
             self._plan().features_params(get_task(self.task), "test")
         return [self.evaluation({**params, "seed": seed}, test) for seed in range(1, self.final_seeds + 1)]
 
-    def _write_final(self, summary: dict, evals: list[Evaluation]) -> None:
+    def _write_final(self, summary: dict, evals: list[EvaluationTask]) -> None:
         from eval.aggregate import aggregate_to_files
 
         eval_dirs = [upstream_dir(task) for task in evals]

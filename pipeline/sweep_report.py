@@ -13,12 +13,17 @@ import io
 import math
 import warnings
 from pathlib import Path
-
-import optuna
+from typing import TYPE_CHECKING
 
 from prep.artifact import write_json_atomic, write_text_atomic
 
+# The report folder's files the sweep task reads (optuna is imported where it is used, so the
+# sweep task names these without loading it).
+REPORT = "report.md"
 SWEEP_JSON = "sweep.json"
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def dashboard_command(storage_url: str) -> str:
@@ -40,6 +45,8 @@ def sort_trials(records: list[dict], direction: str) -> list[dict]:
 def _study_view(study: optuna.Study, numbers: list[int], direction: str) -> optuna.Study:
     """An in-memory study holding just these trials (the plots show this sweep's trials only), in the
     study's order: ``add_trials`` numbers them as they come, and ``numbers`` is in slot order."""
+    import optuna
+
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     view = optuna.create_study(direction=direction)
     view.add_trials([by_number[n] for n in sorted(numbers) if n in by_number])
@@ -49,6 +56,7 @@ def _study_view(study: optuna.Study, numbers: list[int], direction: str) -> optu
 def _plots(view: optuna.Study, out_dir: Path) -> tuple[dict, list[str]]:
     """history.png and importances.png; returns (importances, notes on what could not be drawn)."""
     import matplotlib
+    import optuna
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -147,5 +155,5 @@ def write_report(study: optuna.Study, records: list[dict], out_dir: str | Path, 
     lines += [f"_{note}._" for note in notes]
     write_text_atomic(out_dir / "trials.csv", _csv(ranked, names))
     write_json_atomic(out_dir / SWEEP_JSON, summary)
-    write_text_atomic(out_dir / "report.md", "\n".join(lines) + "\n")
+    write_text_atomic(out_dir / REPORT, "\n".join(lines) + "\n")
     return summary

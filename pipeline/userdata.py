@@ -5,9 +5,9 @@
 
 The entry's parameters are the task's split-config fields (files, columns, split ratios, seed),
 its further options if the plan has them (textclass: ``--no-fold``, ``--fold-stride``,
-``--fold-pool``), plus ``--model-dir``, ``--nproc``, ``--world-size``. It requires one ``Evaluation`` on the test
+``--fold-pool``), plus ``--model-dir``, ``--nproc``, ``--world-size``. It requires one ``<Task>Evaluation`` on the test
 split of a model fine-tuned on the train split, chosen on the validation split: ``Splits`` ->
-``<Task>Features`` x 3 -> ``<Task>FineTuned`` -> ``Evaluation``, every knob from luigi.cfg
+``<Task>Features`` x 3 -> ``<Task>FineTuned`` -> ``<Task>Evaluation``, every knob from luigi.cfg
 sections or ``--Task-param`` flags as in FullRun. Its output is a run summary like FullRun's,
 named after every artifact folder of the run, so a second run with the same file and settings
 does no work, and a new file or column re-runs what depends on it.
@@ -20,25 +20,32 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import bertflow, digest, pending_dir, upstream_dir
-from pipeline.evaluate import Evaluation
+from pipeline.artifacts import Artifact, upstream_dir
+from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.params import EncoderDirParameter, dataclass_parameters
 from pipeline.splits import Splits
+from pipeline.summary import SUMMARY, write_run_summary
 from prep.pool import available_cpus
-from tasks import all_tasks, get_task
-from tasks.spec import UserDataPlan
-
-SUMMARY = "summary.md"
+from tasks import get_task
 
 
-class UserDataRun(luigi.Task):
-    """Base of the generated entry tasks (``task`` is fixed by each)."""
+class UserDataRun(Artifact):
+    """Base of the generated entry tasks (pipeline.generated; ``task`` is fixed by each)."""
 
     task = ""
     model_dir = EncoderDirParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False,
                                description="prep processes (capped below the CPU count)")
     world_size = luigi.IntParameter(default=1, significant=False, description="training processes (GPUs)")
+
+    done_file = SUMMARY
+
+    @classmethod
+    def class_attributes(cls, spec) -> dict:
+        """What task ``spec``'s entry sets: its split config's fields and the plan's options as parameters."""
+        plan = spec.plan
+        return {**dataclass_parameters(plan.split_config),
+                **(dataclass_parameters(plan.options) if plan.options else {}), "task": spec.name}
 
     def split_config(self) -> dict:
         plan = get_task(self.task).plan
@@ -61,14 +68,14 @@ class UserDataRun(luigi.Task):
             params["model_dir"] = self.model_dir
         return params
 
-    def evaluation(self) -> Evaluation:
+    def evaluation(self) -> EvaluationTask:
         splits = Splits(task=self.task, config=self.split_config())
         splits.out_dir  # a missing input file is an error now, naming the file
         finetune = {"train_features": self.features_params("train"),
                     "select_features": self.features_params("validation"), "model_dir": self.model_dir}
-        return Evaluation(task=self.task, finetune=finetune, test_features=self.features_params("test"),
-                          input=str(splits.split_path("test")), world_size=self.world_size, prep_nproc=self.nproc,
-                          **self.option_values()[1])
+        return EVALUATIONS[self.task](finetune=finetune, test_features=self.features_params("test"),
+                                      input=str(splits.split_path("test")), world_size=self.world_size,
+                                      prep_nproc=self.nproc, **self.option_values()[1])
 
     def requires(self):
         return self.evaluation()
@@ -81,35 +88,22 @@ class UserDataRun(luigi.Task):
         for role, task in upstream["model"].requires().items():
             found["features"][f"{self.task}-{role}"] = upstream_dir(task)
         folders = [folder for stage in found.values() for folder in stage.values()]
-        return None if None in folders or any("pending" in folder.parts for folder in folders) else found
+        return None if None in folders else found
 
-    def run_dir(self) -> Path:
+    def folder_kind(self) -> str:
+        return f"{self.task}-run"
+
+    def pending_payload(self) -> dict:
+        return self.split_config()
+
+    def name_payload(self) -> dict | None:
         found = self.artifacts()
         if found is None:
-            return pending_dir(f"{self.task}-run", self.split_config())
-        paths = sorted(str(folder) for stage in found.values() for folder in stage.values())
-        return Path(bertflow().runs_dir) / f"{self.task}-run-{digest({'artifacts': paths})}"
-
-    def output(self):
-        return luigi.LocalTarget(str(self.run_dir() / SUMMARY))
+            return None
+        return {"artifacts": sorted(str(folder) for stage in found.values() for folder in stage.values())}
 
     def run(self):
-        from pipeline.summary import write_run_summary
-
         found = self.artifacts()
-        summary = self.run_dir() / SUMMARY
+        summary = self.ready_dir() / SUMMARY
         write_run_summary(summary, features=found["features"], models=found["models"], evals=found["evals"])
         print(f"bertflow: run summary at {summary}")
-
-
-def _entry_class(spec) -> type:
-    plan = spec.plan
-    return type(plan.entry, (UserDataRun,), {
-        **dataclass_parameters(plan.split_config), **(dataclass_parameters(plan.options) if plan.options else {}),
-        "task": spec.name, "__module__": __name__,
-        "__doc__": f"{spec.description}: the user's file(s) split, featurised, fine-tuned and evaluated.",
-    })
-
-
-ENTRIES = {spec.name: _entry_class(spec) for spec in all_tasks() if isinstance(spec.plan, UserDataPlan)}
-globals().update({cls.__name__: cls for cls in ENTRIES.values()})

@@ -1,4 +1,5 @@
-"""pipeline.evaluate.Evaluation: runs eval once into a content-addressed folder; refuses missing inputs."""
+"""pipeline.evaluate: ``<Task>Evaluation`` runs eval once into a content-addressed folder with the task's
+own settings; ``Evaluation --task X`` is the same evaluation; missing inputs are refused."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import luigi
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
-from pipeline.evaluate import Evaluation
+from pipeline.evaluate import EVALUATIONS, Evaluation
 from tests.conftest import luigi_config, shared_data
 from tests.test_eval_run import make_model_dir
 
@@ -48,8 +49,35 @@ def test_evaluation_task_runs_once(tmp_path, tokenizer_dir):
         again = build(Evaluation(**{**params, "batch_size": 3}))
         assert again.status == LuigiStatusCode.SUCCESS
         assert (out / "manifest.json").stat().st_mtime_ns == stamp
-        assert Evaluation(**{**params, "n_best_size": 5}).out_dir == out  # SQuAD knobs: not GAP's
+        with pytest.raises(ValueError, match="task gap has no eval setting n_best_size"):  # SQuAD's knob, not GAP's
+            Evaluation(**{**params, "n_best_size": 5})
         assert Evaluation(**{**params, "task": "squad"}).out_dir != out
+        # The generic entry is the task's own evaluation: same folder, same scheduler id.
+        own = EVALUATIONS["gap"](**{k: v for k, v in params.items() if k != "task"})
+        assert (own.task_family, own.out_dir, own.task_id) == ("GapEvaluation", out, task.task_id)
+        assert build(own).status == LuigiStatusCode.SUCCESS
+        assert (out / "manifest.json").stat().st_mtime_ns == stamp
 
         missing = build(Evaluation(**{**params, "run_dir": str(tmp_path / "no-such-run")}))
         assert missing.status != LuigiStatusCode.SUCCESS
+
+
+def test_each_task_evaluates_with_its_own_settings_in_the_dag():
+    """RACE's eval batch is 16 questions (64 sequences of up to 512 tokens) wherever it runs, never the 64
+    rows another task declares; a task's own section or flags change only its evaluations."""
+    from pipeline import FullRun, RaceResults
+
+    def batch_sizes() -> dict:
+        evals = FullRun(race=True, profile=False).eval_tasks()
+        sizes = {name: task.eval_config().batch_size for name, task in evals.items()}
+        race = [task.eval_config().batch_size for task in RaceResults(seeds=[1, 2]).eval_tasks().values()]
+        return {**sizes, "RaceResults": race, "Evaluation": Evaluation(task="race").eval_config().batch_size}
+
+    assert batch_sizes() == {"gap": 64, "race": 16, "squad": 64, "RaceResults": [16] * 4, "Evaluation": 16}
+    with luigi_config("RaceEvaluation", batch_size=4):
+        assert batch_sizes() == {"gap": 64, "race": 4, "squad": 64, "RaceResults": [4] * 4, "Evaluation": 4}
+        assert Evaluation(task="race", batch_size=8).eval_config().batch_size == 8  # a flag over the section
+    with luigi_config("SquadEvaluation", n_best_size=5):
+        squad = FullRun(profile=False).eval_tasks()["squad"]
+        assert squad.eval_config().n_best_size == 5 and Evaluation(task="squad").eval_config().n_best_size == 5
+        assert Evaluation(task="squad").task_id == squad.clone(finetune=None, test_features=None).task_id

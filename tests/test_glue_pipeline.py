@@ -44,7 +44,7 @@ def setup(tmp_path_factory, tiny_encoder_dir_dropout):
         "GlueFineTuned": {"epochs": 1, "global_batch_size": 8, "device": "cpu", "save_every_n_steps": 0},
         "GlueFineTuned.stsb": {"max_steps": 2, "lr": 1e-4},
         "GlueFeatures": {"max_seq_length": 32},
-        "Evaluation": {"device": "cpu"},
+        "GlueEvaluation": {"device": "cpu"},
     }
     return root, model, config
 
@@ -57,7 +57,7 @@ def test_glue_results_two_tasks_two_seeds_then_a_third_seed_runs_only_that_seed(
     params = dict(tasks="wnli,stsb", model_dir=str(model), nproc=1)
     with configured(config):
         started = build(GlueResults(seeds=2, **params))
-        assert started.count("GlueFineTuned") == 4 and started.count("Evaluation") == 4
+        assert started.count("GlueFineTuned") == 4 and started.count("GlueEvaluation") == 4
         assert started.count("GlueFeatures") == 4  # train + dev per task, shared by the seeds
         out = Path(GlueResults(seeds=2, **params).output().path)
         table = json.loads(out.with_suffix(".json").read_text())
@@ -93,7 +93,7 @@ def test_glue_results_two_tasks_two_seeds_then_a_third_seed_runs_only_that_seed(
         partial = (root / "partial" / "glue.md").read_text()
         assert "Not run (the run was stopped at its deadline): stsb seed 3, wnli seed 3" in partial
         started = build(GlueResults(seeds=3, **params))
-        assert started.count("GlueFineTuned") == 2 and started.count("Evaluation") == 2  # seed 3 of each task
+        assert started.count("GlueFineTuned") == 2 and started.count("GlueEvaluation") == 2  # seed 3 of each task
         assert "GlueFeatures" not in started
         table = json.loads(Path(GlueResults(seeds=3, **params).output().path).with_suffix(".json").read_text())
         assert table["seeds"] == [1, 2, 3] and table["mean"]["tasks"]["wnli"]["score"]["n"] == 3
@@ -127,6 +127,6 @@ def test_a_broken_dev_row_is_a_coverage_error_naming_its_line(setup, monkeypatch
                              local_scheduler=True, detailed_summary=True, log_level="WARNING")
     assert result.status != LuigiStatusCode.SUCCESS
     [(family, error)] = FAILURES
-    assert family == "Evaluation"
+    assert family == "GlueEvaluation"
     assert "coverage 91.67% (11 of 12 rows)" in str(error)
     assert "line 6: 3 tab-separated fields, expected 4" in str(error)  # lines[5]: line 1 is the header

@@ -51,7 +51,7 @@ def test_two_workers_share_one_dag_and_run_each_task_once(tmp_path, luigid, tiny
         "inputs": inputs, "bertflow": {"runs_dir": runs},
         "GapFineTuned": training,
         "GapFeatures": {"max_seq_length": 128, "shards": 2},
-        "Evaluation": {"device": "cpu"},
+        "GapEvaluation": {"device": "cpu"},
     })
     (tmp_path / "countingpipeline.py").write_text(COUNTING_MODULE)
     starts = tmp_path / "starts.log"
@@ -83,7 +83,7 @@ def test_two_workers_share_one_dag_and_run_each_task_once(tmp_path, luigid, tiny
         assert not api(luigid, "task_list", status=status, upstream_status="", search=""), status
     families = collections.Counter(task["name"] for task in done.values())
     # 3 GAP files x (2 shards + their set), one fine-tune, one evaluation
-    assert (families["DataFile"], families["GapFeatures"], families["GapFineTuned"], families["Evaluation"],
+    assert (families["DataFile"], families["GapFeatures"], families["GapFineTuned"], families["GapEvaluation"],
             families["FullRun"]) == (3, 9, 1, 1, 1)
 
     # The training run was launched once (train.log gets a "$ command" line per launch).

@@ -57,7 +57,8 @@ def tiny_setup(tmp_path_factory, tiny_encoder_dir_dropout):
         "SquadFineTuned": training,
         "SquadFeatures": {"max_seq_length": 128, "doc_stride": 32, "max_query_length": 32},
         "GapFeatures": {"max_seq_length": 128},
-        "Evaluation": {"device": "cpu"},
+        "GapEvaluation": {"device": "cpu"},
+        "SquadEvaluation": {"device": "cpu"},
         "Profile": {"warmup_steps": 1, "active_steps": 2, "device": "cpu", "scaling": "false"},
     }
     return root, model, config
@@ -87,8 +88,8 @@ def test_fullrun_runs_then_caches_then_reruns_what_changed(tiny_setup, monkeypat
         result, started = build_fullrun(model)
         assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
         # DataFile does not start: the configured copies exist (they are complete).
-        assert started == ["Evaluation", "FullRun", "GapFeatures", "GapFineTuned", "Profile", "SquadFeatures",
-                           "SquadFineTuned"]
+        assert started == ["FullRun", "GapEvaluation", "GapFeatures", "GapFineTuned", "Profile", "SquadEvaluation",
+                           "SquadFeatures", "SquadFineTuned"]
         summaries = list((root / "runs").glob("run-*/summary.md"))
         assert len(summaries) == 1
         text = summaries[0].read_text()
@@ -108,17 +109,17 @@ def test_fullrun_runs_then_caches_then_reruns_what_changed(tiny_setup, monkeypat
     # does not change a step's work, so the profile stays.
     with configured({**config, "GapFineTuned": {**config["GapFineTuned"], "lr": 5e-4}}):
         result, started = build_fullrun(model, squad=False)
-        assert started == ["Evaluation", "FullRun", "GapFineTuned"]
+        assert started == ["FullRun", "GapEvaluation", "GapFineTuned"]
 
     # ... one that changes a step's work re-runs the profile too.
     with configured({**config, "GapFineTuned": {**config["GapFineTuned"], "global_batch_size": 4}}):
         result, started = build_fullrun(model, squad=False)
-        assert started == ["Evaluation", "FullRun", "GapFineTuned", "Profile"]
+        assert started == ["FullRun", "GapEvaluation", "GapFineTuned", "Profile"]
 
     # max_seq_length changes the features, so everything downstream of prep re-runs.
     with configured({**config, "GapFeatures": {"max_seq_length": 96}}):
         result, started = build_fullrun(model, squad=False)
-        assert started == ["Evaluation", "FullRun", "GapFeatures", "GapFineTuned", "Profile"]
+        assert started == ["FullRun", "GapEvaluation", "GapFeatures", "GapFineTuned", "Profile"]
         assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS
 
     # A copy of the test file with the same bytes is the same input: nothing runs. Edited in
@@ -134,7 +135,7 @@ def test_fullrun_runs_then_caches_then_reruns_what_changed(tiny_setup, monkeypat
         copy.write_text("".join(rows[:-1]), encoding="utf-8")  # one test row fewer
         result, started = build_fullrun(model, squad=False)
         assert result.status == luigi.execution_summary.LuigiStatusCode.SUCCESS, result.summary_text
-        assert started == ["Evaluation", "FullRun", "GapFeatures"]
+        assert started == ["FullRun", "GapEvaluation", "GapFeatures"]
         assert STARTED.count("GapFeatures") == 1  # the test split only
 
 
@@ -277,7 +278,7 @@ def test_gap_results_table_over_heads_and_seeds_then_one_more_seed(tiny_setup, m
 
     with configured({**config, "GapFineTuned": gap_training}):
         table, started = build([1, 2])
-        assert started.count("GapFineTuned") == 4 and started.count("Evaluation") == 4
+        assert started.count("GapFineTuned") == 4 and started.count("GapEvaluation") == 4
         result = json.loads(table.with_suffix(".json").read_text())
         assert [(g["group"]["head"], g["seeds"]) for g in result["groups"]] == [("multiply", [1, 2]), ("concat", [1, 2])]
         assert all("ensemble" in g for g in result["groups"])
@@ -290,7 +291,7 @@ def test_gap_results_table_over_heads_and_seeds_then_one_more_seed(tiny_setup, m
 
         # A third seed trains and evaluates only that seed, per head, and makes a new table.
         table3, started = build([1, 2, 3])
-        assert started.count("GapFineTuned") == 2 and started.count("Evaluation") == 2
+        assert started.count("GapFineTuned") == 2 and started.count("GapEvaluation") == 2
         assert table3 != table and table.is_file()
 
 

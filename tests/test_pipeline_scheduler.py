@@ -247,9 +247,9 @@ def test_web_ui_shows_the_finished_fullrun_graph(tmp_path, luigid, tiny_setup):
     # Every task of FullRun's graph is a node on the page, under its family's name, done.
     assert parser.nodes == {task_id: (task["name"], "DONE") for task_id, task in graph.items()}
     families = {family for family, _ in parser.nodes.values()}
-    assert {"FullRun", "DataFile", "GapFeatures", "SquadFeatures", "GapFineTuned", "SquadFineTuned", "Evaluation",
-            "Profile"} <= families
+    assert {"FullRun", "DataFile", "GapFeatures", "SquadFeatures", "GapFineTuned", "SquadFineTuned", "GapEvaluation",
+            "SquadEvaluation", "Profile"} <= families
     counts = {family: [f for f, _ in parser.nodes.values()].count(family) for family in families}
     # 5 data files (3 GAP, 2 SQuAD), 3 GAP and 2 SQuAD feature sets, 2 evaluations, 1 profile.
-    assert (counts["DataFile"], counts["GapFeatures"], counts["SquadFeatures"], counts["Evaluation"],
-            counts["Profile"], counts["FullRun"]) == (5, 3, 2, 2, 1, 1)
+    assert (counts["DataFile"], counts["GapFeatures"], counts["SquadFeatures"], counts["GapEvaluation"],
+            counts["SquadEvaluation"], counts["Profile"], counts["FullRun"]) == (5, 3, 2, 1, 1, 1, 1)

@@ -39,7 +39,7 @@ def sweep_setup(tmp_path_factory, tiny_encoder_dir_dropout):
         "GapFineTuned": dict(epochs=1, global_batch_size=8, device="cpu", select_best="true", calibrate="true",
                              lr=1e-3),
         "GapFeatures": {"max_seq_length": 128},
-        "Evaluation": {"device": "cpu"},
+        "GapEvaluation": {"device": "cpu"},
         "Sweep": {"space": json.dumps(SPACE), "startup_trials": 2, "pruner": "none"},
     }
     return root, model, config

@@ -35,7 +35,7 @@ def setup(tmp_path_factory, tiny_encoder_dir_dropout):
         "TextclassFeatures": {"max_seq_length": 64},
         "TextclassFineTuned": {"max_steps": 3, "epochs": 1, "global_batch_size": 8, "device": "cpu",
                                "select_best": "true"},
-        "Evaluation": {"device": "cpu"},
+        "TextclassEvaluation": {"device": "cpu"},
     }
     return root, data, model, config
 
@@ -58,8 +58,8 @@ def test_text_classification_runs_caches_and_reruns_what_changed(setup, monkeypa
                   model_dir=str(model), nproc=1)
     with configured(config):
         started = build(TextClassification(**params))
-        assert started == ["Evaluation", "Splits", "TextClassification", "TextclassFeatures", "TextclassFeatures",
-                           "TextclassFeatures", "TextclassFineTuned"]
+        assert started == ["Splits", "TextClassification", "TextclassEvaluation", "TextclassFeatures",
+                           "TextclassFeatures", "TextclassFeatures", "TextclassFineTuned"]
         summary = Path(TextClassification(**params).output().path)
         assert "| textclass | accuracy |" in summary.read_text()
         [evaluation] = (root / "runs" / "eval").glob("textclass-*")
@@ -84,8 +84,8 @@ def test_text_classification_runs_caches_and_reruns_what_changed(setup, monkeypa
         assert build(TextClassification(**params)) == []
         # A new split seed gives new splits, so everything after them runs again.
         started = build(TextClassification(**params, split_seed=7))
-        assert started == ["Evaluation", "Splits", "TextClassification", "TextclassFeatures", "TextclassFeatures",
-                           "TextclassFeatures", "TextclassFineTuned"]
+        assert started == ["Splits", "TextClassification", "TextclassEvaluation", "TextclassFeatures",
+                           "TextclassFeatures", "TextclassFeatures", "TextclassFineTuned"]
 
         # The folding flags as a user types them: --no-fold truncates (new features, the same splits) and
         # --fold-pool max scores the texts anew.
@@ -94,8 +94,8 @@ def test_text_classification_runs_caches_and_reruns_what_changed(setup, monkeypa
                 "--fold-pool", "max"]
         with CmdlineParser.global_instance(argv) as parser:
             flagged = parser.get_task_obj()
-        assert build(flagged) == ["Evaluation", "TextClassification", "TextclassFeatures", "TextclassFeatures",
-                                  "TextclassFeatures", "TextclassFineTuned"]
+        assert build(flagged) == ["TextClassification", "TextclassEvaluation", "TextclassFeatures",
+                                  "TextclassFeatures", "TextclassFeatures", "TextclassFineTuned"]
         features = flagged.artifacts()["features"]
         for folder in features.values():
             manifest = json.loads((folder / "manifest.json").read_text())
@@ -108,8 +108,9 @@ def test_text_classification_runs_caches_and_reruns_what_changed(setup, monkeypa
     # The luigi.cfg spelling builds the same features (found, not rebuilt); the fine-tune's name includes the
     # features parameters as given, so that spelling trains once under its own name.
     with configured({**config, "TextclassFeatures": {**config["TextclassFeatures"], "fold": "false"},
-                     "Evaluation": {**config["Evaluation"], "fold_pool": "max"}}):
-        assert build(TextClassification(**params)) == ["Evaluation", "TextClassification", "TextclassFineTuned"]
+                     "TextclassEvaluation": {**config["TextclassEvaluation"], "fold_pool": "max"}}):
+        assert build(TextClassification(**params)) == ["TextClassification", "TextclassEvaluation",
+                                                       "TextclassFineTuned"]
     with pytest.raises(ValueError, match="--fold-stride needs folding"):
         TextClassification(**params, no_fold=True, fold_stride=16).requires()
 
