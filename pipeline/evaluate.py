@@ -29,7 +29,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import luigi
-from luigi.task import task_id_str
 
 from pipeline.artifacts import Artifact, FolderOutput, content_hash, significant_params, upstream_dir
 from pipeline.data import OFFICIAL, DataFile
@@ -43,20 +42,6 @@ from tasks.spec import FullRunPlan
 
 _COMMON = ("task", "finetune", "test_features", "run_dir", "features_dir", "input", "data")
 SPEED_ONLY = ("batch_size",)  # eval-config fields that only change speed: in no folder name
-
-
-def _published_fields() -> dict[str, luigi.Parameter]:
-    """Every task's significant eval-config fields, as the parameters of the one ``Evaluation`` class
-    that once held them all (the first task in name order to declare a name gave its parameter)."""
-    fields: dict[str, luigi.Parameter] = {}
-    for spec in all_tasks():
-        for name, param in dataclass_parameters(spec.eval.config, insignificant=SPEED_ONLY).items():
-            if param.significant:
-                fields.setdefault(name, param)
-    return fields
-
-
-_PUBLISHED_FIELDS = _published_fields()
 
 
 class EvaluationTask(Artifact):
@@ -93,24 +78,6 @@ class EvaluationTask(Artifact):
         flags, its luigi.cfg section, the config's defaults."""
         family = cls.get_task_family()
         return {name: param.task_value(family, name) for name, param in cls.get_params() if name in cls._eval_fields}
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.task_id = self._published_task_id()
-
-    def __hash__(self):  # Luigi's hashes the id it computed first
-        return hash(self.task_id)
-
-    def _published_task_id(self) -> str:
-        """The scheduler's id of this evaluation as it was published (tests/golden, luigid's history):
-        that of the one ``Evaluation`` class that held every task's eval fields, the other tasks' at
-        their defaults. The folder's name does not depend on it."""
-        params = dict(self.get_params())
-        common = {name: params[name].serialize(value) for name, value in self.param_kwargs.items()
-                  if name in _COMMON and params[name].significant}
-        own = self.eval_values()
-        fields = {name: param.serialize(own.get(name, param._default)) for name, param in _PUBLISHED_FIELDS.items()}
-        return task_id_str("Evaluation", {**fields, **common, "task": self.task})
 
     def eval_values(self) -> dict:
         """The task's eval-config values, by field name."""
@@ -215,6 +182,10 @@ class Evaluation(EvaluationTask):
 
     task = luigi.ChoiceParameter(choices=task_names())
     locals().update(_GIVEN_FIELDS)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_values()  # a flag task --task does not have is an error here, before anything is scheduled
 
     def eval_values(self) -> dict:
         own = EVALUATIONS[self.task].settings()

@@ -7,7 +7,7 @@
 every other knob comes from luigi.cfg sections named after the tasks ([SquadFeatures],
 [GapFineTuned], [SquadFineTuned], [RaceEvaluation], [Profile], [FullRun]) or ``--Task-param`` flags.
 Each registered task takes part (``--<task> false`` leaves one out) with the data roles its
-``fullrun`` plan names: train on one file, choose epochs / calibrate on another (optional),
+``FullRunPlan`` names: train on one file, choose epochs / calibrate on another (optional),
 score on a third.
 
 The DAG is static: FullRun requires the evaluations and the profile, an evaluation its

@@ -86,7 +86,7 @@ class UserDataPlan:
     ``options`` (optional) is a frozen dataclass of further entry flags that are not about the
     data (e.g. ``--no-fold``); ``option_values(options)`` turns them into ``(prep values,
     evaluation values)`` for the three features tasks and the test ``Evaluation``. A value it
-    leaves out is the luigi.cfg section's (``[<Task>Features]``, ``[Evaluation]``).
+    leaves out is the luigi.cfg section's (``[<Task>Features]``, ``[<Task>Evaluation]``).
     """
 
     entry: str

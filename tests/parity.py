@@ -187,6 +187,11 @@ def training_losses(work: Path | None = None) -> dict[str, dict]:
     return results
 
 
+def output_lists(dag: dict[str, list[str]]) -> list[tuple[str, ...]]:
+    """A DAG's outputs, task by task, without the scheduler ids: what names must not change."""
+    return sorted(tuple(paths) for paths in dag.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     names, losses = artifact_names(), training_losses()
@@ -197,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {NAMES_FILE} ({sum(map(len, names.values()))} tasks) and {LOSSES_FILE}")
         return 0
     same = True
-    if names != json.loads(NAMES_FILE.read_text()):
+    recorded = json.loads(NAMES_FILE.read_text())
+    if {k: output_lists(v) for k, v in names.items()} != {k: output_lists(v) for k, v in recorded.items()}:
         same = False
         print("artifact names differ")
     if losses != json.loads(LOSSES_FILE.read_text()):

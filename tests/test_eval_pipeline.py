@@ -52,9 +52,9 @@ def test_evaluation_task_runs_once(tmp_path, tokenizer_dir):
         with pytest.raises(ValueError, match="task gap has no eval setting n_best_size"):  # SQuAD's knob, not GAP's
             Evaluation(**{**params, "n_best_size": 5})
         assert Evaluation(**{**params, "task": "squad"}).out_dir != out
-        # The generic entry is the task's own evaluation: same folder, same scheduler id.
+        # The generic entry is the task's own evaluation: the same folder, found done.
         own = EVALUATIONS["gap"](**{k: v for k, v in params.items() if k != "task"})
-        assert (own.task_family, own.out_dir, own.task_id) == ("GapEvaluation", out, task.task_id)
+        assert (own.task_family, own.out_dir) == ("GapEvaluation", out) and own.complete()
         assert build(own).status == LuigiStatusCode.SUCCESS
         assert (out / "manifest.json").stat().st_mtime_ns == stamp
 
@@ -80,4 +80,4 @@ def test_each_task_evaluates_with_its_own_settings_in_the_dag():
     with luigi_config("SquadEvaluation", n_best_size=5):
         squad = FullRun(profile=False).eval_tasks()["squad"]
         assert squad.eval_config().n_best_size == 5 and Evaluation(task="squad").eval_config().n_best_size == 5
-        assert Evaluation(task="squad").task_id == squad.clone(finetune=None, test_features=None).task_id
+        assert Evaluation(task="squad").out_dir == squad.clone(finetune=None, test_features=None).out_dir

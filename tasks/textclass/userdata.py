@@ -69,7 +69,7 @@ def split_prep_values(config: TextClassSplitConfig) -> dict:
 
 @dataclass(frozen=True)
 class TextClassOptions:
-    """The entry's folding flags. Unset, [TextclassFeatures] and [Evaluation] in luigi.cfg decide."""
+    """The entry's folding flags. Unset, [TextclassFeatures] and [TextclassEvaluation] in luigi.cfg decide."""
 
     no_fold: bool = field(default=False, metadata={
         "flag": True, "help": "truncate each text to its first window instead of folding it into several"})
