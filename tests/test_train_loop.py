@@ -339,7 +339,7 @@ def test_compile_trains_the_same_state_dict_keys(work, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
     metrics = fine_tune(gap_config(work, tmp_path / "compiled", max_steps=2, compile=True), LOCAL)
     assert len(compiled) == 1 and metrics["steps"] == 2 and torch.isfinite(losses(tmp_path / "compiled")).all()
-    saved = load_checkpoint(checkpoint_path(tmp_path / "compiled"))["model"]
+    saved = load_checkpoint(RunFolder(tmp_path / "compiled").last_checkpoint)["model"]
     assert not any("_orig_mod" in key for key in saved)
     model, _ = load_finetuned(tmp_path / "compiled", GAP)  # strict loads: the same keys as an uncompiled run's
     assert model.task == "gap"
