@@ -111,11 +111,11 @@ class Profile(Artifact):
         return SUMMARY_JSON
 
     def config(self):
-        from prep.tokenizer import default_model_dir
+        from prep.models import resolve_model
         from profiling import ProfileConfig
 
         return ProfileConfig(
-            task=self.task, model_dir=str(Path(self.model_dir or default_model_dir()).resolve()),
+            task=self.task, model_dir=str(resolve_model(self.model_dir).resolve()),
             features_dir=str(features.resolve()) if (features := self.resolved_features_dir()) else None,
             world_size=self.world_size, warmup_steps=self.warmup_steps, active_steps=self.active_steps,
             precision=self.precision, global_batch_size=self.global_batch_size,

@@ -31,7 +31,8 @@ class TrainConfig:
     features_dir: str = field(metadata={"help": "prep output folder with the training features"})
     run_dir: str = field(metadata={"help": "the run folder: checkpoints, model, logs, metrics"})
     model_dir: str | None = field(
-        default=None, metadata={"help": "pretrained encoder folder (default: the packaged MiniLM)"})
+        default=None, metadata={"help": "pretrained encoder folder, or a Hugging Face Hub id (org/name[@revision]) "
+                                        "fetched into the Hugging Face cache (default: the packaged MiniLM)"})
     head: str | None = field(default=None, metadata={"help": "one of the task's heads (default: its default head)"})
     eval_features_dir: str | None = field(
         default=None, metadata={"help": "held-out features evaluated at every epoch end"})

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from prep.folders import RunFolder
+from prep.models import hub_source
 from train import checkpoint as ckpt
 from train.config import TrainConfig
 from train.optim import linear_warmup_decay, make_optimizer, seed_everything, total_train_steps
@@ -55,6 +56,7 @@ def write_train_config(config: TrainConfig, dataset: FeatureSet, env: DistEnv, m
     record = {
         **config.to_dict(),
         "model_dir": str(Path(config.model_dir).resolve()),
+        "model_source": hub_source(config.model_dir),  # a Hub id's {hub_id, revision, commit}; None: a local folder
         "features_dir": str(Path(config.features_dir).resolve()),
         "max_seq_length": dataset.max_seq_length,
         "micro_batch_size": micro,
