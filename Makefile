@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 	# What the lock does not list (installed by hand, or dropped from the lock) is removed, as pip-sync
 	# would: the environment is the lock (tests/test_lock.py). Not with TORCH_SPEC: that torch's own
 	# dependencies are not in the lock.
-	$(if $(TORCH_SPEC),,$(PY) -m pip list --quiet --format=freeze --exclude-editable | sed 's/==.*//' | tr 'A-Z_.' 'a-z--' \
+	$(if $(TORCH_SPEC),,$(PY) -m pip list --format=freeze --exclude-editable | sed 's/==.*//' | tr 'A-Z_.' 'a-z--' \
 	  | sort > $(VENV)/installed.txt && sed -n 's/==.*//p' $(LOCK) | tr 'A-Z_.' 'a-z--' | sort > $(VENV)/locked.txt \
 	  && extra=$$(comm -23 $(VENV)/installed.txt $(VENV)/locked.txt | grep -vx -e pip -e setuptools -e wheel || true) \
 	  && { test -z "$$extra" || $(PY) -m pip uninstall --quiet -y $$extra; })

@@ -183,3 +183,16 @@ def test_features_and_a_fine_tune_from_an_id_equal_those_from_the_folder(hub, to
     recorded = json.loads((id_run / "train_config.json").read_text())
     assert recorded["model_source"] == source and Path(recorded["model_dir"]).name == FIRST
     assert json.loads((folder_run / "train_config.json").read_text())["model_source"] is None
+
+
+@pytest.mark.fast
+def test_what_reads_as_a_hub_id():
+    from prep.models import hub_source, parse_hub_id
+
+    assert parse_hub_id("bert-base-uncased") == ("bert-base-uncased", None)
+    assert parse_hub_id("microsoft/deberta-v3-small@main") == ("microsoft/deberta-v3-small", "main")
+    assert parse_hub_id(f"org/name@{FIRST}") == ("org/name", FIRST)
+    assert parse_hub_id("org/name@refs/pr/1") == ("org/name", "refs/pr/1")
+    for path in ("/abs/model", "./model", "~/model", "runs/finetune-gap/model", "org--x/name", "a/b..c", "org/name@"):
+        assert parse_hub_id(path) is None, path
+    assert hub_source(REPO / "prep") is None
