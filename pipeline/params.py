@@ -17,6 +17,9 @@ import luigi
 from prep.cli_args import MISSING, _base_type
 
 
+ENCODER_HELP = "pretrained encoder folder or Hugging Face Hub id, org/name[@revision] (default: the packaged MiniLM)"
+
+
 class EncoderDirParameter(luigi.OptionalParameter):
     """A pretrained encoder: a local folder or a Hugging Face Hub id (``org/name[@revision]``), None
     meaning the packaged MiniLM.
