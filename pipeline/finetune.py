@@ -55,7 +55,7 @@ _INSIGNIFICANT = ("per_device_batch_size", "device", "num_workers", "pad_to_mult
 
 # Fields added after runs were published: unset (None, the old behaviour) they stay out of the hash,
 # so the run folders made before them keep their names.
-_HASHED_WHEN_SET = ("dropout",)
+_HASHED_WHEN_SET = ("dropout", "early_stopping_patience")
 
 
 class FineTuned(Artifact):

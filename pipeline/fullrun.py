@@ -30,7 +30,7 @@ import luigi
 from pipeline.artifacts import Artifact, upstream_dir
 from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED
-from pipeline.params import EncoderDirParameter
+from pipeline.params import ENCODER_HELP, EncoderDirParameter
 from pipeline.profile import Profile
 from pipeline.summary import SUMMARY, write_run_summary
 from prep.pool import available_cpus
@@ -57,7 +57,7 @@ class FullRun(Artifact):
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False,
                                description="prep processes (capped below the CPU count)")
     world_size = luigi.IntParameter(default=1, significant=False, description="training processes (GPUs)")
-    model_dir = EncoderDirParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
+    model_dir = EncoderDirParameter(default=None, description=ENCODER_HELP)
     profile = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     profile_task = luigi.OptionalParameter(
         default=None, description="whose training steps to profile (default: the last enabled task in name order)")

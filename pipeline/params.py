@@ -17,10 +17,20 @@ import luigi
 from prep.cli_args import MISSING, _base_type
 
 
+ENCODER_HELP = "pretrained encoder folder or Hugging Face Hub id, org/name[@revision] (default: the packaged MiniLM)"
+
+
 class EncoderDirParameter(luigi.OptionalParameter):
-    """A pretrained encoder folder, None meaning the packaged MiniLM. The packaged model's own folder,
-    named explicitly, normalises to None: it is the same encoder, so it finds the default's cached
-    artifacts instead of giving them another name and training again."""
+    """A pretrained encoder: a local folder or a Hugging Face Hub id (``org/name[@revision]``), None
+    meaning the packaged MiniLM.
+
+    The packaged model's own folder, named explicitly, normalises to None: it is the same encoder, so
+    it finds the default's cached artifacts instead of giving them another name and training again.
+    A Hub id normalises to ``org/name@<commit>`` (prep.models.pin_model, fetching it into the Hugging
+    Face cache), once per process: every artifact name then records the commit, so a moved branch
+    re-runs what depends on it and a pinned revision never does. A local folder keeps its value, and
+    so its artifacts their names.
+    """
 
     def normalize(self, x):
         x = super().normalize(x)
@@ -31,8 +41,24 @@ class EncoderDirParameter(luigi.OptionalParameter):
         try:
             packaged = default_model_dir().resolve()
         except RuntimeError:  # the package is missing: nothing to compare with
-            return x
-        return None if Path(x).resolve() == packaged else x
+            return pinned_model(x)
+        return None if Path(x).resolve() == packaged else pinned_model(x)
+
+
+_PINNED: dict[str, str] = {}  # what this process resolved: one answer per id, however many tasks name it
+
+
+def pinned_model(value: str) -> str:
+    """``value`` with a Hub id pinned to its commit (memoised per process). An id that cannot be had is
+    left as typed: the task that reads the model folder fails then, saying why in one line."""
+    from prep.models import ModelNotFoundError, pin_model
+
+    if value not in _PINNED:
+        try:
+            _PINNED[value] = pin_model(value)
+        except ModelNotFoundError:
+            return value
+    return _PINNED[value]
 
 
 def luigi_parameter(field: dataclasses.Field, hint, *, default=MISSING, significant: bool = True,

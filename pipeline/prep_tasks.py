@@ -29,7 +29,8 @@ from prep.artifact import SCHEMA_VERSION
 from prep.folders import FeaturesFolder
 from prep.pool import MODES, available_cpus
 from prep.shards import merge_shards, prep_shard
-from prep.tokenizer import default_model_dir, tokenizer_fingerprint
+from prep.models import resolve_model
+from prep.tokenizer import tokenizer_fingerprint
 from tasks import get_task
 
 
@@ -43,8 +44,8 @@ class FeaturesTask(Artifact):
     splits = luigi.OptionalDictParameter(
         default=None, description="a user-data task's Splits config: the input is one of its split files")
     split_file = luigi.OptionalChoiceParameter(choices=SPLITS, default=None, description="with --splits: which split")
-    model_dir = EncoderDirParameter(default=None,
-                                    description="encoder folder whose tokenizer is used (default: the packaged MiniLM)")
+    model_dir = EncoderDirParameter(default=None, description="encoder folder or Hugging Face Hub id whose "
+                                                              "tokenizer is used (default: the packaged MiniLM)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     mode = luigi.ChoiceParameter(choices=MODES, default="shards", significant=False)
     reserve_cpus = luigi.IntParameter(default=1, significant=False)
@@ -95,7 +96,8 @@ class FeaturesTask(Artifact):
 
     @property
     def tokenizer_dir(self) -> Path:
-        return Path(self.model_dir) if self.model_dir else default_model_dir()
+        """The model's local folder (a Hub id's snapshot in the Hugging Face cache: prep.models)."""
+        return resolve_model(self.model_dir)
 
     def folder_kind(self) -> str:
         part = f"-shard{self.shard}of{self.shards}" if self.shard is not None else ""

@@ -18,7 +18,7 @@ from pathlib import Path
 import luigi
 
 from pipeline.artifacts import Artifact, FolderOutput, significant_params, upstream_dir
-from pipeline.params import EncoderDirParameter
+from pipeline.params import ENCODER_HELP, EncoderDirParameter
 from pipeline.prep_tasks import features_task
 from prep.folders import FeaturesFolder
 from prep.pool import available_cpus
@@ -34,7 +34,7 @@ class Profile(Artifact):
         default=None, description="the features' <Task>Features parameters (an upstream task)")
     features_dir = luigi.OptionalParameter(default=None, description="a finished features folder (neither: synthetic)")
     prep_nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
-    model_dir = EncoderDirParameter(default=None, description="model folder (None: the packaged MiniLM)")
+    model_dir = EncoderDirParameter(default=None, description=ENCODER_HELP)
     world_size = luigi.IntParameter(default=1, description="training processes; changes the profile")
     warmup_steps = luigi.IntParameter(default=3)
     active_steps = luigi.IntParameter(default=5)
@@ -111,11 +111,11 @@ class Profile(Artifact):
         return SUMMARY_JSON
 
     def config(self):
-        from prep.tokenizer import default_model_dir
+        from prep.models import resolve_model
         from profiling import ProfileConfig
 
         return ProfileConfig(
-            task=self.task, model_dir=str(Path(self.model_dir or default_model_dir()).resolve()),
+            task=self.task, model_dir=str(resolve_model(self.model_dir).resolve()),
             features_dir=str(features.resolve()) if (features := self.resolved_features_dir()) else None,
             world_size=self.world_size, warmup_steps=self.warmup_steps, active_steps=self.active_steps,
             precision=self.precision, global_batch_size=self.global_batch_size,

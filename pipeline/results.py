@@ -19,7 +19,7 @@ import luigi
 from pipeline.artifacts import Artifact, upstream_dir
 from pipeline.evaluate import EvaluationTask
 from pipeline.fullrun import FullRun
-from pipeline.params import EncoderDirParameter
+from pipeline.params import ENCODER_HELP, EncoderDirParameter
 from prep.pool import available_cpus
 from tasks import all_tasks, get_task
 from tasks.spec import FullRunPlan
@@ -31,7 +31,7 @@ class Results(Artifact):
     task = ""
     heads = luigi.OptionalListParameter(default=None, description="heads to compare (default: all the task's heads)")
     seeds = luigi.ListParameter(default=[1, 2, 3])
-    model_dir = EncoderDirParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
+    model_dir = EncoderDirParameter(default=None, description=ENCODER_HELP)
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     world_size = luigi.IntParameter(default=1, significant=False)
 

@@ -22,7 +22,7 @@ from luigi.task_register import Register
 from pipeline.artifacts import Artifact, upstream_dir
 from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED
-from pipeline.params import EncoderDirParameter
+from pipeline.params import ENCODER_HELP, EncoderDirParameter
 from pipeline.prep_tasks import FEATURES
 from prep.pool import available_cpus
 from tasks import all_tasks, get_task
@@ -45,8 +45,7 @@ class SuiteResults(Artifact):
     task = ""
     tasks = luigi.Parameter(default="", description="comma-separated members (default: the suite's bundled set)")
     seeds = luigi.IntParameter(default=3, description="runs per member, seeds 1..N")
-    model_dir = EncoderDirParameter(default=None,
-                                    description="pretrained encoder folder (default: the packaged MiniLM)")
+    model_dir = EncoderDirParameter(default=None, description=ENCODER_HELP)
     model = EncoderDirParameter(default=None, description="the same as --model-dir (either spelling)")
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     world_size = luigi.IntParameter(default=1, significant=False)

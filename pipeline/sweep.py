@@ -38,7 +38,7 @@ from pipeline.artifacts import bertflow, digest, significant_params, upstream_di
 from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED
 from pipeline.fullrun import FullRun
-from pipeline.params import EncoderDirParameter
+from pipeline.params import ENCODER_HELP, EncoderDirParameter
 from pipeline.sweep_report import REPORT, SWEEP_JSON, dashboard_command, write_report
 from prep.artifact import write_json_atomic
 from prep.folders import EvalFolder, RunFolder
@@ -80,7 +80,7 @@ class SweepSettings(luigi.Task):
         default=None, description="<Task>FineTuned parameters to start from (default: the task's FullRun roles)")
     test_features = luigi.OptionalDictParameter(
         default=None, description="the final step's test features (default: the plan's test file)")
-    model_dir = EncoderDirParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
+    model_dir = EncoderDirParameter(default=None, description=ENCODER_HELP)
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False)
     world_size = luigi.IntParameter(default=1, significant=False)
 

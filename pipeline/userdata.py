@@ -22,7 +22,7 @@ import luigi
 
 from pipeline.artifacts import Artifact, upstream_dir
 from pipeline.evaluate import EVALUATIONS, EvaluationTask
-from pipeline.params import EncoderDirParameter, dataclass_parameters
+from pipeline.params import ENCODER_HELP, EncoderDirParameter, dataclass_parameters
 from pipeline.splits import Splits
 from pipeline.summary import SUMMARY, write_run_summary
 from prep.pool import available_cpus
@@ -33,7 +33,7 @@ class UserDataRun(Artifact):
     """Base of the generated entry tasks (pipeline.generated; ``task`` is fixed by each)."""
 
     task = ""
-    model_dir = EncoderDirParameter(default=None, description="pretrained encoder folder (default: the packaged MiniLM)")
+    model_dir = EncoderDirParameter(default=None, description=ENCODER_HELP)
     nproc = luigi.IntParameter(default=max(1, available_cpus() - 1), significant=False,
                                description="prep processes (capped below the CPU count)")
     world_size = luigi.IntParameter(default=1, significant=False, description="training processes (GPUs)")

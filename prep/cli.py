@@ -19,6 +19,7 @@ import inspect
 from typing import Any, Callable
 
 from prep.cli_args import add_dataclass_arguments, values_for
+from prep.models import resolve_model
 from prep.pool import MODES, available_cpus
 from prep.stage import tqdm_progress
 
@@ -26,14 +27,14 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def prep_parser(prog: str, doc: str | None, input_help: str,
-                tokenizer_help: str = "local model/tokenizer folder with a fast tokenizer "
-                                      "(default: the packaged MiniLM)") -> argparse.ArgumentParser:
+                tokenizer_help: str = "model folder with a fast tokenizer, or a Hugging Face Hub id "
+                                      "(org/name[@revision]) (default: the packaged MiniLM)") -> argparse.ArgumentParser:
     """A parser with the positional ``input`` and ``out_dir`` and ``--model-dir`` / ``--tokenizer``;
     its description is the first paragraph of ``doc`` (the task module's docstring)."""
     parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
     parser.add_argument("input", type=Path, help=input_help)
     parser.add_argument("out_dir", type=Path, help="output folder (replaced atomically)")
-    parser.add_argument("--model-dir", "--tokenizer", dest="tokenizer", type=Path, default=None, help=tokenizer_help)
+    parser.add_argument("--model-dir", "--model", "--tokenizer", dest="tokenizer", default=None, help=tokenizer_help)
     return parser
 
 
@@ -100,7 +101,10 @@ def prep_command(name: str, description: str, prep, argv: list[str] | None = Non
     chunk_kwargs = (lambda args: {prep.chunk_param: getattr(args, prep.chunk_param)}) if chunk else (lambda args: {})
     return run_prep_cli(
         parser, argv, lambda args: prep.config(**values_for(prep.config, args)),
-        lambda args, config, progress: prep.prepare(args.input, args.out_dir, args.tokenizer, config, nproc=args.nproc,
+        # The model resolved here, once (prep.models): a Hub id becomes its snapshot folder in the cache.
+        lambda args, config, progress: prep.prepare(args.input, args.out_dir,
+                                                    resolve_model(args.tokenizer) if args.tokenizer else None,
+                                                    config, nproc=args.nproc,
                                                     mode=args.mode, reserve_cpus=args.reserve_cpus, progress=progress,
                                                     **chunk_kwargs(args)),
         prep.summarize, prep.input_errors)

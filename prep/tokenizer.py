@@ -1,4 +1,5 @@
-"""Tokenizer loading for prep: the packaged MiniLM by default, any local encoder folder with a fast tokenizer.
+"""Tokenizer loading for prep: the packaged MiniLM by default, any encoder folder with a fast tokenizer
+(a Hugging Face Hub id is resolved to its cached folder at the entry point: prep.models).
 
 Workers use the Rust ``tokenizers`` backend of the Hugging Face fast tokenizer directly (no
 Python-side BatchEncoding per call). The special tokens and their places (BERT's ``[CLS] A
@@ -203,15 +204,20 @@ def read_layout(backend, cls_id: int, sep_id: int, pad_id: int, token_types: boo
 
 
 def describe_tokenizer(model_dir: str | Path) -> dict:
-    """What the manifest records about the tokenizer: path, fingerprint, class."""
+    """What the manifest records about the tokenizer: path, fingerprint, class, and for a model fetched
+    from the Hugging Face Hub its id, revision and commit (``hub``; absent for a local folder)."""
+    from prep.models import hub_source
+
     model_dir = Path(model_dir)
     config = {}
     config_path = model_dir / "tokenizer_config.json"
     if config_path.is_file():
         config = json.loads(config_path.read_text())
-    return {
+    record = {
         "path": str(model_dir.resolve()),
         "fingerprint": tokenizer_fingerprint(model_dir),
         "class": config.get("tokenizer_class"),
         "do_lower_case": config.get("do_lower_case"),
     }
+    hub = hub_source(model_dir)
+    return {**record, "hub": hub} if hub else record

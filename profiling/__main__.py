@@ -43,13 +43,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from prep.tokenizer import default_model_dir
+    from prep.models import resolve_model
     from profiling.run import run_profile
     from tasks import get_task
 
     try:
         values = values_for(ProfileConfig, args)
-        values["model_dir"] = os.path.abspath(values["model_dir"] or default_model_dir())
+        values["model_dir"] = os.path.abspath(resolve_model(values["model_dir"]))  # a Hub id: its cached snapshot
         if values["features_dir"]:
             values["features_dir"] = os.path.abspath(values["features_dir"])
         values["prep_scaling_png"] = values["prep_scaling_png"] or None

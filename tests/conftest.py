@@ -10,6 +10,10 @@ from typing import NoReturn
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# No test reaches the Hugging Face Hub: a model named by Hub id comes from the cache alone (huggingface_hub
+# reads this when it is imported, and subprocesses inherit it). The Hub tests (tests/test_hub_models.py)
+# give their subprocesses a loopback server of their own instead.
+os.environ["HF_HUB_OFFLINE"] = "1"
 # Real data lives outside the repo; BERTFLOW_DATA points elsewhere if needed.
 DATA_DIR = Path(os.environ.get("BERTFLOW_DATA", REPO.parent / "shared" / "data"))
 # Tokenizer files and configs of other encoder families (no weights), ../shared/models/README.md.

@@ -114,6 +114,7 @@ def test_train_config_json_comes_back_with_config_and_flags_override_it(tmp_path
     from train.__main__ import build_parser, config_from_args
     from train.config import TrainConfig
 
+    (tmp_path / "enc").mkdir()  # the entry point resolves the model (prep.models): a folder must exist
     written = TrainConfig(task="gap", features_dir=str(tmp_path / "f"), run_dir=str(tmp_path / "run"),
                           model_dir=str(tmp_path / "enc"), head="concat", lr=1e-4, epochs=3, select_best=False,
                           length_bucketing=False, precision="fp32")

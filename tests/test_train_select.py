@@ -1,4 +1,5 @@
-"""Choosing on held-out data: best-epoch selection and temperature calibration (train --select-best / --calibrate)."""
+"""Choosing on held-out data: best-epoch selection, early stopping and temperature calibration
+(train --select-best / --early-stopping-patience / --calibrate)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from train.checkpoint import CheckpointError, load_best, save_best
 from train.config import TrainConfig
 from train.data import FeatureSet, make_collate
 from train.dist import single_process
-from train.evaluation import evaluate
+from train.evaluation import evaluate, evaluations_since_best
 from train.model import load_finetuned
 from train.testing import write_feature_dir
 from tasks.gap.model import synthetic_gap_table
@@ -101,6 +102,38 @@ def test_select_best_saves_the_epoch_with_the_lowest_eval_loss(work, tmp_path):
     assert saved_eval_loss(tmp_path / "last", cfg) == pytest.approx(history[-1], rel=1e-5)
 
 
+def test_early_stopping_ends_the_run_once_the_held_out_loss_stops_falling(work, tmp_path):
+    """On the contrary held-out set the loss rises once the model learns the training rule: with a
+    patience of 1 the run stops one evaluation after its lowest loss, keeps that epoch's weights
+    under select_best, and says where it stopped in metrics.json and in its last checkpoint."""
+    cfg = config(work, tmp_path / "stop", work["contrary"], epochs=8, select_best=True, early_stopping_patience=1)
+    metrics = fine_tune(cfg, LOCAL)
+    history = [entry["eval_loss"] for entry in metrics["eval"]]
+    best_epoch = int(np.argmin(history)) + 1
+    assert metrics["epochs_completed"] == len(history) == best_epoch + 1 < 8, history
+    assert history[-1] >= history[best_epoch - 1]
+    stopped = metrics["stopped_early"]
+    assert stopped["epoch"] == best_epoch + 1 and stopped["best_epoch"] == best_epoch
+    assert stopped["step"] == metrics["steps"] and stopped["patience"] == 1
+    assert metrics["selected"]["epoch"] == best_epoch
+    assert saved_eval_loss(tmp_path / "stop", cfg) == pytest.approx(min(history), rel=1e-5)
+    saved = json.loads(torch.load(RunFolder(tmp_path / "stop").last_checkpoint, weights_only=True)["histories"])
+    assert saved["stopped_early"] == stopped
+    # The same run without a patience goes on to its last epoch, through the same first epochs.
+    full = fine_tune(cfg.replace(run_dir=str(tmp_path / "full"), early_stopping_patience=None), LOCAL)
+    assert full["epochs_completed"] == 8 and full["stopped_early"] is None
+    assert [e["eval_loss"] for e in full["eval"][:len(history)]] == pytest.approx(history, rel=1e-5)
+
+
+@pytest.mark.fast
+def test_evaluations_since_best_counts_a_tie_as_no_improvement():
+    losses = lambda *values: [{"eval_loss": v} for v in values]  # noqa: E731
+    assert evaluations_since_best([]) == 0
+    assert evaluations_since_best(losses(0.9, 0.8, 0.7)) == 0
+    assert evaluations_since_best(losses(0.9, 0.7, 0.8, 0.75)) == 2
+    assert evaluations_since_best(losses(0.7, 0.7)) == 1
+
+
 @pytest.mark.fast
 def test_calibrate_fits_a_temperature_that_the_saved_model_carries(work, tmp_path):
     cfg = config(work, tmp_path / "cal", work["held_out"], calibrate=True, epochs=3)
@@ -120,6 +153,10 @@ def test_calibrate_fits_a_temperature_that_the_saved_model_carries(work, tmp_pat
 def test_selection_needs_held_out_data_and_calibration_is_for_gap(work, tmp_path):
     with pytest.raises(ValueError, match="need eval features"):
         config(work, tmp_path, work["held_out"], eval_features_dir=None, select_best=True)
+    with pytest.raises(ValueError, match="early_stopping_patience needs eval features"):
+        config(work, tmp_path, work["held_out"], eval_features_dir=None, early_stopping_patience=2)
+    with pytest.raises(ValueError, match="early_stopping_patience must be >= 1"):
+        config(work, tmp_path, work["held_out"], early_stopping_patience=0)
     with pytest.raises(ValueError, match="calibrate fits a classifier.s softmax temperature; task squad has none"):
         TrainConfig(task="squad", head="span", features_dir="f", run_dir="o", model_dir="m",
                     eval_features_dir="e", calibrate=True).for_task(get_task("squad").train)

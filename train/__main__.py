@@ -2,6 +2,8 @@
 
     # one process (CPU, or one GPU)
     python -m train --task gap --features runs/gap-dev --eval-features runs/gap-val --out runs/ft-gap
+    # a Hugging Face Hub id (fetched into its cache once) instead of the packaged MiniLM; a local folder also works
+    python -m train --task gap --model bert-base-uncased --features runs/gap-dev --out runs/ft-gap-bert
     # one node, 4 GPUs (NCCL) or 4 CPU processes (gloo); the global batch stays 32
     torchrun --nproc-per-node 4 -m train --task squad --features runs/squad-train --out runs/ft-squad \
         --precision fp16 --global-batch-size 32 --epochs 2
@@ -28,6 +30,7 @@ import sys
 from tasks import get_task, task_names
 from train.checkpoint import CheckpointError
 from prep.cli_args import add_dataclass_arguments, read_config_file, values_for
+from prep.models import resolve_model
 from train.config import TrainConfig
 from train.trial import PRUNED_EXIT_CODE, TrialPruned
 
@@ -56,16 +59,19 @@ _REQUIRED_FLAGS = {"task": "--task", "features_dir": "--features", "run_dir": "-
 
 def config_values(args: argparse.Namespace) -> dict:
     """TrainConfig values: ``--config FILE`` (its TrainConfig fields; others, such as a recorded
-    run's ``max_seq_length``, ignored), then the flags given; paths made absolute."""
+    run's ``max_seq_length``, ignored), then the flags given; paths made absolute, and the model
+    resolved to a local folder (a Hugging Face Hub id to its snapshot in the cache: prep.models)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in read_config_file(args.config).items() if k in names} if args.config else {}
     values.update(values_for(TrainConfig, args))
     missing = [flag for name, flag in _REQUIRED_FLAGS.items() if values.get(name) is None]
     if missing:
         raise ValueError(f"{', '.join(missing)} required (or a --config file that sets them)")
-    for name in ("features_dir", "run_dir", "model_dir", "eval_features_dir"):
+    for name in ("features_dir", "run_dir", "eval_features_dir"):
         if values.get(name):
             values[name] = os.path.abspath(values[name])
+    if values.get("model_dir"):
+        values["model_dir"] = os.path.abspath(resolve_model(values["model_dir"]))
     values.pop("world_size", None)  # the launcher's, never a file's
     return values
 

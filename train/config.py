@@ -15,7 +15,7 @@ RUN_DEFINING_FIELDS = (
     "task", "head", "model_dir", "features_dir", "precision", "global_batch_size", "epochs",
     "max_steps", "lr", "warmup_ratio", "weight_decay", "max_grad_norm", "adam_beta1",
     "adam_beta2", "adam_eps", "seed", "length_bucketing", "bucket_window_steps", "select_best",
-    "calibrate", "dropout",
+    "calibrate", "dropout", "early_stopping_patience",
 )
 
 
@@ -31,12 +31,16 @@ class TrainConfig:
     features_dir: str = field(metadata={"help": "prep output folder with the training features"})
     run_dir: str = field(metadata={"help": "the run folder: checkpoints, model, logs, metrics"})
     model_dir: str | None = field(
-        default=None, metadata={"help": "pretrained encoder folder (default: the packaged MiniLM)"})
+        default=None, metadata={"help": "pretrained encoder folder, or a Hugging Face Hub id (org/name[@revision]) "
+                                        "fetched into the Hugging Face cache (default: the packaged MiniLM)"})
     head: str | None = field(default=None, metadata={"help": "one of the task's heads (default: its default head)"})
     eval_features_dir: str | None = field(
         default=None, metadata={"help": "held-out features evaluated at every epoch end"})
     select_best: bool = field(default=False, metadata={
         "help": "end on the epoch with the lowest eval loss (kept in checkpoints/best.pt; needs eval features)"})
+    early_stopping_patience: int | None = field(default=None, metadata={
+        "help": "stop once this many held-out evaluations in a row have not lowered the eval loss "
+                "(needs eval features; with --select-best the best epoch's weights are kept)"})
     dropout: float | None = field(default=None, metadata={
         "help": "the encoder's hidden and attention dropout, which the task heads use too "
                 "(default: the model's own, 0.1 for BERT / RoBERTa / MPNet)"})
@@ -91,6 +95,9 @@ class TrainConfig:
         if (self.select_best or self.calibrate) and not self.eval_features_dir:
             raise ValueError("select_best and calibrate need eval features (--eval-features): "
                              "they choose on held-out data, never on the training set")
+        if self.early_stopping_patience is not None and not self.eval_features_dir:
+            raise ValueError("early_stopping_patience needs eval features (--eval-features): "
+                             "it stops on the held-out loss, never on the training set")
         if self.precision not in (*PRECISIONS, "auto"):
             raise ValueError(f"precision must be one of {(*PRECISIONS, 'auto')}, got {self.precision!r}")
         if self.device not in DEVICES:
@@ -99,7 +106,7 @@ class TrainConfig:
                      "pad_to_multiple_of", "bucket_window_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("per_device_batch_size", "max_steps", "save_every_n_steps"):
+        for name in ("per_device_batch_size", "max_steps", "save_every_n_steps", "early_stopping_patience"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {value}")

@@ -83,3 +83,10 @@ def calibrate_temperature(model, dataset: FeatureSet, spec, config: TrainConfig,
     head.temperature.fill_(temperature)
     return {"temperature": temperature, "eval_loss_before": nll(logits, labels),
             "eval_loss_after": nll(logits, labels, temperature), "eval_rows": int(len(labels))}
+
+
+def evaluations_since_best(eval_history: list[dict]) -> int:
+    """How many held-out evaluations came after the one with the lowest eval loss (0: the latest is the
+    lowest; a tie is no improvement, so the earlier of two equal losses is the best)."""
+    losses = [entry["eval_loss"] for entry in eval_history]
+    return len(losses) - 1 - losses.index(min(losses)) if losses else 0

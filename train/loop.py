@@ -28,13 +28,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from prep.folders import RunFolder
+from prep.models import hub_source
 from train import checkpoint as ckpt
 from train.config import TrainConfig
 from train.optim import linear_warmup_decay, make_optimizer, seed_everything, total_train_steps
 from train.data import FeatureSet, make_collate, make_loader, plan_epoch, steps_per_epoch
 from train.dist import DistEnv, all_gather_objects, all_reduce_sum, barrier, to_device
-from train.metrics_log import RunLogger, TrainClock, write_json_atomic
-from train.evaluation import calibrate_temperature, evaluate
+from train.metrics_log import LossWindow, RunLogger, TrainClock, write_json_atomic
+from train.evaluation import calibrate_temperature, evaluate, evaluations_since_best
 from train.model import autocast_context, build_model, precision_warning, save_finetuned
 from train.tracing import NullProfiler, Tracer
 from train.trial import TrialReporter
@@ -51,41 +52,11 @@ def _no_buffer_sync() -> dict:
     return {"broadcast_buffers": False}
 
 
-class _Window:
-    """Loss and token counts since the last log line; ``flush`` all-reduces them over ranks."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self._reset()
-
-    def _reset(self) -> None:
-        self.loss = torch.zeros((), dtype=torch.float32, device=self.device)
-        self.tokens = self.padded = self.steps = 0
-        self.started = time.perf_counter()
-
-    def add_step(self, tokens: int, padded: int) -> None:
-        self.tokens += tokens
-        self.padded += padded
-        self.steps += 1
-
-    def flush(self, env: DistEnv, accum: int, global_batch_size: int) -> dict:
-        stats = torch.tensor([self.loss.item(), self.tokens, self.padded], dtype=torch.float64, device=self.device)
-        all_reduce_sum(stats, env)
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        record = {
-            "loss": stats[0].item() / (self.steps * accum * env.world_size),
-            "sequences_per_second": self.steps * global_batch_size / elapsed,
-            "tokens_per_second": stats[1].item() / elapsed,
-            "padding_fraction": 1.0 - stats[1].item() / max(stats[2].item(), 1.0),
-        }
-        self._reset()
-        return record
-
-
 def write_train_config(config: TrainConfig, dataset: FeatureSet, env: DistEnv, micro: int, accum: int) -> dict:
     record = {
         **config.to_dict(),
         "model_dir": str(Path(config.model_dir).resolve()),
+        "model_source": hub_source(config.model_dir),  # a Hub id's {hub_id, revision, commit}; None: a local folder
         "features_dir": str(Path(config.features_dir).resolve()),
         "max_seq_length": dataset.max_seq_length,
         "micro_batch_size": micro,
@@ -123,6 +94,7 @@ class _Run:
         self.eval_history: list[dict] = []
         self.wall_before = 0.0  # --resume: earlier processes' wall time, up to their last checkpoint
         self.last_loss = self.best = None
+        self.stopped_early: dict | None = None  # --early-stopping-patience: where the run stopped
 
     def _load_saved(self) -> dict | None:
         if self.config.resume:
@@ -167,6 +139,7 @@ def setup(config: TrainConfig, spec, env: DistEnv, profiler=None) -> _Run:
         histories = json.loads(saved.get("histories", "{}"))
         run.loss_history, run.eval_history = histories.get("train_loss", []), histories.get("eval", [])
         run.wall_before = histories.get("wall_seconds", 0.0)
+        check_early_stopping(run)  # a run that had stopped early stays stopped
     run.model = run.raw_model
     if env.distributed:
         run.model = DDP(run.raw_model, device_ids=[env.local_rank] if env.device.type == "cuda" else None,
@@ -186,7 +159,7 @@ def setup(config: TrainConfig, spec, env: DistEnv, profiler=None) -> _Run:
                    disable=not (env.is_main and config.progress_bar))
     # Throughput counts this process's steps after its first (allocator and kernel warm-up).
     run.measured = torch.zeros(3, dtype=torch.float64)  # steps, real tokens, padded tokens (this rank)
-    run.window = _Window(env.device)
+    run.window = LossWindow(env.device)
     run.first_step = run.step
     run.started = time.perf_counter()
     run.best_file = run.folder.best_checkpoint
@@ -289,10 +262,26 @@ def run_epoch(run: _Run) -> None:
         run.epoch, run.step_in_epoch = run.epoch + 1, 0
         if run.eval_set is not None:
             evaluate_held_out(run)
+            check_early_stopping(run)
     save_checkpoint(run)
     if run.eval_history and run.eval_history[-1]["step"] == run.step:
         # A sweep's trial: report, and stop here if pruned (TrialPruned); the last epoch has nothing left to save.
-        run.trial.report(run.epoch, run.eval_history[-1], may_prune=run.step < run.total_steps)
+        run.trial.report(run.epoch, run.eval_history[-1],
+                         may_prune=run.step < run.total_steps and run.stopped_early is None)
+
+
+def check_early_stopping(run: _Run) -> None:
+    """``--early-stopping-patience N``: mark the run stopped once N held-out evaluations in a row have
+    not lowered the eval loss (the loop then ends; ``finish`` keeps the best epoch under ``--select-best``)."""
+    patience = run.config.early_stopping_patience
+    if patience is None or run.stopped_early is not None or evaluations_since_best(run.eval_history) < patience:
+        return
+    best = min(run.eval_history, key=lambda entry: entry["eval_loss"])
+    run.stopped_early = {"epoch": run.epoch, "step": run.step, "patience": patience, "best_epoch": best["epoch"],
+                         "best_eval_loss": best["eval_loss"]}
+    if run.env.is_main:
+        log.info("early stopping at epoch %d (step %d): no lower eval loss for %d evaluations (best: epoch %d, %.4f)",
+                 run.epoch, run.step, patience, best["epoch"], best["eval_loss"])
 
 
 def save_checkpoint(run: _Run) -> None:
@@ -308,7 +297,8 @@ def save_checkpoint(run: _Run) -> None:
             "config": run.config.to_dict(),
             # JSON text: torch.load(weights_only=True) reads it back whatever the metric values' types
             "histories": json.dumps({"train_loss": run.loss_history, "eval": run.eval_history,
-                                     "wall_seconds": run.wall_before + time.perf_counter() - run.started}),
+                                     "wall_seconds": run.wall_before + time.perf_counter() - run.started,
+                                     "stopped_early": run.stopped_early}),
         })
     barrier(run.env)
 
@@ -355,6 +345,7 @@ def finish(run: _Run) -> dict:
         "accumulation_steps": run.accum, "final_train_loss": run.last_loss, "train_loss_history": run.loss_history,
         "eval": run.eval_history, "final_eval": run.eval_history[-1] if run.eval_history else None,
         "selected": selected,  # select_best: the epoch whose weights were saved
+        "stopped_early": run.stopped_early,  # early_stopping_patience: the epoch it stopped at, and the best one
         "calibration": calibration,  # calibrate: temperature and eval loss before / after
         "wall_seconds": run.wall_before + time.perf_counter() - run.started,  # with earlier processes' (--resume)
         "wall_seconds_this_process": time.perf_counter() - run.started,
@@ -400,6 +391,6 @@ def train(config: TrainConfig, spec, env: DistEnv, profiler=None) -> dict:
 
         config = config.resolved(env.device.type, str(default_model_dir()))
     run = setup(config.for_task(spec), spec, env, profiler)
-    while run.step < run.total_steps:
+    while run.step < run.total_steps and run.stopped_early is None:
         run_epoch(run)
     return finish(run)

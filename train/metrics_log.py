@@ -17,6 +17,7 @@ import torch
 
 from prep.artifact import write_json_atomic  # noqa: F401 - re-exported for train's writers
 from prep.folders import RunFolder
+from train.dist import DistEnv, all_reduce_sum
 
 
 class RunLogger:
@@ -80,3 +81,34 @@ class TrainClock:
     def reset(self) -> None:
         self.stop()
         self.seconds = 0.0
+
+
+class LossWindow:
+    """The training loop's loss and token counts since the last log line; ``flush`` all-reduces them over ranks."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss = torch.zeros((), dtype=torch.float32, device=self.device)
+        self.tokens = self.padded = self.steps = 0
+        self.started = time.perf_counter()
+
+    def add_step(self, tokens: int, padded: int) -> None:
+        self.tokens += tokens
+        self.padded += padded
+        self.steps += 1
+
+    def flush(self, env: DistEnv, accum: int, global_batch_size: int) -> dict:
+        stats = torch.tensor([self.loss.item(), self.tokens, self.padded], dtype=torch.float64, device=self.device)
+        all_reduce_sum(stats, env)
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        record = {
+            "loss": stats[0].item() / (self.steps * accum * env.world_size),
+            "sequences_per_second": self.steps * global_batch_size / elapsed,
+            "tokens_per_second": stats[1].item() / elapsed,
+            "padding_fraction": 1.0 - stats[1].item() / max(stats[2].item(), 1.0),
+        }
+        self._reset()
+        return record
