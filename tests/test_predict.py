@@ -2,7 +2,7 @@
 
 For every task: a tiny run, its evaluation on a slice of the real data, then the same file with its
 answers or labels removed predicted: the predictions are evaluation's, exactly. Also: the CLI's
-files, a bad row reported, the Python API agreeing with the CLI.
+files, a bad row reported, the Python API agreeing with the CLI, and ``Predict`` cached on rerun.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import csv
 import json
 from pathlib import Path
 
+import luigi
 import pytest
 import torch
+from luigi.execution_summary import LuigiStatusCode
 
 from eval.__main__ import main as eval_main
 from eval.api import load_predictor
@@ -21,7 +23,7 @@ from eval.run import run_evaluation
 from prep.artifact import read_manifest, sha256_file
 from prep.folders import PredictFolder, RunFolder
 from tasks import get_task
-from tests.conftest import shared_data
+from tests.conftest import luigi_config, shared_data
 from tests.test_eval_run import subset_squad
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -235,6 +237,30 @@ def test_textclass_pair_mismatch_and_missing_column_are_errors(textclass, tmp_pa
     with pytest.raises(ValueError, match="no column 'text'"):
         run_prediction(spec, textclass["run"], textclass["texts"], tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_task_runs_once_and_is_cached(textclass, tmp_path):
+    from pipeline import Predict
+
+    params = dict(task="textclass", run_dir=str(textclass["run"]), data=str(textclass["texts"]), text_column="Text",
+                  id_column="ArticleId", fold_pool="max", device="cpu")
+    with luigi_config("bertflow", runs_dir=tmp_path / "runs"):
+        task = Predict(**params)
+        result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+        assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+        out = task.out_dir
+        assert out.parent == tmp_path / "runs" / "predict" and out.name.startswith("textclass-")
+        ours = read_csv(out / "predictions.csv")
+        assert [row["label"] for row in ours] == [row["prediction"] for row in
+                                                 read_csv(textclass["eval"] / "test_predictions.csv")]
+        stamp = (out / "manifest.json").stat().st_mtime_ns
+        again = luigi.build([Predict(**{**params, "batch_size": 3})], local_scheduler=True, detailed_summary=True,
+                            log_level="WARNING")
+        assert again.status == LuigiStatusCode.SUCCESS
+        assert (out / "manifest.json").stat().st_mtime_ns == stamp  # found done: nothing re-ran
+        assert Predict(**{**params, "fold_pool": "mean"}).out_dir != out  # a setting that changes predictions
+        with pytest.raises(ValueError, match="task textclass has no eval setting n_best_size"):
+            Predict(**{**params, "n_best_size": 3})
 
 
 # --- GLUE -----------------------------------------------------------------------------------
