@@ -6,7 +6,7 @@
     qa.predict([{"question": "Who wrote it?", "context": "It was written by Ada in 1843."}])
     # [{"id": "q0", "answer": "Ada", "score": 0.93, "start": 18, "end": 21}]
 
-    news = load_predictor("runs/finetune-textclass-pooled-<hash>", fold_pool="max")
+    news = load_predictor("runs/finetune-textclass-linear-<hash>", fold_pool="max")
     news.predict(["shares rose sharply after ...", {"id": "a7", "text": "the match ended ..."}])
     # [{"id": "input-0", "label": "business", "probabilities": {...}}, ...]
     news.predict_file("new.csv", news.options(text_column="Text"))   # a whole file, read like training's

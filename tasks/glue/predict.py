@@ -1,6 +1,6 @@
 """GLUE predictions on a test file: the GLUE server's submission file for the run's task.
 
-    python -m eval predict glue --model runs/finetune-glue-pooled-<hash> --data glue_data/RTE/test.tsv --out runs/predict-rte
+    python -m eval predict glue --model runs/finetune-glue-linear-<hash> --data glue_data/RTE/test.tsv --out runs/predict-rte
 
 The test layouts (``index`` column, or QQP's ``id``, then the sentences; no label; CoLA's has a
 header there) are read by :func:`tasks.glue.read.read_glue_test`, encoded as the run's features

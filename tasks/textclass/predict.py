@@ -1,6 +1,6 @@
 """Text classification predictions on new texts: the training file's layout without its label column.
 
-    python -m eval predict textclass --model runs/finetune-textclass-pooled-<hash> --data new.csv \\
+    python -m eval predict textclass --model runs/finetune-textclass-linear-<hash> --data new.csv \\
         --text-column Text --id-column ArticleId --out runs/predict-news
 
 The file is read like training's (``--text-column`` / ``--text-pair-column`` / ``--id-column`` /
