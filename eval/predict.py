@@ -13,7 +13,8 @@ says the rest. The new file is prepared by the task's own ``prepare`` (``labelle
 run's tokenizer (its ``model/`` folder) and the run's prep settings (its training features'
 recorded config, with the task's eval-time changes), in a temporary folder; the task's ``predict``
 then runs the evaluation's own inference and decoding on those features. A labelled file with its
-labels removed therefore gets exactly the predictions evaluation made on it.
+labels removed therefore gets exactly the predictions evaluation made on it (at the same batch
+size: batches padded otherwise move float32 results in their last digits).
 
 :func:`run_prediction` writes an output folder atomically (prep.folders.PredictFolder): the task's
 files in its usual format, ``summary.json`` (counts, the inputs prep skipped with their reasons,
