@@ -72,6 +72,14 @@ def load_model(model_dir: str | Path, spec, device: str = "cpu"):
     return model, train_config
 
 
+def pad_id(model_dir: str | Path) -> int:
+    """The padding id of the run's tokenizer (``model/``; 0 when it names none)."""
+    from prep.tokenizer import load_fast_tokenizer
+
+    pad = load_fast_tokenizer(RunFolder(model_dir).model).pad_token_id
+    return int(pad) if pad is not None else 0
+
+
 def check_inputs(model_dir: str | Path, features_dir: str | Path, spec, data_sha256: str | None) -> dict:
     """Check that model, features and data belong together; return the features manifest.
 
@@ -139,3 +147,11 @@ def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+
+
+def tracked(batches: list, progress=None):
+    """``batches`` one by one, calling ``progress(done, total)`` after each (long inputs report progress)."""
+    for done, batch in enumerate(batches, start=1):
+        yield batch
+        if progress is not None:
+            progress(done, len(batches))

@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from eval.inference import check_inputs, load_model, read_train_config
+from eval.inference import check_inputs, load_model, pad_id, read_train_config
 from train.dist import resolve_device
 from eval.report import write_report
 from prep.artifact import atomic_output_dir, sha256_file, write_json_atomic
@@ -49,13 +49,6 @@ def describe_artifacts(model_dir: Path, features_dir: Path, data_path: Path, dat
         "head_sha256": sha256_file(run.head),
         "train_config_sha256": sha256_file(run.train_config),
     }
-
-
-def _pad_id(model_dir: Path) -> int:
-    from prep.tokenizer import load_fast_tokenizer
-
-    pad = load_fast_tokenizer(RunFolder(model_dir).model).pad_token_id
-    return int(pad) if pad is not None else 0
 
 
 def _summary(task: str, model_dir: Path, artifacts: dict, config: dict) -> dict:
@@ -111,7 +104,7 @@ def run_evaluation(spec, run_dir: str | Path, features_dir: str | Path, data_pat
     device = resolve_device(device)
     model, _ = load_model(model_dir, spec.train, device)
     context = EvalContext(model=model, features=open_features(features_dir), manifest=manifest,
-                          data_path=data_path, config=cfg, device=device, pad_id=_pad_id(model_dir))
+                          data_path=data_path, config=cfg, device=device, pad_id=pad_id(model_dir))
     outcome = spec.eval.evaluate(context)
     summary = _summary(spec.name, model_dir, artifacts, {**cfg.to_dict(), **outcome.config, "device": device})
     summary.update(outcome.summary)

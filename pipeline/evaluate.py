@@ -177,6 +177,18 @@ def _given_fields() -> dict[str, luigi.Parameter]:
 _GIVEN_FIELDS = _given_fields()
 
 
+def given_eval_values(task: str, given: dict, family: str) -> dict:
+    """Task ``task``'s eval-config values: its ``<Task>Evaluation`` settings with the non-None ``given``
+    over them; a field task ``task`` does not have is an error (``family`` names the asking task)."""
+    own = EVALUATIONS[task].settings()
+    given = {name: value for name, value in given.items() if value is not None}
+    foreign = sorted(set(given) - set(own))
+    if foreign:
+        raise ValueError(f"{family}: task {task} has no eval setting {', '.join(foreign)} "
+                         f"(its own: {', '.join(own) or 'none'})")
+    return {**own, **given}
+
+
 class Evaluation(EvaluationTask):
     """Task ``--task``'s evaluation (its ``<Task>Evaluation`` settings) with the eval flags given here over them."""
 
@@ -188,10 +200,4 @@ class Evaluation(EvaluationTask):
         self.eval_values()  # a flag task --task does not have is an error here, before anything is scheduled
 
     def eval_values(self) -> dict:
-        own = EVALUATIONS[self.task].settings()
-        given = {name: getattr(self, name) for name in _GIVEN_FIELDS if getattr(self, name) is not None}
-        foreign = sorted(set(given) - set(own))
-        if foreign:
-            raise ValueError(f"{self.task_family}: task {self.task} has no eval setting {', '.join(foreign)} "
-                             f"(its own: {', '.join(own) or 'none'})")
-        return {**own, **given}
+        return given_eval_values(self.task, {name: getattr(self, name) for name in _GIVEN_FIELDS}, self.task_family)

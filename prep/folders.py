@@ -1,4 +1,4 @@
-"""The contract of bertflow's folders: every file a features, run or evaluation folder holds, named once.
+"""The contract of bertflow's folders: every file a features, run, evaluation or prediction folder holds, named once.
 
 Writers and readers in every package use these names (no file-name literals elsewhere), so a
 rename is one line here and a reader can never look for a file under another name than its
@@ -7,6 +7,7 @@ writer used. Torch-free: the Luigi side, the prep pool and the tools import it c
     FeaturesFolder(path).manifest        # prep: Arrow files + manifest.json (written last)
     RunFolder(path).metrics              # python -m train --out: model/, head, configs, checkpoints, logs
     EvalFolder(path).metrics             # python -m eval <task> --out: predictions, metrics, report, manifest
+    PredictFolder(path).summary          # python -m eval predict <task> --out: the task's files, summary, manifest
 """
 
 from __future__ import annotations
@@ -136,6 +137,30 @@ class EvalFolder:
     @property
     def report(self) -> Path:
         return self.path / self.REPORT
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
+
+
+@dataclass(frozen=True)
+class PredictFolder:
+    """What a prediction on new data (``python -m eval predict <task> --out DIR``, the Luigi ``Predict``)
+    writes: the task's files in its usual format (named by the task), ``summary.json`` (counts, the
+    inputs skipped with their reasons, the run and the data with their sha256, the settings) and
+    ``manifest.json`` (written last)."""
+
+    path: Path
+
+    SUMMARY = "summary.json"
+    MANIFEST = MANIFEST
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
 
     @property
     def manifest(self) -> Path:

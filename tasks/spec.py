@@ -5,7 +5,8 @@ passes the spec, or the part an engine needs, down; no engine looks a task up.
 
 - :class:`PrepSpec` for ``prep/`` (the prep command, ``<Task>Features``);
 - :class:`TrainSpec` for ``train/`` (model, batches, loss, held-out counts, export);
-- :class:`EvalSpec` for ``eval/`` (evaluation, report, aggregate tables, re-scoring);
+- :class:`EvalSpec` for ``eval/`` (evaluation, report, aggregate tables, re-scoring), with its
+  :class:`PredictSpec` (predictions on new, unlabelled data);
 - ``data_files``, ``plan`` and ``sweep_objective`` for ``pipeline/`` (official files, the task's
   place in the DAG, what a sweep optimises).
 """
@@ -158,6 +159,41 @@ class EvalOutcome:
 
 
 @dataclass(frozen=True)
+class PredictContext:
+    """What the prediction engine (:mod:`eval.predict`) hands a task's ``predict``.
+
+    ``features`` were built from ``data_path`` by the task's own ``prepare(..., labelled=False)``
+    with the run's tokenizer; ``manifest`` is theirs (the rows prep skipped, with reasons).
+    """
+
+    model: Any  # the fine-tuned model in eval mode (train.model.load_finetuned)
+    features: Any  # pyarrow.Table of the new data's features (possibly empty: every row skipped)
+    manifest: dict  # the features' manifest
+    data_path: Path  # the file of new inputs
+    config: Any  # the task's eval_config instance (decoding, pooling, batch size)
+    device: str
+    pad_id: int
+    train_config: dict  # the run's train_config.json (``data_info``: the training data's labels, version)
+    progress: Callable[[int, int], None] | None = None  # (batches done, batches) during inference
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """``{example id: reason}`` of the inputs prep left out (reported, never silently dropped)."""
+        return {s["example_id"]: s.get("reason", "") for s in self.manifest.get("skipped", []) if s.get("example_id")}
+
+
+@dataclass
+class PredictOutcome:
+    """A task's predictions: one plain dict per input (in input order; what the Python API returns;
+    a skipped input has ``"skipped": reason``), ``write_files(folder)`` for the task's usual files,
+    and counts for the record."""
+
+    records: list[dict]
+    write_files: Callable[[Path], None]
+    counts: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SweepObjective:
     """What a hyper-parameter sweep (``luigi --module pipeline Sweep``) optimises, on the validation split only.
 
@@ -188,7 +224,9 @@ class PrepSpec:
 
     ``config`` is a frozen dataclass whose fields are the prep command's flags and the
     ``<Task>Features`` Luigi parameters; ``prepare(input_path, out_dir, encoder_dir, config, nproc,
-    mode, reserve_cpus, progress) -> manifest`` runs :func:`prep.stage.run_stage` on the shared pool;
+    mode, reserve_cpus, progress, labelled=True) -> manifest`` runs :func:`prep.stage.run_stage` on
+    the shared pool (``labelled=False``: inputs without answers or labels, for predictions; a label
+    present is not read, and the features' label columns hold -1 or NaN);
     ``summarize(manifest, out_dir)`` is the command's one-line report; ``input_errors`` are the
     exception types that mean bad input (printed as one line, no traceback). The command
     (``python -m prep <task>``, :func:`prep.cli.prep_command`) is derived from these: ``input_help``
@@ -243,6 +281,29 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class PredictSpec:
+    """What the prediction engine needs (``python -m eval predict <task>``, the Luigi ``Predict``,
+    :class:`eval.predict.Predictor`): how new inputs are read, prepared and written.
+
+    ``prep_config(train_config, features_config, options)`` gives the prep config the new data is
+    built with: the run's (``features_config`` is the run's training features' recorded config, {}
+    when that folder is gone; ``train_config`` its train_config.json) with the task's eval-time
+    settings (SQuAD's eval split, no subset); ``options`` is an ``options`` instance (or None
+    when the task has none): the flags that say how to read the file (textclass's columns).
+    ``predict(context) -> PredictOutcome`` runs the evaluation's own inference and decoding on
+    the features. ``write_inputs(inputs, folder, train_config) -> (file, options)`` writes a list
+    of plain dicts (the Python API's inputs) as a file of the task's input format in ``folder``,
+    and the options that read it back. ``input_help`` describes the accepted file.
+    """
+
+    prep_config: Callable[[dict, dict, Any], Any]
+    predict: Callable[[PredictContext], PredictOutcome]
+    write_inputs: Callable[[list, Path, dict], tuple[Path, Any]]
+    options: type | None = None
+    input_help: str = "file of new inputs"
+
+
+@dataclass(frozen=True)
 class EvalSpec:
     """What the evaluation engine needs: settings, the evaluation itself, and how results are shown.
 
@@ -252,7 +313,8 @@ class EvalSpec:
     and ``report_sections(summary, out_dir, plot_data, written)`` for report.md; ``headline(metrics)``
     for compare and summaries; ``aggregate_metrics``, ``metric_labels``, ``metric_digits`` and
     ``ensemble(run_dirs, summaries)`` for ``eval aggregate``; ``score_file(args)`` with its flags
-    (``score_file_args(parser)``) for ``python -m eval score-<task>``.
+    (``score_file_args(parser)``) for ``python -m eval score-<task>``; ``predict`` (a
+    :class:`PredictSpec`) for predictions on new data.
     """
 
     config: type
@@ -268,6 +330,7 @@ class EvalSpec:
     ensemble: Callable[[list[Path], list[dict]], dict] | None = None
     score_file: Callable[..., dict] | None = None
     score_file_args: Callable[[Any], None] | None = None
+    predict: PredictSpec | None = None
 
 
 @dataclass(frozen=True)

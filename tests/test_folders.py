@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from prep.folders import MANIFEST, EvalFolder, FeaturesFolder, RunFolder
+from prep.folders import MANIFEST, EvalFolder, FeaturesFolder, PredictFolder, RunFolder
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.fast
@@ -22,7 +22,7 @@ EXCLUDED = (":!prep/folders.py", ":!bench/device_run.py", ":!bench/device_bundle
 # also a checkpoint key and a table column: only its path steps count.
 NAMES = (RunFolder.HEAD, RunFolder.TRAIN_CONFIG, RunFolder.LAUNCH_CONFIG, RunFolder.METRICS, RunFolder.PROGRESS,
          RunFolder.TRAIN_LOG, RunFolder.TENSORBOARD, RunFolder.CHECKPOINTS, RunFolder.LAST_CHECKPOINT,
-         RunFolder.BEST_CHECKPOINT, EvalFolder.REPORT, MANIFEST)
+         RunFolder.BEST_CHECKPOINT, EvalFolder.REPORT, PredictFolder.SUMMARY, MANIFEST)
 FOLDERS = (RunFolder.MODEL, RunFolder.TENSORBOARD, RunFolder.CHECKPOINTS)
 
 
@@ -53,6 +53,9 @@ def test_paths_of_each_folder(tmp_path):
     assert (out.metrics, out.report, out.manifest) == tuple(
         tmp_path / "eval" / name for name in ("metrics.json", "report.md", "manifest.json"))
     assert FeaturesFolder(tmp_path).manifest == tmp_path / "manifest.json"
+    predicted = PredictFolder(tmp_path / "predict")
+    assert (predicted.summary, predicted.manifest) == (tmp_path / "predict" / "summary.json",
+                                                       tmp_path / "predict" / "manifest.json")
     stem = FeaturesFolder.STEM.format(dataset="gap", split="dev")
     assert [FeaturesFolder.MERGED_FILE.format(stem=stem), FeaturesFolder.WORKER_FILE.format(stem=stem, worker=3),
             FeaturesFolder.EMPTY_FILE.format(stem=stem)] == ["gap-dev.arrow", "gap-dev-w003.arrow", "gap-dev-empty.arrow"]

@@ -43,7 +43,7 @@ def test_registry_lists_the_task_packages_and_refuses_others():
 
 
 # The entry points: each resolves the task once and passes the spec (or the part an engine needs) down.
-ENTRY_POINTS = {"eval/__main__.py", "prep/__main__.py", "profiling/__main__.py", "profiling/worker.py",
+ENTRY_POINTS = {"eval/__main__.py", "eval/api.py", "prep/__main__.py", "profiling/__main__.py", "profiling/worker.py",
                 "train/__main__.py", "train/launch.py"}
 
 
@@ -61,9 +61,9 @@ def test_only_entry_points_look_a_task_up():
 @pytest.mark.fast
 def test_every_spec_field_is_read_by_an_engine():
     """A field no engine reads is a promise nothing keeps (a task would fill it in vain)."""
-    from tasks.spec import EvalSpec, PrepSpec, TaskSpec, TrainSpec
+    from tasks.spec import EvalSpec, PredictSpec, PrepSpec, TaskSpec, TrainSpec
 
-    for part in (PrepSpec, TrainSpec, EvalSpec, TaskSpec):
+    for part in (PrepSpec, TrainSpec, EvalSpec, PredictSpec, TaskSpec):
         for field in dataclasses.fields(part):
             found = subprocess.run(["git", "grep", "-lE", rf"\.{field.name}\b", "--", *ENGINES], cwd=REPO,
                                    capture_output=True, text=True).stdout.split()

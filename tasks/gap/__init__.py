@@ -3,14 +3,15 @@
 Modules: ``read`` (the GAP TSV reader prep uses), ``formats`` (gold, Kaggle submission and
 scorer TSV files), ``prep`` (P/A/B span features on the shared pool; ``python -m prep.gap``),
 ``model`` (the concat / multiply / segment heads, loss, batches), ``metrics`` (Kaggle log loss,
-the GAP scorer's F1 and bias), ``evaluate``, ``report``, ``score`` (re-score files, ensembles).
+the GAP scorer's F1 and bias), ``evaluate``, ``report``, ``score`` (re-score files, ensembles),
+``predict`` (new rows without the A/B labels -> Kaggle's submission.csv).
 """
 
 from __future__ import annotations
 
-from tasks.gap import evaluate, model, prep, report, score
+from tasks.gap import evaluate, model, predict, prep, report, score
 from tasks.gap.read import GapFormatError
-from tasks.spec import DataRole, EvalSpec, FullRunPlan, OfficialFile, PrepSpec, TaskSpec, TrainSpec
+from tasks.spec import DataRole, EvalSpec, FullRunPlan, OfficialFile, PredictSpec, PrepSpec, TaskSpec, TrainSpec
 
 _REPO = "https://raw.githubusercontent.com/google-research-datasets/gap-coreference/master/"
 DATA_FILES = {
@@ -50,6 +51,8 @@ SPEC = TaskSpec(
         ensemble=score.ensemble,
         score_file=score.score_file,
         score_file_args=score.add_score_args,
+        predict=PredictSpec(prep_config=predict.prep_config, predict=predict.predict, write_inputs=predict.write_inputs,
+                            input_help="GAP TSV, with or without the A-coref / B-coref columns"),
     ),
     data_files=DATA_FILES,
     plan=FullRunPlan(train=DataRole("gap-development"), select=DataRole("gap-validation"), test=DataRole("gap-test")),

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from eval.inference import classifier_logits, length_batches, ordered_table, row_lengths
+from eval.inference import classifier_logits, length_batches, ordered_table, row_lengths, tracked
 from tasks.gap.formats import read_gap_gold, write_submission_csv, write_system_tsv
 from tasks.gap.metrics import GapGold, coref_decisions, predicted_labels, score_gap
 from tasks.gap.model import collate_gap
@@ -26,6 +26,8 @@ from tasks.spec import EvalContext, EvalOutcome
 MODEL_INPUTS = ("segment_ids", "p_start", "p_end", "a_start", "a_end", "b_start", "b_end")
 
 UNIFORM = np.full(3, 1.0 / 3.0)
+SUBMISSION_FILE = "submission.csv"
+SYSTEM_FILE = "gap_predictions.tsv"
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,12 @@ class GapEvalConfig:
 
 
 @torch.inference_mode()
-def gap_probabilities(model, table: pa.Table, batch_size: int, device: str = "cpu", pad_id: int = 0) -> np.ndarray:
+def gap_probabilities(model, table: pa.Table, batch_size: int, device: str = "cpu", pad_id: int = 0,
+                      progress=None) -> np.ndarray:
     """Per-feature softmax probabilities ``[N, 3]`` (A, B, NEITHER), float64."""
     lengths = row_lengths(table)
     probs = np.zeros((len(lengths), 3), dtype=np.float64)
-    for rows in length_batches(lengths, batch_size):
+    for rows in tracked(length_batches(lengths, batch_size), progress):
         batch = collate_gap(table.take(pa.array(rows)), pad_id=pad_id)
         logits = classifier_logits(model(
             batch["input_ids"].to(device),
@@ -139,7 +142,7 @@ def evaluate(context: EvalContext) -> EvalOutcome:
                "confusion_matrix": results.confusion_matrix, "counts": results.counts, "timing": results.timing}
 
     def write_files(folder: Path) -> None:
-        write_submission_csv(folder / "submission.csv", results.example_ids, results.probabilities)
-        write_system_tsv(folder / "gap_predictions.tsv", results.example_ids, results.decisions)
+        write_submission_csv(folder / SUBMISSION_FILE, results.example_ids, results.probabilities)
+        write_system_tsv(folder / SYSTEM_FILE, results.example_ids, results.decisions)
 
     return EvalOutcome(summary=summary, write_files=write_files)

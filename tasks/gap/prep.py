@@ -198,18 +198,20 @@ def prepare_gap(
     rows_per_chunk: int = 64,
     reserve_cpus: int = 1,
     progress=None,
+    labelled: bool = True,
 ) -> dict:
     """Build GAP features from the TSV ``input_path`` into ``out_dir``; returns the manifest.
 
     Raises :class:`tasks.gap.read.GapFormatError` (naming file and line) on a malformed file;
     rows that are well formed but unusable are skipped and listed in the manifest.
+    ``labelled=False``: rows without A-coref / B-coref (predictions; labels -1).
     """
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else default_model_dir()
     if rows_per_chunk < 1:
         raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
 
     def read(path: Path) -> ReadResult:
-        result = read_gap(path, rows_per_chunk)
+        result = read_gap(path, rows_per_chunk, labelled)
         result.chunks = [GapChunk(config, chunk) for chunk in result.chunks]
         return result
 

@@ -4,6 +4,10 @@ GAP (github.com/google-research-datasets/gap-coreference) ships tab-separated fi
 header: ID, Text, Pronoun, Pronoun-offset, A, A-offset, A-coref, B, B-offset, B-coref, URL.
 Offsets are character (code point) offsets into Text.
 
+Files without the ``A-coref`` / ``B-coref`` columns (Kaggle's test-stage layout: ID, Text,
+Pronoun, Pronoun-offset, A, A-offset, B, B-offset, URL) are read with ``labelled=False``, for
+predictions: every example's label is :data:`LABEL_NONE`.
+
 Two kinds of bad input are told apart:
 - a file that is not a GAP TSV (bytes that are not UTF-8, a missing header column, a row with
   the wrong number of columns, an offset that is not an integer) raises :class:`GapFormatError`
@@ -34,6 +38,8 @@ PRONOUN_GENDER = {
 }
 
 LABEL_A, LABEL_B, LABEL_NEITHER = 0, 1, 2
+LABEL_NONE = -1  # an unlabelled row (predictions on new data)
+LABEL_COLUMNS = ("A-coref", "B-coref")
 
 _INTEGER = re.compile(r"-?[0-9]+")
 
@@ -56,9 +62,10 @@ class GapExample(NamedTuple):
     gender: str
 
 
-def read_gap(path: str | Path, rows_per_chunk: int) -> ReadResult:
+def read_gap(path: str | Path, rows_per_chunk: int, labelled: bool = True) -> ReadResult:
     """Read a GAP TSV into chunks of :class:`GapExample` plus the rows skipped and why.
 
+    ``labelled=False``: the coref columns are neither needed nor read (labels :data:`LABEL_NONE`).
     Raises :class:`GapFormatError` on a file that is not a well-formed GAP TSV.
     """
     if rows_per_chunk < 1:
@@ -75,7 +82,7 @@ def read_gap(path: str | Path, rows_per_chunk: int) -> ReadResult:
             blank_lines += 1
             continue
         if header is None:
-            header = _check_header(path, line_no, fields)
+            header = _check_header(path, line_no, fields, labelled)
             continue
         if len(fields) != len(header):
             raise GapFormatError(
@@ -83,7 +90,7 @@ def read_gap(path: str | Path, rows_per_chunk: int) -> ReadResult:
                 f"{len(header)} (a tab inside Text, or a truncated row?)"
             )
         row = dict(zip(header, fields))
-        example, reason = _parse_row(path, line_no, rows, row, seen_ids)
+        example, reason = _parse_row(path, line_no, rows, row, seen_ids, labelled)
         if example is None:
             skipped.append(skip(row["ID"] or None, reason, where=f"line {line_no}"))
         else:
@@ -93,7 +100,7 @@ def read_gap(path: str | Path, rows_per_chunk: int) -> ReadResult:
     if header is None:
         raise GapFormatError(f"{path}: line 1: empty file, expected a GAP header")
     chunks = [examples[i:i + rows_per_chunk] for i in range(0, len(examples), rows_per_chunk)]
-    info = {"format": "gap-tsv", "rows": rows, "blank_lines": blank_lines}
+    info = {"format": "gap-tsv", "rows": rows, "blank_lines": blank_lines, "labelled": labelled}
     return ReadResult(chunks=chunks, examples_in=rows, skipped=skipped, info=info)
 
 
@@ -129,12 +136,13 @@ def _read_lines(path: Path):
         yield line_no, fields
 
 
-def _check_header(path: Path, line_no: int, fields: list[str]) -> list[str]:
-    missing = [name for name in REQUIRED_COLUMNS if name not in fields]
+def _check_header(path: Path, line_no: int, fields: list[str], labelled: bool = True) -> list[str]:
+    required = [name for name in REQUIRED_COLUMNS if labelled or name not in LABEL_COLUMNS]
+    missing = [name for name in required if name not in fields]
     if missing:
         raise GapFormatError(
             f"{path}: line {line_no}: header lacks column(s) {', '.join(missing)}; a GAP TSV starts "
-            f"with the tab-separated header {', '.join(REQUIRED_COLUMNS)}, URL"
+            f"with the tab-separated header {', '.join(required)}, URL"
         )
     duplicated = sorted({name for name in fields if fields.count(name) > 1})
     if duplicated:
@@ -154,7 +162,7 @@ def _parse_coref(value: str) -> bool | None:
     return {"true": True, "false": False}.get(lowered)
 
 
-def _parse_row(path, line_no, index, row, seen_ids) -> tuple[GapExample | None, str | None]:
+def _parse_row(path, line_no, index, row, seen_ids, labelled=True) -> tuple[GapExample | None, str | None]:
     """The row as a :class:`GapExample`, or ``(None, reason)`` when it must be skipped."""
     # Offsets are parsed first: a non-integer offset is a broken file, not a bad example.
     spans = {}
@@ -173,15 +181,17 @@ def _parse_row(path, line_no, index, row, seen_ids) -> tuple[GapExample | None, 
             return None, f"{column} is empty"
         if start < 0 or text[start:end] != row[column]:
             return None, f"{column}-offset does not point at {column}"
-    a_coref, b_coref = _parse_coref(row["A-coref"]), _parse_coref(row["B-coref"])
-    if a_coref is None or b_coref is None:
-        return None, "coref value not TRUE or FALSE"
-    if a_coref and b_coref:
-        return None, "A-coref and B-coref both TRUE"
+    label = LABEL_NONE
+    if labelled:
+        a_coref, b_coref = _parse_coref(row["A-coref"]), _parse_coref(row["B-coref"])
+        if a_coref is None or b_coref is None:
+            return None, "coref value not TRUE or FALSE"
+        if a_coref and b_coref:
+            return None, "A-coref and B-coref both TRUE"
+        label = LABEL_A if a_coref else LABEL_B if b_coref else LABEL_NEITHER
     gender = PRONOUN_GENDER.get(row["Pronoun"].lower())
     if gender is None:
         return None, "pronoun has no gender"
-    label = LABEL_A if a_coref else LABEL_B if b_coref else LABEL_NEITHER
     return GapExample(
         example_index=index,
         line=line_no,

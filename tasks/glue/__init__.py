@@ -4,15 +4,16 @@ Modules: ``benchmark`` (the tasks: files, columns, label sets, official metrics,
 reference rows), ``read`` (official TSVs, every row accounted for), ``prep`` (the tokenizer's own
 pair layout; ``python -m prep glue``), ``evaluate`` (coverage checked, official scores),
 ``metrics`` (GLUE's metrics and averages), ``table`` (the results table), ``suite`` (the
-``GlueResults`` entry's plan). The model, loss and per-text scoring are textclass's.
+``GlueResults`` entry's plan), ``predict`` (test files -> the GLUE server's submission file). The
+model, loss and per-text scoring are textclass's.
 """
 
 from __future__ import annotations
 
-from tasks.glue import evaluate, prep, report, suite, table
+from tasks.glue import evaluate, predict, prep, report, suite, table
 from tasks.glue.benchmark import official_files
 from tasks.glue.read import GlueFormatError
-from tasks.spec import EvalSpec, PrepSpec, SuitePlan, TaskSpec
+from tasks.spec import EvalSpec, PredictSpec, PrepSpec, SuitePlan, TaskSpec
 from tasks.textclass import model
 from tasks.textclass.evaluate import TextClassEvalConfig
 from tasks.textclass.report import report_sections
@@ -34,6 +35,8 @@ SPEC = TaskSpec(
         aggregate_metrics=report.AGGREGATE_METRICS,
         metric_labels=report.METRIC_LABELS,
         metric_digits=report.METRIC_DIGITS,
+        predict=PredictSpec(prep_config=predict.prep_config, predict=predict.predict, write_inputs=predict.write_inputs,
+                            input_help="the run's GLUE task's test.tsv (index column and sentences, no label)"),
     ),
     data_files=official_files(),
     plan=SuitePlan(entry="GlueResults", default_members=suite.BUNDLED, parse_members=suite.parse_members,

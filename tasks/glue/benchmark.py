@@ -35,6 +35,23 @@ class GlueTask:
     dev_splits: tuple[str, ...] = ("dev",)
     download: str | None = None  # the official zip's name (GLUE_ZIP), or None: no archive to fetch
     positive_label: str = "1"  # F1's positive class (MRPC, QQP)
+    # The test files (no label; a header everywhere, CoLA's too): the index column the GLUE server's
+    # submission file keys on, and the sentence column where it is not the train file's ``text``.
+    test_index: str = "index"
+    test_text: str | None = None
+
+    @property
+    def test_columns(self) -> tuple[str, str, str | None]:
+        """``(index, text, text pair)`` column names of the task's test.tsv."""
+        return self.test_index, self.test_text or str(self.text), None if self.text_pair is None else str(self.text_pair)
+
+    def submission_name(self, split: str) -> str:
+        """The GLUE server's file for the test file ``split`` (its stem): ``CoLA``, ``MNLI-m``, ``MNLI-mm``,
+        ``AX`` (MNLI's model on diagnostic.tsv); the file is ``<name>.tsv``."""
+        if self.name == "mnli":
+            split = split.lower()
+            return "AX" if split in ("diagnostic", "ax") else "MNLI-mm" if "mismatched" in split else "MNLI-m"
+        return self.folder
 
     @property
     def regression(self) -> bool:
@@ -66,7 +83,7 @@ class GlueTask:
 
 TASKS: dict[str, GlueTask] = {task.name: task for task in (
     GlueTask("cola", "CoLA", text=3, label=1, labels=("0", "1"), metrics=(("mcc", "dev"),), header=False,
-             download="CoLA"),
+             download="CoLA", test_text="sentence"),
     GlueTask("sst2", "SST-2", text="sentence", label="label", labels=("0", "1"), metrics=(("accuracy", "dev"),),
              download="SST-2"),
     GlueTask("mrpc", "MRPC", text="#1 String", text_pair="#2 String", label="Quality", labels=("0", "1"),
@@ -74,7 +91,7 @@ TASKS: dict[str, GlueTask] = {task.name: task for task in (
     GlueTask("stsb", "STS-B", text="sentence1", text_pair="sentence2", label="score", labels=(),
              metrics=(("pearson", "dev"), ("spearman", "dev")), download="STS-B"),
     GlueTask("qqp", "QQP", text="question1", text_pair="question2", label="is_duplicate", labels=("0", "1"),
-             metrics=(("accuracy", "dev"), ("f1", "dev")), download="QQP-clean"),
+             metrics=(("accuracy", "dev"), ("f1", "dev")), download="QQP-clean", test_index="id"),
     GlueTask("mnli", "MNLI", text="sentence1", text_pair="sentence2", label="gold_label",
              labels=("contradiction", "entailment", "neutral"),
              metrics=(("accuracy", "dev_matched"), ("accuracy", "dev_mismatched")),

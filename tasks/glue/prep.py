@@ -9,6 +9,8 @@ for BERT, ``<s> a </s></s> b </s>`` for RoBERTa / MPNet) and the truncation (lon
 ``token_type_ids`` are a column only when the tokenizer returns them (its
 ``model_input_names``). Rows use textclass's feature columns (one window per example), so the
 text classifier trains and scores them; class ids are positions in the task's fixed label set.
+A test file (``prepare_glue(..., labelled=False)``, for predictions: index column, sentences, no
+label) is read by :func:`tasks.glue.read.read_glue_test`; its labels are -1 (STS-B: NaN).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import pyarrow as pa
 from prep.stage import ReadResult, run_stage
 from prep.tokenizer import default_model_dir, load_fast_tokenizer
 from tasks.glue.benchmark import TASKS, parse_tasks
-from tasks.glue.read import read_glue
-from tasks.textclass.prep import FEATURES_SCHEMA, REGRESSION_SCHEMA, split_name
+from tasks.glue.read import read_glue, read_glue_test
+from tasks.textclass.prep import FEATURES_SCHEMA, NO_LABEL, REGRESSION_SCHEMA, split_name
 from tasks.textclass.read import TextExample
 
 
@@ -82,7 +84,8 @@ def convert_chunk(tokenizer, chunk: GlueChunk) -> tuple[dict, dict]:
         "example_id": [example.example_id for example in examples],
         "example_index": [index for index, _ in chunk.examples],
         "input_ids": encoded["input_ids"],
-        "label": [example.label if task.regression else class_id[example.label] for example in examples],
+        "label": [(float("nan") if task.regression else NO_LABEL) if example.label is None else
+                  example.label if task.regression else class_id[example.label] for example in examples],
         "window_index": [0] * len(examples),
         "num_windows": [1] * len(examples),
     }
@@ -91,8 +94,9 @@ def convert_chunk(tokenizer, chunk: GlueChunk) -> tuple[dict, dict]:
     return columns, {"examples_converted": len(examples), "texts_truncated": cut}
 
 
-def read_chunks(path: Path, config: GluePrepConfig, token_types: bool, rows_per_chunk: int) -> ReadResult:
-    examples, skipped, info = read_glue(path, config.glue_task)
+def read_chunks(path: Path, config: GluePrepConfig, token_types: bool, rows_per_chunk: int,
+                labelled: bool = True) -> ReadResult:
+    examples, skipped, info = (read_glue if labelled else read_glue_test)(path, config.glue_task)
     indexed = list(enumerate(examples))
     chunks = [GlueChunk(config, token_types, indexed[i:i + rows_per_chunk])
               for i in range(0, len(indexed), rows_per_chunk)]
@@ -102,11 +106,12 @@ def read_chunks(path: Path, config: GluePrepConfig, token_types: bool, rows_per_
 
 def prepare_glue(input_path: str | Path, out_dir: str | Path, tokenizer_dir: str | Path | None = None,
                  config: GluePrepConfig | None = None, nproc: int = 1, mode: str = "shards",
-                 rows_per_chunk: int = 512, reserve_cpus: int = 1, progress=None) -> dict:
+                 rows_per_chunk: int = 512, reserve_cpus: int = 1, progress=None, labelled: bool = True) -> dict:
     """Build ``input_path``'s features into ``out_dir``; returns the manifest.
 
     Broken rows are skipped and listed in the manifest with their lines (evaluation refuses a dev
     file with any). Raises :class:`GlueFormatError` on a file that is not the task's TSV.
+    ``labelled=False``: the task's test layout (predictions).
     """
     if config is None:
         raise ValueError("prepare_glue needs a GluePrepConfig naming the GLUE task (glue_task)")
@@ -116,7 +121,7 @@ def prepare_glue(input_path: str | Path, out_dir: str | Path, tokenizer_dir: str
     return run_stage(
         dataset="glue", split=f"{config.glue_task}-{split_name(input_path)}", input_path=Path(input_path),
         out_dir=Path(out_dir), config=asdict(config), tokenizer_dir=tokenizer_dir,
-        read=lambda path: read_chunks(path, config, token_types, rows_per_chunk), setup=setup_worker,
+        read=lambda path: read_chunks(path, config, token_types, rows_per_chunk, labelled), setup=setup_worker,
         convert=convert_chunk, schema=schema, nproc=nproc, mode=mode, reserve_cpus=reserve_cpus, progress=progress,
         export=export_model_dir,
     )

@@ -12,7 +12,9 @@ in its manifest, and evaluation refuses a dev file with any (see tasks/glue/eval
 score never rests on a silently smaller denominator.
 
 An example's id is its row's 0-based position among the file's data rows (Hugging Face's
-``idx``), so ids are stable whatever is skipped.
+``idx``), so ids are stable whatever is skipped. A test file (:func:`read_glue_test`: an index
+column and the sentences, no label) names its examples by its index column, the key of the GLUE
+server's submission file.
 """
 
 from __future__ import annotations
@@ -120,5 +122,63 @@ def read_glue(path: str | Path, task: str | GlueTask) -> tuple[list[TextExample]
         "labels": list(task.labels),
         "rows": rows,
         "texts": len(examples),
+    }
+    return examples, skipped, info
+
+
+def read_glue_test(path: str | Path, task: str | GlueTask) -> tuple[list[TextExample], list[dict], dict]:
+    """Read GLUE task ``task``'s test TSV ``path`` (header, index column, sentences, no label).
+
+    Examples are named by the index column and carry no label (None). A row with another number of
+    fields than the header, an empty or repeated index or an empty sentence is skipped with its
+    line and reason. ``info`` is as :func:`read_glue`'s, with ``index_column``.
+    """
+    task = TASKS[task] if isinstance(task, str) else task
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GLUE {task.name} file not found: {path}")
+    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = [name.strip() for name in next(reader, None) or []]
+    if not header:
+        raise GlueFormatError(f"{path}: empty file (GLUE {task.name} test files start with a header)")
+    index_column, text_column, pair_column = task.test_columns
+    positions = {role: _position(path, header, column, task)
+                 for role, column in (("index", index_column), ("text", text_column), ("text_pair", pair_column))
+                 if column is not None}
+    examples, skipped, seen, rows = [], [], set(), 0
+    for fields in reader:
+        line = reader.line_num
+        if not fields:
+            continue
+        rows += 1
+        where = f"line {line}"
+        if len(fields) != len(header):
+            skipped.append(skip(None, f"{len(fields)} tab-separated fields, expected {len(header)} "
+                                      "(a broken or truncated row)", where=where))
+            continue
+        index = fields[positions["index"]].strip()
+        text = fields[positions["text"]]
+        pair = fields[positions["text_pair"]] if "text_pair" in positions else None
+        reason = ("empty index" if not index else "duplicate index" if index in seen else
+                  "empty sentence" if not text.strip() or (pair is not None and not pair.strip()) else None)
+        if reason is not None:
+            skipped.append(skip(index or None, reason, where=where))
+            continue
+        seen.add(index)
+        examples.append(TextExample(index, text, pair, None, line))
+    if rows == 0:
+        raise GlueFormatError(f"{path}: no data rows")
+    info = {
+        "format": "glue-test-tsv",
+        "glue_task": task.name,
+        "index_column": index_column,
+        "text_column": text_column,
+        "text_pair_column": pair_column,
+        "label_column": None,
+        "label_type": "float" if task.regression else "str",
+        "labels": list(task.labels),
+        "rows": rows,
+        "texts": len(examples),
+        "labelled": False,
     }
     return examples, skipped, info

@@ -4,7 +4,8 @@ Modules: ``read`` (the release folder tree or JSON Lines; clear errors, skipped 
 reasons), ``prep`` (one row per question, four passage+question+option sequences laid out by the
 tokenizer; ``python -m prep.race``), ``model`` (the ``mc`` head, saved as
 ``AutoModelForMultipleChoice``, and DUMA's dual multi-head co-attention), ``metrics`` (accuracy on
-middle / high / all, answers.json), ``evaluate``, ``report``, ``score`` (re-scoring, ensembles).
+middle / high / all, answers.json), ``evaluate``, ``report``, ``score`` (re-scoring, ensembles),
+``predict`` (questions without answers -> answers.json).
 
 Data: RACE has no per-split official download; its authors publish RACE.tar.gz behind a licence
 form (non-commercial research use) at the address below. The checksums are those of the JSON
@@ -16,9 +17,9 @@ DataFile's download fails with its message, and a user points ``[inputs] race_tr
 
 from __future__ import annotations
 
-from tasks.race import evaluate, model, prep, report, score
+from tasks.race import evaluate, model, predict, prep, report, score
 from tasks.race.read import RaceFormatError, input_digest
-from tasks.spec import DataRole, EvalSpec, FullRunPlan, OfficialFile, PrepSpec, TaskSpec, TrainSpec
+from tasks.spec import DataRole, EvalSpec, FullRunPlan, OfficialFile, PredictSpec, PrepSpec, TaskSpec, TrainSpec
 
 _RELEASE = "http://www.cs.cmu.edu/~glai1/data/race/"
 DATA_FILES = {
@@ -68,6 +69,9 @@ SPEC = TaskSpec(
         ensemble=score.ensemble,
         score_file=score.score_file,
         score_file_args=score.add_score_args,
+        predict=PredictSpec(prep_config=predict.prep_config, predict=predict.predict, write_inputs=predict.write_inputs,
+                            options=predict.RacePredictOptions,
+                            input_help="RACE JSON Lines (or split folder) whose articles need no answers"),
     ),
     data_files=DATA_FILES,
     plan=FullRunPlan(train=_role("race-train", "train_questions", "train"),

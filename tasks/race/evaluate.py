@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from eval.inference import classifier_logits, length_batches, ordered_table
+from eval.inference import classifier_logits, length_batches, ordered_table, tracked
 from tasks.race.metrics import ANSWERS_FILE, UNIFORM, answer_record, score_answers, write_answers
 from tasks.race.model import NUM_CHOICES, SPAN_KEYS, collate_race
 from tasks.race.read import GoldQuestion, read_race
@@ -49,10 +49,11 @@ def question_lengths(table: pa.Table) -> np.ndarray:
 
 
 @torch.inference_mode()
-def race_probabilities(model, table: pa.Table, batch_size: int, device: str = "cpu", pad_id: int = 0) -> np.ndarray:
+def race_probabilities(model, table: pa.Table, batch_size: int, device: str = "cpu", pad_id: int = 0,
+                       progress=None) -> np.ndarray:
     """Per-row softmax over the four options ``[N, 4]``, float64."""
     probs = np.zeros((table.num_rows, NUM_CHOICES), dtype=np.float64)
-    for rows in length_batches(question_lengths(table), batch_size):
+    for rows in tracked(length_batches(question_lengths(table), batch_size), progress):
         batch = collate_race(table.take(pa.array(rows)), pad_id=pad_id)
         inputs = {name: batch[name].to(device) for name in ("token_type_ids", *SPAN_KEYS) if name in batch}
         logits = classifier_logits(model(batch["input_ids"].to(device), batch["attention_mask"].to(device),

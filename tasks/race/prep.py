@@ -182,11 +182,13 @@ def prepare_race(
     articles_per_chunk: int = 16,
     reserve_cpus: int = 1,
     progress=None,
+    labelled: bool = True,
 ) -> dict:
     """Build RACE features from ``input_path`` (JSON Lines file or release folder) into ``out_dir``.
 
     Raises :class:`tasks.race.read.RaceFormatError` on input that is not RACE; unusable
-    questions are skipped and listed in the manifest.
+    questions are skipped and listed in the manifest. ``labelled=False``: questions without
+    answers (predictions; labels -1).
     """
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else default_model_dir()
     input_path = Path(input_path)
@@ -196,7 +198,8 @@ def prepare_race(
     token_types = tokenizer_gives_types(tokenizer_dir)
 
     def read(path: Path) -> ReadResult:
-        result = read_chunks(path, articles_per_chunk, config.split, config.question_limit, config.every_nth)
+        result = read_chunks(path, articles_per_chunk, config.split, config.question_limit, config.every_nth,
+                             labelled)
         result.chunks = [RaceChunk(config, token_types, chunk) for chunk in result.chunks]
         return result
 

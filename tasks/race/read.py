@@ -12,6 +12,9 @@ question) and ``id`` (``high1011.txt``). Both layouts read the same:
   :func:`input_digest` of a folder equals the sha256 of the JSON Lines file made from it (each
   file's bytes plus ``\\n``), so features and evaluations treat the two as the same input.
 
+Questions without answers (a record without ``answers``: predictions on new data) are read with
+``labelled=False``: every question's label is :data:`LABEL_NONE` and ``gold`` lists them all.
+
 Two kinds of bad input are told apart: a file that is not RACE (invalid JSON, a missing field,
 ``questions`` / ``options`` / ``answers`` of different lengths) raises :class:`RaceFormatError`
 naming the file and line; a well-formed question that cannot be used (not four options, an
@@ -32,6 +35,7 @@ LETTERS = ("A", "B", "C", "D")
 LEVELS = ("middle", "high")
 SPLITS = ("train", "dev", "test")
 REQUIRED_FIELDS = ("article", "questions", "options", "answers")
+LABEL_NONE = -1  # a question without an answer (predictions on new data)
 _NUMBERED = re.compile(r"([0-9]+)\.txt")
 
 
@@ -172,29 +176,32 @@ def _level_of(article_id: str, folder_level: str | None) -> str:
     return "unknown"
 
 
-def _check_record(record: dict, where: str) -> None:
-    missing = [name for name in REQUIRED_FIELDS if name not in record]
+def _check_record(record: dict, where: str, labelled: bool = True) -> None:
+    required = REQUIRED_FIELDS if labelled else REQUIRED_FIELDS[:-1]
+    missing = [name for name in required if name not in record]
     if missing:
         raise RaceFormatError(f"{where}: missing field(s) {', '.join(missing)}; a RACE article has "
-                              f"{', '.join(REQUIRED_FIELDS)} and id")
+                              f"{', '.join(required)} and id")
     if not isinstance(record["article"], str):
         raise RaceFormatError(f"{where}: article is not a string")
-    for name in ("questions", "options", "answers"):
+    for name in required[1:]:
         if not isinstance(record[name], list):
             raise RaceFormatError(f"{where}: {name} is not a list")
-    lengths = {name: len(record[name]) for name in ("questions", "options", "answers")}
+    lengths = {name: len(record[name]) for name in required[1:]}
     if len(set(lengths.values())) != 1:
         raise RaceFormatError(f"{where}: questions, options and answers differ in length "
                               f"({', '.join(f'{k} {v}' for k, v in lengths.items())})")
 
 
 def read_race(path: str | Path, split: str | None = None, max_questions: int | None = None,
-              every_nth: int = 1) -> RaceData:
+              every_nth: int = 1, labelled: bool = True) -> RaceData:
     """Read a RACE JSON Lines file or folder: every ``every_nth`` question (1: all; a subset spread
     over the file, so over both levels), at most ``max_questions`` of them (None: no limit).
 
     Raises :class:`RaceFormatError` on input that is not RACE; questions that are well formed but
     unusable are listed in ``skipped`` (``gold`` still holds those whose answer is a letter A-D).
+    ``labelled=False``: ``answers`` are neither needed nor read; every question is in ``gold``
+    with the label :data:`LABEL_NONE`.
     """
     path = Path(path)
     if max_questions is not None and max_questions < 1:
@@ -217,12 +224,13 @@ def read_race(path: str | Path, split: str | None = None, max_questions: int | N
     for where, record, folder_level in records:
         if max_questions is not None and index >= max_questions:
             break
-        _check_record(record, where)
+        _check_record(record, where, labelled)
         article_id = str(record.get("id") or (f"{folder_level}{Path(where).name}" if folder_level else f"article{article_count}"))
         level = _level_of(article_id, folder_level)
         article_count += 1
         usable = []
-        for k, (question, options, answer) in enumerate(zip(record["questions"], record["options"], record["answers"])):
+        answers = record["answers"] if labelled else [None] * len(record["questions"])
+        for k, (question, options, answer) in enumerate(zip(record["questions"], record["options"], answers)):
             if max_questions is not None and index >= max_questions:
                 break
             position += 1
@@ -235,7 +243,7 @@ def read_race(path: str | Path, split: str | None = None, max_questions: int | N
                 skipped.append(skip(qid, "duplicate question id", where=here))
                 continue
             seen.add(qid)
-            label = LETTERS.index(answer) if answer in LETTERS else None
+            label = LETTERS.index(answer) if answer in LETTERS else None if labelled else LABEL_NONE
             if label is not None:
                 gold.append(GoldQuestion(qid, label, level))
             reason = None
@@ -254,17 +262,17 @@ def read_race(path: str | Path, split: str | None = None, max_questions: int | N
         if usable:
             articles.append(RaceArticle(article_id, where, record["article"], tuple(usable)))
     info = {"format": f"race-{layout}", "articles": article_count, "max_questions": max_questions,
-            "every_nth": every_nth}
+            "every_nth": every_nth, "labelled": labelled}
     if layout == "folder" and split is not None:
         info["split_folder"] = split
     return RaceData(articles, gold, index, skipped, info)
 
 
 def read_chunks(path: str | Path, articles_per_chunk: int, split: str | None = None,
-                max_questions: int | None = None, every_nth: int = 1) -> ReadResult:
+                max_questions: int | None = None, every_nth: int = 1, labelled: bool = True) -> ReadResult:
     """:func:`read_race` as prep's :class:`prep.stage.ReadResult`: chunks of articles, counted in questions."""
     if articles_per_chunk < 1:
         raise ValueError(f"articles_per_chunk must be >= 1, got {articles_per_chunk}")
-    data = read_race(path, split, max_questions, every_nth)
+    data = read_race(path, split, max_questions, every_nth, labelled)
     chunks = [data.articles[i:i + articles_per_chunk] for i in range(0, len(data.articles), articles_per_chunk)]
     return ReadResult(chunks=chunks, examples_in=data.questions_in, skipped=data.skipped, info=data.info)

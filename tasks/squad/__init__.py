@@ -3,13 +3,15 @@
 Modules: ``read`` (the SQuAD JSON reader prep and evaluation share), ``prep`` (windowed
 features on the shared pool; ``python -m prep.squad``), ``model`` (span head, loss, batches),
 ``decode`` (n-best answers from logits), ``metrics`` (the official v1.1 / v2.0 scoring),
-``evaluate`` (model in, predictions and metrics out), ``report``, ``score`` (re-score files).
+``evaluate`` (model in, predictions and metrics out), ``report``, ``score`` (re-score files),
+``predict`` (answers to new questions).
 """
 
 from __future__ import annotations
 
-from tasks.spec import DataRole, EvalSpec, FullRunPlan, InputMismatchError, OfficialFile, PrepSpec, TaskSpec, TrainSpec
-from tasks.squad import evaluate, model, prep, report, score
+from tasks.spec import (DataRole, EvalSpec, FullRunPlan, InputMismatchError, OfficialFile, PredictSpec, PrepSpec,
+                        TaskSpec, TrainSpec)
+from tasks.squad import evaluate, model, predict, prep, report, score
 from tasks.squad.read import SquadFormatError
 
 _SITE = "https://rajpurkar.github.io/SQuAD-explorer/dataset/"
@@ -61,6 +63,8 @@ SPEC = TaskSpec(
         check_features=check_features,
         score_file=score.score_file,
         score_file_args=score.add_score_args,
+        predict=PredictSpec(prep_config=predict.prep_config, predict=predict.predict, write_inputs=predict.write_inputs,
+                            input_help="SQuAD-format JSON whose questions need no answers"),
     ),
     data_files=DATA_FILES,
     plan=FullRunPlan(

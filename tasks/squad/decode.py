@@ -12,7 +12,8 @@ offsets as in Hugging Face's ``utils_qa.py``:
   context on both sides (bert's ``_check_is_max_context``), so a token in the overlap of two
   windows is scored where the model saw it best;
 - candidates from all windows are ranked by ``start_logit + end_logit``; the n-best list keeps
-  the ``n_best_size`` best distinct texts, with softmax probabilities over them;
+  the ``n_best_size`` best distinct texts, with softmax probabilities over them and their
+  character offsets in the context (``start``, ``end``);
 - v2 (``version_2_with_negative``): the null score is the smallest ``start[0] + end[0]`` ([CLS])
   over the windows; the answer is "" when ``null - best_span > null_score_diff_threshold``. That
   difference is returned as ``null_odds`` (the ``--na-prob-file`` of the official v2.0 script).
@@ -47,7 +48,7 @@ class Window:
 class ExamplePrediction:
     text: str
     null_odds: float | None  # score_null - score_best_span; None when no window had a null score
-    nbest: list[dict] = field(default_factory=list)  # text, probability, start_logit, end_logit
+    nbest: list[dict] = field(default_factory=list)  # text, probability, start_logit, end_logit, start, end
 
 
 def _offset_arrays(offsets) -> tuple[np.ndarray, np.ndarray]:
@@ -183,27 +184,31 @@ def decode_example(
         if len(nbest) >= n_best_size:
             break
         if w < 0:
-            text = ""
+            text, span = "", (None, None)
         else:
             _, _, starts, ends = arrays[w]
-            text = context[starts[s] : ends[e]]
+            span = (int(starts[s]), int(ends[e]))
+            text = context[span[0] : span[1]]
         if text in seen:
             continue
         seen.add(text)
-        nbest.append({"text": text, "start_logit": start_logit, "end_logit": end_logit})
+        nbest.append({"text": text, "start_logit": start_logit, "end_logit": end_logit, "span": span})
 
+    no_span = (None, None)
     if version_2_with_negative and null_score is not None:
         if "" not in seen:
-            nbest.append({"text": "", "start_logit": null_logits[0], "end_logit": null_logits[1]})
+            nbest.append({"text": "", "start_logit": null_logits[0], "end_logit": null_logits[1], "span": no_span})
         # Only the null answer survived: keep a non-null placeholder so a best span exists.
         if len(nbest) == 1:
-            nbest.insert(0, {"text": EMPTY_TEXT, "start_logit": 0.0, "end_logit": 0.0})
+            nbest.insert(0, {"text": EMPTY_TEXT, "start_logit": 0.0, "end_logit": 0.0, "span": no_span})
     if not nbest:
-        nbest.append({"text": EMPTY_TEXT, "start_logit": 0.0, "end_logit": 0.0})
+        nbest.append({"text": EMPTY_TEXT, "start_logit": 0.0, "end_logit": 0.0, "span": no_span})
 
     probabilities = _softmax([entry["start_logit"] + entry["end_logit"] for entry in nbest])
+    # start / end: the answer's character offsets in the context (None for "" and the placeholder).
     nbest = [{"text": entry["text"], "probability": p, "start_logit": entry["start_logit"],
-              "end_logit": entry["end_logit"]} for entry, p in zip(nbest, probabilities)]
+              "end_logit": entry["end_logit"], "start": entry["span"][0], "end": entry["span"][1]}
+             for entry, p in zip(nbest, probabilities)]
     best_non_null = next((entry for entry in nbest if entry["text"]), None)
 
     null_odds = None

@@ -6,7 +6,8 @@ it adds the data file, the files written and the report's plot data.
 
 Outputs: ``predictions.json`` ({id: answer}, the official scripts' input; "" is the no-answer
 spelling), ``nbest.json``, ``null_odds.json`` (v2: the official v2.0 script's
-``--na-prob-file``).
+``--na-prob-file``). :func:`answer_questions` (logits -> n-best answers) is what predictions on new
+questions (tasks/squad/predict.py) run too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from eval.inference import length_batches, ordered_table, row_lengths
+from eval.inference import length_batches, ordered_table, row_lengths, tracked
 from prep.artifact import write_json_atomic
 from tasks.spec import EvalContext, EvalOutcome
 from tasks.squad.read import SquadData, load_squad_data
@@ -87,12 +88,12 @@ def _squad_outputs(output):
 
 
 @torch.inference_mode()
-def squad_logits(model, table: pa.Table, batch_size: int, device: str = "cpu", pad_id: int = 0):
+def squad_logits(model, table: pa.Table, batch_size: int, device: str = "cpu", pad_id: int = 0, progress=None):
     """Per-feature ``(start_logits, end_logits)`` lists (float32, cut to each row's length)."""
     lengths = row_lengths(table)
     starts: list = [None] * len(lengths)
     ends: list = [None] * len(lengths)
-    for rows in length_batches(lengths, batch_size):
+    for rows in tracked(length_batches(lengths, batch_size), progress):
         batch = collate_squad(table.take(pa.array(rows)), pad_id=pad_id)
         start, end = _squad_outputs(model(
             batch["input_ids"].to(device),
@@ -169,24 +170,8 @@ def evaluate_squad(model, features: pa.Table, data: SquadData, cfg: SquadEvalCon
     if not version_2 and data.has_impossible:
         raise ValueError("the data has unanswerable questions (SQuAD 2.0); drop --no-version-2-with-negative")
 
-    started = time.perf_counter()
-    start_logits, end_logits = squad_logits(model, table, cfg.batch_size, device=device, pad_id=pad_id)
-    inference_s = time.perf_counter() - started
-    started = time.perf_counter()
-    predictions, null_odds, nbest = decode_predictions(
-        feature_example_ids, data.contexts, start_logits, end_logits, squad_offsets(table),
-        **cfg.decode_kwargs(version_2),
-    )
-    for qid in skipped:
-        predictions[qid] = ""
-        null_odds[qid] = 0.0  # any value scores a "" answer the same in the official script
-        nbest[qid] = []
-    # Data order, as the official scripts iterate.
-    predictions = {qid: predictions[qid] for qid in data.contexts}
-    null_odds = {qid: null_odds[qid] for qid in data.contexts if qid in null_odds}
-    nbest = {qid: nbest[qid] for qid in data.contexts}
-    decode_s = time.perf_counter() - started
-
+    predictions, null_odds, nbest, timing = answer_questions(model, table, data.contexts, skipped, cfg, version_2,
+                                                             device=device, pad_id=pad_id)
     metrics = evaluate_squad_predictions(
         data.dataset, predictions, version_2_with_negative=version_2,
         na_probs=null_odds if version_2 else None, null_score_diff_threshold=cfg.null_score_diff_threshold,
@@ -199,9 +184,37 @@ def evaluate_squad(model, features: pa.Table, data: SquadData, cfg: SquadEvalCon
         version_2_with_negative=version_2, threshold_search=threshold_search,
         counts={"questions": len(data.contexts), "features": num_features, "questions_without_features": len(skipped),
                 "questions_answered_empty": sum(1 for text in predictions.values() if not text)},
-        timing={"inference_seconds": inference_s, "decode_seconds": decode_s,
-                "features_per_second": num_features / inference_s if inference_s > 0 else None},
+        timing=timing,
     )
+
+
+def answer_questions(model, table: pa.Table, contexts: dict, skipped, cfg: SquadEvalConfig, version_2: bool, *,
+                     device: str = "cpu", pad_id: int = 0, progress=None) -> tuple[dict, dict, dict, dict]:
+    """``(predictions, null_odds, nbest, timing)`` for every question of ``contexts`` (id -> context, data order).
+
+    ``table``: the features in feature-id order (may be empty); the questions in ``skipped`` have
+    none and are answered "" with an empty n-best list.
+    """
+    started = time.perf_counter()
+    start_logits, end_logits = ((), ()) if table.num_rows == 0 else squad_logits(
+        model, table, cfg.batch_size, device=device, pad_id=pad_id, progress=progress)
+    inference_s = time.perf_counter() - started
+    started = time.perf_counter()
+    predictions, null_odds, nbest = decode_predictions(
+        table.column("example_id").to_pylist(), contexts, start_logits, end_logits,
+        squad_offsets(table) if table.num_rows else (), **cfg.decode_kwargs(version_2),
+    )
+    for qid in skipped:
+        predictions[qid] = ""
+        null_odds[qid] = 0.0  # any value scores a "" answer the same in the official script
+        nbest[qid] = []
+    # Data order, as the official scripts iterate.
+    predictions = {qid: predictions[qid] for qid in contexts}
+    null_odds = {qid: null_odds[qid] for qid in contexts if qid in null_odds}
+    nbest = {qid: nbest[qid] for qid in contexts}
+    timing = {"inference_seconds": inference_s, "decode_seconds": time.perf_counter() - started,
+              "features_per_second": table.num_rows / inference_s if inference_s > 0 else None}
+    return predictions, null_odds, nbest, timing
 
 
 def search_null_threshold(data: SquadData, nbest: dict, null_odds: dict) -> dict:
@@ -268,14 +281,25 @@ def evaluate(context: EvalContext) -> EvalOutcome:
     plot_data = {"null_odds": null_odds_split(data, results.null_odds)} if results.version_2_with_negative else None
 
     def write_files(folder: Path) -> None:
-        write_json_atomic(folder / "predictions.json", results.predictions)
-        write_json_atomic(folder / "nbest.json", results.nbest)
-        if results.version_2_with_negative:
-            write_json_atomic(folder / "null_odds.json", results.null_odds)
+        write_answer_files(folder, results.predictions, results.nbest,
+                           results.null_odds if results.version_2_with_negative else None)
 
     config = {"version_2_with_negative": results.version_2_with_negative, "articles_scored": len(data.dataset),
               "articles_in_file": manifest["input"].get("articles_in_file")}
     return EvalOutcome(summary=summary, write_files=write_files, config=config, plot_data=plot_data)
+
+
+PREDICTIONS_FILE = "predictions.json"
+NBEST_FILE = "nbest.json"
+NULL_ODDS_FILE = "null_odds.json"
+
+
+def write_answer_files(folder: Path, predictions: dict, nbest: dict, null_odds: dict | None) -> None:
+    """``predictions.json``, ``nbest.json`` and (v2: ``null_odds`` given) ``null_odds.json`` in ``folder``."""
+    write_json_atomic(folder / PREDICTIONS_FILE, predictions)
+    write_json_atomic(folder / NBEST_FILE, nbest)
+    if null_odds is not None:
+        write_json_atomic(folder / NULL_ODDS_FILE, null_odds)
 
 
 def null_odds_split(data: SquadData, null_odds: dict) -> dict:

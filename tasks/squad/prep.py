@@ -226,14 +226,20 @@ def prepare_squad(
     contexts_per_chunk: int = 32,
     reserve_cpus: int = 1,
     progress=None,
+    labelled: bool = True,
 ) -> dict:
-    """Build SQuAD features from ``input_path`` into ``out_dir``; returns the manifest."""
+    """Build SQuAD features from ``input_path`` into ``out_dir``; returns the manifest.
+
+    ``labelled=False``: questions without answers (predictions), on the eval split only.
+    """
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else default_model_dir()
     if contexts_per_chunk < 1:
         raise ValueError(f"contexts_per_chunk must be >= 1, got {contexts_per_chunk}")
+    if not labelled and config.split != "eval":
+        raise ValueError("questions without answers are read for the eval split only (it keeps the offsets)")
 
     def read(path: Path) -> ReadResult:
-        result = read_squad(path, config.split, contexts_per_chunk, config.max_articles)
+        result = read_squad(path, config.split, contexts_per_chunk, config.max_articles, labelled)
         result.chunks = [(config, chunk) for chunk in result.chunks]
         return result
 

@@ -46,13 +46,16 @@ def _field(obj, name: str, kind, path: Path, where: str):
     return value
 
 
-def read_squad(path: Path, split: str, contexts_per_chunk: int, max_articles: int | None = None) -> ReadResult:
+def read_squad(path: Path, split: str, contexts_per_chunk: int, max_articles: int | None = None,
+               labelled: bool = True) -> ReadResult:
     """Parse and validate a SQuAD file into chunks for :func:`tasks.squad.prep.convert_chunk`.
 
     A chunk is a list of ``(context, questions)``; a question is the tuple
     ``(example_index, id, question, answer_start, answer_text, is_impossible)`` where the answer
     is the one the features are labelled with (the first answer; for the eval split the first
     whose offset matches, or None, labelled [CLS]). ``max_articles`` keeps the first N articles.
+    ``labelled=False`` (predictions on new questions): ``answers`` and ``is_impossible`` are
+    neither needed nor read, and every question is unlabelled.
     """
     payload = load_json(path)
     articles = _field(payload, "data", list, path, "top level")
@@ -70,9 +73,9 @@ def read_squad(path: Path, split: str, contexts_per_chunk: int, max_articles: in
                 where = f"{where_p}.qas[{k}]"
                 qid = _field(qa, "id", str, path, where)
                 question = _field(qa, "question", str, path, where)
-                answers = _field(qa, "answers", list, path, where)
-                is_impossible = bool(qa.get("is_impossible", False))
-                has_impossible_field |= "is_impossible" in qa
+                answers = _field(qa, "answers", list, path, where) if labelled else []
+                is_impossible = labelled and bool(qa.get("is_impossible", False))
+                has_impossible_field |= labelled and "is_impossible" in qa
                 index = examples_in
                 examples_in += 1
                 if qid in seen:
@@ -88,6 +91,8 @@ def read_squad(path: Path, split: str, contexts_per_chunk: int, max_articles: in
                 label = None
                 if is_impossible:
                     impossible += 1
+                elif not labelled:
+                    unlabelled += 1
                 else:
                     spans = []
                     for a, answer in enumerate(answers):
@@ -129,6 +134,7 @@ def read_squad(path: Path, split: str, contexts_per_chunk: int, max_articles: in
         "version_2_with_negative": has_impossible_field or (str(version).startswith("v2")),
         "impossible_questions": impossible,
         "eval_questions_without_span_label": unlabelled,
+        "labelled": labelled,
     }
     return ReadResult(chunks=chunks, examples_in=examples_in, skipped=skipped, info=info)
 
@@ -148,8 +154,9 @@ class SquadData:
         return list(self.contexts)
 
 
-def index_squad(payload, path: Path, max_articles: int | None = None) -> SquadData:
-    """Check a parsed SQuAD document and index the questions of its first ``max_articles`` articles."""
+def index_squad(payload, path: Path, max_articles: int | None = None, labelled: bool = True) -> SquadData:
+    """Check a parsed SQuAD document and index the questions of its first ``max_articles`` articles
+    (``labelled=False``: questions without ``answers``, whose answers and ``is_impossible`` are not read)."""
     articles = _field(payload, "data", list, path, "top level")[:max_articles]
     contexts, questions = {}, {}
     has_impossible = False
@@ -163,9 +170,10 @@ def index_squad(payload, path: Path, max_articles: int | None = None) -> SquadDa
                 if qid in contexts:
                     raise SquadFormatError(f"{path}: {where}: duplicate question id {qid!r}")
                 questions[qid] = _field(qa, "question", str, path, where)
-                for a, answer in enumerate(_field(qa, "answers", list, path, where)):
-                    _field(answer, "text", str, path, f"{where}.answers[{a}]")
-                has_impossible |= bool(qa.get("is_impossible", False))
+                if labelled:
+                    for a, answer in enumerate(_field(qa, "answers", list, path, where)):
+                        _field(answer, "text", str, path, f"{where}.answers[{a}]")
+                    has_impossible |= bool(qa.get("is_impossible", False))
                 contexts[qid] = context
     if not contexts:
         raise SquadFormatError(f"{path}: no questions")
@@ -173,10 +181,11 @@ def index_squad(payload, path: Path, max_articles: int | None = None) -> SquadDa
     return SquadData(articles, str(version) if version is not None else None, has_impossible, contexts, questions)
 
 
-def load_squad_data(path: str | Path, max_articles: int | None = None) -> SquadData:
-    """Read and index a SQuAD file for evaluation (the first ``max_articles`` articles)."""
+def load_squad_data(path: str | Path, max_articles: int | None = None, labelled: bool = True) -> SquadData:
+    """Read and index a SQuAD file for evaluation (the first ``max_articles`` articles), or, with
+    ``labelled=False``, a file of new questions for predictions."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SQuAD data file not found: {path}")
-    return index_squad(load_json(path), path, max_articles)
+    return index_squad(load_json(path), path, max_articles, labelled)
 

@@ -6,13 +6,14 @@ Modules: ``read`` (files in, clear errors naming file / line / column, skipped r
 ``max_seq_length`` windows on the shared pool; ``python -m prep textclass``), ``model`` (pooler ->
 dropout -> linear head, saved as ``AutoModelForSequenceClassification``), ``metrics``,
 ``evaluate`` (a text's windows pooled into one prediction; ``test_predictions.csv``), ``report``,
-``score`` (re-scoring, ensembles), ``userdata`` (the ``TextClassification`` entry's split step).
+``score`` (re-scoring, ensembles), ``userdata`` (the ``TextClassification`` entry's split step),
+``predict`` (new texts without labels -> ``predictions.csv``).
 """
 
 from __future__ import annotations
 
-from tasks.spec import EvalSpec, PrepSpec, TaskSpec, UserDataPlan
-from tasks.textclass import evaluate, model, prep, report, score, userdata
+from tasks.spec import EvalSpec, PredictSpec, PrepSpec, TaskSpec, UserDataPlan
+from tasks.textclass import evaluate, model, predict, prep, report, score, userdata
 from tasks.textclass.read import TextClassFormatError
 
 SPEC = TaskSpec(
@@ -35,6 +36,9 @@ SPEC = TaskSpec(
         ensemble=score.ensemble,
         score_file=score.score_file,
         score_file_args=score.add_score_args,
+        predict=PredictSpec(prep_config=predict.prep_config, predict=predict.predict, write_inputs=predict.write_inputs,
+                            options=predict.TextClassPredictOptions,
+                            input_help="the training file's layout (CSV, TSV, JSON lines, ...) without the label column"),
     ),
     plan=UserDataPlan(
         entry="TextClassification",

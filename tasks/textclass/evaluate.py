@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from eval.inference import classifier_logits, length_batches, ordered_table, row_lengths
+from eval.inference import classifier_logits, length_batches, ordered_table, row_lengths, tracked
 from tasks.spec import EvalContext, EvalOutcome
 from tasks.textclass.metrics import (
     NO_PREDICTION,
@@ -140,11 +140,11 @@ def gold_class_ids(gold: Sequence[GoldText], labels: Sequence[str], label_type: 
 
 @torch.inference_mode()
 def window_logits(model, table: pa.Table, batch_size: int, width: int, device: str = "cpu",
-                  pad_id: int = 0) -> np.ndarray:
+                  pad_id: int = 0, progress=None) -> np.ndarray:
     """The model's outputs ``[N, width]`` (float64) for the windows of ``table``, in row order."""
     lengths = row_lengths(table)
     out = np.zeros((len(lengths), width), dtype=np.float64)
-    for rows in length_batches(lengths, batch_size):
+    for rows in tracked(length_batches(lengths, batch_size), progress):
         batch = collate_textclass(table.take(pa.array(rows)), pad_id=pad_id)
         types = batch.get("token_type_ids")
         logits = classifier_logits(model(batch["input_ids"].to(device), batch["attention_mask"].to(device),

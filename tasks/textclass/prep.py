@@ -18,7 +18,9 @@ With ``text_pair_column`` each feature is ``[CLS] window [SEP] pair [SEP]`` (tok
 
 Class ids are positions in the ordered label set: the data's labels sorted (integers
 numerically), or ``--labels`` (a JSON list) so train / validation / test share ids; an example
-whose label is not in that list is skipped and listed in the manifest.
+whose label is not in that list is skipped and listed in the manifest. Unlabelled texts
+(``prepare_textclass(..., labelled=False)``, for predictions) have no label column to read and
+carry :data:`NO_LABEL` (regression: NaN); the label set is ``--labels``, the run's.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ FEATURES_SCHEMA = pa.schema([
 ])
 REGRESSION_SCHEMA = FEATURES_SCHEMA.set(FEATURES_SCHEMA.get_field_index("label"), pa.field("label", pa.float32()))
 _MAX_WINDOWS = 2**15 - 1  # int16 window_index / num_windows
+NO_LABEL = -1  # an unlabelled text's class id (predictions on new data)
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,10 @@ def convert_chunk(state, chunk: TextClassChunk) -> tuple[dict, dict]:
         folded += len(input_ids) > 1
         truncated += windows.text_cut
         pairs_cut += windows.pair_cut
-        label = example.label if config.regression else class_id[example.label]
+        if example.label is None:  # unlabelled (predictions)
+            label = float("nan") if config.regression else NO_LABEL
+        else:
+            label = example.label if config.regression else class_id[example.label]
         columns["example_id"] += [example.example_id] * len(input_ids)
         columns["example_index"] += [index] * len(input_ids)
         columns["input_ids"] += input_ids
@@ -234,20 +240,28 @@ def split_folder_labels(path: Path) -> list[str] | None:
     return list(record["labels"])
 
 
-def read_textclass(path: str | Path, config: TextClassPrepConfig, rows_per_chunk: int = 64) -> ReadResult:
+def read_textclass(path: str | Path, config: TextClassPrepConfig, rows_per_chunk: int = 64,
+                   labelled: bool = True) -> ReadResult:
     """Read ``path`` with ``config``'s columns into pool chunks, the label set fixed.
 
     ``example_index`` is a text's position among the examples :func:`read_examples` keeps, so
     evaluation can re-read the file and index it. With ``config.labels``, examples whose label
-    is outside that list are skipped.
+    is outside that list are skipped. ``labelled=False``: the label column is not read (it need
+    not exist); the label set and type are ``config``'s.
     """
     if rows_per_chunk < 1:
         raise ValueError(f"rows_per_chunk must be >= 1, got {rows_per_chunk}")
     given = config.label_list()
-    if given is None:  # a file of a split folder: its manifest fixes the label order for every split
+    if given is None and labelled:  # a file of a split folder: its manifest fixes the label order for every split
         given = split_folder_labels(Path(path))
-    columns = (config.format, config.text_column, config.label_column, config.text_pair_column, config.id_column)
-    if given is None:
+    columns = (config.format, config.text_column, config.label_column if labelled else None,
+               config.text_pair_column, config.id_column)
+    if not labelled:
+        examples, skipped, info = read_examples(path, *columns, "str")
+        indexed = list(enumerate(examples))
+        info.update(labels=given or [], labelled=False,
+                    label_type="float" if config.regression else resolve_label_type(config.label_type, given or []))
+    elif given is None:
         examples, skipped, info = read_examples(path, *columns, config.label_type)
         indexed = list(enumerate(examples))
     else:
@@ -284,12 +298,14 @@ def prepare_textclass(
     rows_per_chunk: int = 64,
     reserve_cpus: int = 1,
     progress=None,
+    labelled: bool = True,
 ) -> dict:
     """Build folded window features from ``input_path`` into ``out_dir``; returns the manifest.
 
     Raises :class:`TextClassFormatError` on a file that cannot be read; rows that are well
     formed but unusable are skipped and listed in the manifest. ``manifest["input"]`` is the
     training data's info a model is built from (``labels``, ``label_type``, columns, counts).
+    ``labelled=False``: texts without labels (predictions; see :func:`read_textclass`).
     """
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else default_model_dir()
     if rows_per_chunk < 1:
@@ -297,7 +313,7 @@ def prepare_textclass(
     read_result: list[ReadResult] = []
 
     def read(path: Path) -> ReadResult:
-        read_result.append(read_textclass(path, config, rows_per_chunk))
+        read_result.append(read_textclass(path, config, rows_per_chunk, labelled))
         return read_result[0]
 
     def count_windows(done: int, total: int, windows: int) -> None:

@@ -72,7 +72,7 @@ def detect_format(path: str | Path, format: str | None = None) -> str:
 
 
 def read_examples(path: str | Path, format: str | None = None, text_column: str = "text",
-                  label_column: str = "label", text_pair_column: str | None = None,
+                  label_column: str | None = "label", text_pair_column: str | None = None,
                   id_column: str | None = None, label_type: str = "auto") -> tuple[list[TextExample], list[dict], dict]:
     """Read a labelled table into ``(examples, skipped, info)``.
 
@@ -80,7 +80,8 @@ def read_examples(path: str | Path, format: str | None = None, text_column: str 
     ``where="line N"``; ``info`` is the manifest's ``input`` record (format, the column names,
     the resolved ``label_type``, the ordered ``labels`` ([] for regression), row counts).
     ``label_type``: ``auto`` is ``int`` when every kept label is an integer, else ``str``;
-    ``float`` (regression) is used only when asked. Raises :class:`TextClassFormatError`.
+    ``float`` (regression) is used only when asked. ``label_column=None`` reads unlabelled texts
+    (predictions): every example's label is None. Raises :class:`TextClassFormatError`.
     """
     if label_type not in LABEL_TYPES:
         raise ValueError(f"label_type must be one of {LABEL_TYPES}, got {label_type!r}")
@@ -110,20 +111,22 @@ def read_examples(path: str | Path, format: str | None = None, text_column: str 
             seen_ids.add(example_id)
         text = row.get(text_column) or ""
         pair = row.get(text_pair_column) if text_pair_column else None
-        label = (row.get(label_column) or "").strip()
+        label = (row.get(label_column) or "").strip() if label_column is not None else None
         reason = (SKIP_EMPTY_TEXT if not text.strip() else
                   SKIP_EMPTY_PAIR if text_pair_column and not (pair or "").strip() else
-                  SKIP_MISSING_LABEL if not label else None)
+                  SKIP_MISSING_LABEL if label_column is not None and not label else None)
         if reason:
             skipped.append(skip(example_id, reason, where=f"line {line}"))
             continue
         examples.append(TextExample(example_id, text, pair, label, line))
-        raw_labels.append((label, line))
+        if label_column is not None:
+            raw_labels.append((label, line))
     if row_count == 0:
         raise TextClassFormatError(f"{path}: no data rows (an empty file, or a header only)")
     resolved = resolve_label_type(label_type, [label for label, _ in raw_labels])
     values = [parse_label(path, line, label_column, label, resolved) for label, line in raw_labels]
-    examples = [example._replace(label=value) for example, value in zip(examples, values)]
+    if label_column is not None:
+        examples = [example._replace(label=value) for example, value in zip(examples, values)]
     info = {
         "format": format,
         "text_column": text_column,
