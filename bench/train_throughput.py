@@ -76,7 +76,7 @@ class _LossModule(torch.nn.Module):
 
 
 def run_trainer(task: str, features: Path, model_dir: Path, batch_size: int, steps: int, padding: str,
-                precision: str, work: Path) -> dict:
+                precision: str, work: Path, attention_dropout: float | None = None) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     spec = get_task(task).train
@@ -84,7 +84,7 @@ def run_trainer(task: str, features: Path, model_dir: Path, batch_size: int, ste
     pad_to = dataset.max_seq_length if padding == "max_length" else 1
     collate = make_collate(spec, 0, pad_to)
     torch.manual_seed(0)
-    module = _LossModule(build_model(spec, spec.default_head, model_dir), spec.loss)
+    module = _LossModule(build_model(spec, spec.default_head, model_dir, attention_dropout=attention_dropout), spec.loss)
     marks: list[tuple[float, int]] = []
 
     class Clock(TrainerCallback):
@@ -113,7 +113,7 @@ def ours_run_dir(work: Path, task: str, precision: str, bucketing: bool = True, 
 
 def run_ours(task: str, features: Path, model_dir: Path, batch_size: int, steps: int, precision: str,
              work: Path, env: DistEnv, bucketing: bool = True, per_device: int | None = None,
-             compile: bool = False) -> dict:
+             compile: bool = False, attention_dropout: float | None = None) -> dict:
     out = ours_run_dir(work, task, precision, bucketing, compile)
     shutil.rmtree(out, ignore_errors=True)
     spec = get_task(task).train
@@ -121,7 +121,8 @@ def run_ours(task: str, features: Path, model_dir: Path, batch_size: int, steps:
                          head=spec.default_head, precision=precision, global_batch_size=batch_size,
                          per_device_batch_size=per_device, max_steps=steps, epochs=100, lr=3e-5,
                          length_bucketing=bucketing, log_every_n_steps=max(steps, 1), save_every_n_steps=None,
-                         progress_bar=False, device=env.device.type, compile=compile)
+                         progress_bar=False, device=env.device.type, compile=compile,
+                         attention_dropout=attention_dropout)
     metrics = train(config, spec, env)
     throughput = metrics["throughput"]
     return {"runner": "ours" + ("" if bucketing else "/no-bucketing"), "steps_measured": throughput["steps"],
@@ -163,6 +164,58 @@ def training_flops_per_sequence(config, seq_len: int) -> float:
     return 6 * params * seq_len + 12 * layers * hidden * seq_len**2
 
 
+def cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_section(args, model_dir: Path, work: Path) -> dict:
+    """Ours against the Trainer (padded to max_length, and dynamically) per task and per variant
+    (precision x attention dropout, the same settings for every runner of a variant), with each row's
+    useful TFLOP/s and its share of this CPU's matmul peak in that precision, measured in this run."""
+    from transformers import AutoConfig
+
+    from train.model import cpu_has_native_bf16
+
+    cpu = single_process("cpu")
+    native = cpu_has_native_bf16(unknown=False)
+    variants = parse_variants(args.variants, native)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peaks = {precision: measure_bf16_peak_tflops(torch.device("cpu"), size=2048, repeats=10, dtype=dtypes[precision])
+             for precision in sorted({precision for precision, _ in variants})}
+    model_config = AutoConfig.from_pretrained(str(model_dir))
+    features = prepare_features(work, Path(args.squad_json), Path(args.gap_tsv))
+    rows: list[dict] = []
+    # Every new padded width costs CPU kernels a one-off set-up; with --passes 2 the first pass pays
+    # it for all runners alike (runs are seeded, so the second pass sees the same shapes).
+    for repeat in range(args.passes):
+        rows = []
+        for task in args.tasks.split(","):
+            for precision, dropout in variants:
+                common = dict(task=task, precision=precision, attention_dropout=dropout, batch=args.global_batch_size)
+                runs = [run_ours(task, features[task], model_dir, args.global_batch_size, args.steps, precision, work,
+                                 cpu, attention_dropout=dropout)]
+                for padding in ("max_length", "dynamic"):
+                    runs.append(run_trainer(task, features[task], model_dir, args.global_batch_size, args.steps,
+                                            padding, precision, work, attention_dropout=dropout))
+                seq_s = {run["runner"]: run["sequences_per_second"] for run in runs}
+                for run in runs:
+                    tflops = model_flops_per_second(run, model_config) / 1e12
+                    run.update(common, model_tflops=tflops, mfu_vs_measured_peak=tflops / peaks[precision],
+                               speedup_vs_trainer_max_length=run["sequences_per_second"] / seq_s["trainer/max_length"],
+                               speedup_vs_trainer_dynamic=run["sequences_per_second"] / seq_s["trainer/dynamic"])
+                    rows.append(run)
+        print(f"pass {repeat + 1}/{args.passes} done", file=sys.stderr)
+    return {"cpu": rows, "cpu_passes": args.passes, "cpu_model": cpu_model_name(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_native_bf16": native,
+            "cpu_peak_tflops_measured": peaks, "steps": args.steps, "global_batch_size": args.global_batch_size}
+
+
 def cuda_section(work: Path, tokenizer_dir: Path, steps: int, batch_size: int) -> dict:
     from transformers import BertConfig
 
@@ -188,15 +241,35 @@ def cuda_section(work: Path, tokenizer_dir: Path, steps: int, batch_size: int) -
             "train_flops_per_sequence": flops, "runs": results}
 
 
+def model_flops_per_second(row: dict, config) -> float:
+    """Useful training FLOP/s of a row: its sequences/s times the FLOPs of a sequence of its mean real
+    length (pad tokens do no useful work; E[T^2] >= E[T]^2, so the attention term is a slight underestimate)."""
+    mean_len = row["tokens_per_second"] / row["sequences_per_second"]
+    return row["sequences_per_second"] * training_flops_per_sequence(config, mean_len)
+
+
+def parse_variants(text: str, native_bf16: bool) -> list[tuple[str, float | None]]:
+    """``fp32:model,bf16:0`` -> [("fp32", None), ("bf16", 0.0)]; ``auto`` -> what precision auto picks here."""
+    variants = []
+    for item in text.split(","):
+        precision, _, dropout = item.partition(":")
+        if precision == "auto":
+            precision = "bf16" if native_bf16 else "fp32"
+        variants.append((precision, None if dropout in ("", "model") else float(dropout)))
+    return variants
+
+
 def print_table(rows: list[dict]) -> None:
-    header = f"{'task':6} {'runner':22} {'prec':5} {'batch':>5} {'steps':>5} {'seq/s':>9} {'tok/s':>10} {'vs trainer/max_length':>22}"
+    header = (f"{'task':6} {'runner':22} {'prec':5} {'attn drop':>9} {'seq/s':>8} {'tok/s':>8} {'TFLOP/s':>8} "
+              f"{'of peak':>8} {'vs dynamic':>10} {'vs max_length':>13}")
     print(header)
     print("-" * len(header))
     for row in rows:
-        speedup = row.get("speedup_vs_trainer_max_length")
-        print(f"{row['task']:6} {row['runner']:22} {row['precision']:5} {row['batch']:>5} {row['steps_measured']:>5} "
-              f"{row['sequences_per_second']:>9.2f} {row['tokens_per_second']:>10.0f} "
-              f"{(f'{speedup:.2f}x' if speedup else ''):>22}")
+        dynamic, padded = row.get("speedup_vs_trainer_dynamic"), row.get("speedup_vs_trainer_max_length")
+        dropout = "model" if row.get("attention_dropout") is None else f"{row['attention_dropout']:g}"
+        print(f"{row['task']:6} {row['runner']:22} {row['precision']:5} {dropout:>9} {row['sequences_per_second']:>8.2f} "
+              f"{row['tokens_per_second']:>8.0f} {row['model_tflops']:>8.3f} {100 * row['mfu_vs_measured_peak']:>7.1f}% "
+              f"{(f'{dynamic:.2f}x' if dynamic else ''):>10} {(f'{padded:.2f}x' if padded else ''):>13}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,11 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model folder or Hub id for the CPU comparison (default: packaged MiniLM)")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run (the first is not timed)")
     parser.add_argument("--global-batch-size", type=int, default=16)
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="CPU runs' precision")
+    parser.add_argument("--variants", default="fp32:model,fp32:0,auto:model,auto:0",
+                        help="CPU settings compared, each PRECISION:ATTENTION_DROPOUT (model: the model's own); "
+                             "auto is the precision `auto` picks on this CPU (bf16 with native bf16 matmuls, else fp32)")
     parser.add_argument("--tasks", default="squad,gap")
     parser.add_argument("--squad-json", default=str(SHARED_DATA / "squad" / "dev-v1.1.json"))
     parser.add_argument("--gap-tsv", default=str(SHARED_DATA / "gap" / "gap-development.tsv"))
-    parser.add_argument("--passes", type=int, default=2, help="CPU comparison passes; the last one is reported")
+    parser.add_argument("--passes", type=int, default=1, help="CPU comparison passes; the last one is reported")
     parser.add_argument("--cuda-steps", type=int, default=30)
     parser.add_argument("--cuda-batch-size", type=int, default=64)
     parser.add_argument("--skip-cpu", action="store_true")
@@ -223,25 +298,10 @@ def main(argv: list[str] | None = None) -> int:
                      "model": str(model_dir), "cpu": [], "cuda": None}
     try:
         if not args.skip_cpu:
-            cpu = single_process("cpu")
-            features = prepare_features(work, Path(args.squad_json), Path(args.gap_tsv))
-            # Every new padded width costs CPU kernels a one-off set-up; the first pass pays it for
-            # all runners alike (runs are seeded, so the second pass sees the same shapes).
-            for repeat in range(args.passes):
-                results["cpu"] = []
-                for task in args.tasks.split(","):
-                    common = dict(task=task, precision=args.precision, batch=args.global_batch_size)
-                    runs = [run_ours(task, features[task], model_dir, args.global_batch_size, args.steps,
-                                     args.precision, work, cpu)]
-                    for padding in ("max_length", "dynamic"):
-                        runs.append(run_trainer(task, features[task], model_dir, args.global_batch_size, args.steps,
-                                                padding, args.precision, work))
-                    baseline = next(r for r in runs if r["runner"] == "trainer/max_length")["sequences_per_second"]
-                    for run in runs:
-                        run.update(common, speedup_vs_trainer_max_length=run["sequences_per_second"] / baseline)
-                        results["cpu"].append(run)
-                print(f"pass {repeat + 1}/{args.passes} done", file=sys.stderr)
-            results["cpu_passes"] = args.passes
+            results.update(cpu_section(args, model_dir, work))
+            print(f"CPU {results['cpu_model']} ({results['cpu_capability']}, native bf16 matmuls: "
+                  f"{results['cpu_native_bf16']}), {results['cpu_threads']} threads; measured matmul peak "
+                  + ", ".join(f"{p} {v:.3f} TFLOP/s" for p, v in results["cpu_peak_tflops_measured"].items()))
             print_table(results["cpu"])
         if torch.cuda.is_available():
             results["cuda"] = cuda_section(work, model_dir, args.cuda_steps, args.cuda_batch_size)

@@ -38,9 +38,10 @@ from prep.locking import artifact_lock
 from prep.pool import available_cpus
 from tasks import get_task, task_names
 from train.checkpoint import SCHEMA_VERSION
-from train.config import TrainConfig
+from train.config import TrainConfig, choose_precision
 from train.gpus import NvmlUnavailable, claimed_gpus
-from train.launch import check_world_size, launch_command, read_progress, run_logged, visible_cuda_devices
+from train.launch import (check_world_size, cpu_native_bf16, launch_command, read_progress, run_logged,
+                          visible_cuda_devices)
 
 _POLL_SECONDS = 5.0
 
@@ -55,7 +56,7 @@ _INSIGNIFICANT = ("per_device_batch_size", "device", "num_workers", "pad_to_mult
 
 # Fields added after runs were published: unset (None, the old behaviour) they stay out of the hash,
 # so the run folders made before them keep their names.
-_HASHED_WHEN_SET = ("dropout", "early_stopping_patience")
+_HASHED_WHEN_SET = ("dropout", "early_stopping_patience", "attention_dropout")
 
 
 class FineTuned(Artifact):
@@ -118,7 +119,18 @@ class FineTuned(Artifact):
         settings = {name: value for name, value in self.param_kwargs.items()
                     if params[name].significant and name != "runs_dir"
                     and not (name in _HASHED_WHEN_SET and value is None)}
-        return {**settings, "head": self.resolved_head, "schema_version": SCHEMA_VERSION}
+        return {**settings, "precision": self.named_precision(), "head": self.resolved_head,
+                "schema_version": SCHEMA_VERSION}
+
+    def named_precision(self) -> str:
+        """The precision in the run folder's name. ``auto`` keeps its name where it trains as it always
+        did (fp16 on CUDA, fp32 on a CPU); where it now picks bf16 (a CPU with native bf16 matmuls), the
+        name says bf16: such a run is another artifact than the fp32 one (train.config.choose_precision)."""
+        if self.precision != "auto":
+            return self.precision
+        cuda = self.device != "cpu" and visible_cuda_devices() > 0
+        chosen, _ = choose_precision("auto", "cuda" if cuda else "cpu", not cuda and cpu_native_bf16())
+        return "auto" if chosen == ("fp16" if cuda else "fp32") else chosen
 
     def name_payload(self) -> dict | None:
         folders = self.feature_dirs()

@@ -77,12 +77,13 @@ def config_values(args: argparse.Namespace) -> dict:
 
 
 def resolve_config(values: dict, world_size: int, device_type: str = "cpu") -> TrainConfig:
-    """The run's TrainConfig from :func:`config_values`: precision ``auto`` resolved, and the packaged
-    encoder filled in when no --model is given (looked up only then: a machine may lack it)."""
+    """The run's TrainConfig from :func:`config_values`, the packaged encoder filled in when no --model
+    is given (looked up only then: a machine may lack it). Precision ``auto`` stays for the loop to
+    resolve on the device it runs on (and record why)."""
     from prep.tokenizer import default_model_dir
 
     config = TrainConfig(**values, world_size=world_size)
-    return config.resolved(device_type, None if config.model_dir else os.path.abspath(default_model_dir()))
+    return config if config.model_dir else config.replace(model_dir=os.path.abspath(default_model_dir()))
 
 
 def config_from_args(args: argparse.Namespace, world_size: int, device_type: str = "cpu") -> TrainConfig:

@@ -53,6 +53,17 @@ def _count_cuda_devices(_visible: str | None) -> int:
     return int(result.stdout.strip().splitlines()[-1])
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_native_bf16() -> bool:
+    """Whether this machine's CPU runs bf16 matmuls natively (train.model.cpu_has_native_bf16, False when
+    unknown), asked in a child process like :func:`visible_cuda_devices` (the parent stays torch-free)."""
+    probe = "from train.model import cpu_has_native_bf16; print(cpu_has_native_bf16(unknown=False))"
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    return result.stdout.strip().splitlines()[-1] == "True"
+
+
 def check_world_size(world_size: int, device: str = "auto") -> None:
     """Raise if ``world_size`` processes cannot each get a GPU on a CUDA machine."""
     if world_size < 1:

@@ -21,22 +21,20 @@ import json
 import logging
 import math
 import time
-from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from prep.folders import RunFolder
-from prep.models import hub_source
 from train import checkpoint as ckpt
-from train.config import TrainConfig
+from train.config import TrainConfig, choose_precision
 from train.optim import linear_warmup_decay, make_optimizer, seed_everything, total_train_steps
 from train.data import FeatureSet, make_collate, make_loader, plan_epoch, steps_per_epoch
 from train.dist import DistEnv, all_gather_objects, all_reduce_sum, barrier, to_device
-from train.metrics_log import LossWindow, RunLogger, TrainClock, write_json_atomic
+from train.metrics_log import LossWindow, RunLogger, TrainClock, write_json_atomic, write_train_config
 from train.evaluation import calibrate_temperature, evaluate, evaluations_since_best
-from train.model import autocast_context, build_model, precision_warning, save_finetuned
+from train.model import autocast_context, build_model, cpu_has_native_bf16, precision_warning, save_finetuned
 from train.tracing import NullProfiler, Tracer
 from train.trial import TrialReporter
 
@@ -52,30 +50,15 @@ def _no_buffer_sync() -> dict:
     return {"broadcast_buffers": False}
 
 
-def write_train_config(config: TrainConfig, dataset: FeatureSet, env: DistEnv, micro: int, accum: int) -> dict:
-    record = {
-        **config.to_dict(),
-        "model_dir": str(Path(config.model_dir).resolve()),
-        "model_source": hub_source(config.model_dir),  # a Hub id's {hub_id, revision, commit}; None: a local folder
-        "features_dir": str(Path(config.features_dir).resolve()),
-        "max_seq_length": dataset.max_seq_length,
-        "micro_batch_size": micro,
-        "accumulation_steps": accum,
-        "tokenizer": dataset.manifest.get("tokenizer"),
-        "data_info": dataset.manifest.get("input") or {},  # what the task's build_model was given
-        "schema_version": ckpt.SCHEMA_VERSION,
-    }
-    if env.is_main:
-        write_json_atomic(RunFolder(config.run_dir).train_config, record)
-    return record
 
 
 class _Run:
     """One training run's state, shared by the pieces of :func:`train`: set-up, steps, epochs,
     checkpoints, held-out evaluation, finish."""
 
-    def __init__(self, config: TrainConfig, spec, env: DistEnv, profiler):
+    def __init__(self, config: TrainConfig, spec, env: DistEnv, profiler, precision_choice: dict | None):
         self.config, self.spec, self.env, self.profiler = config, spec, env, profiler or NullProfiler()
+        self.precision_choice = precision_choice
         self.folder = RunFolder(config.run_dir)
         self.ckpt_file = self.folder.last_checkpoint
         self.saved = self._load_saved()
@@ -88,7 +71,8 @@ class _Run:
         self.micro = config.micro_batch_size(spec.sequences_per_row)
         if env.is_main:
             self.folder.path.mkdir(parents=True, exist_ok=True)
-        write_train_config(config, self.train_set, env, self.micro, self.accum)
+        write_train_config(config, self.train_set, env.is_main, self.micro, self.accum, precision_choice,
+                           ckpt.SCHEMA_VERSION)
         self.step = self.epoch = self.step_in_epoch = 0
         self.loss_history: list[dict] = []
         self.eval_history: list[dict] = []
@@ -110,14 +94,15 @@ class _Run:
                               "epochs": self.config.epochs, "loss": self.last_loss, **extra})
 
 
-def setup(config: TrainConfig, spec, env: DistEnv, profiler=None) -> _Run:
+def setup(config: TrainConfig, spec, env: DistEnv, profiler=None, precision_choice: dict | None = None) -> _Run:
     """Data, model (DDP-wrapped when distributed), optimizer, schedule, scaler, logging; a resumed
-    run's state and RNG restored. ``spec`` is the task's :class:`tasks.spec.TrainSpec`."""
-    run = _Run(config, spec, env, profiler)
+    run's state and RNG restored. ``spec`` is the task's :class:`tasks.spec.TrainSpec`;
+    ``precision_choice`` (requested, chosen, why) goes into train_config.json and metrics.json."""
+    run = _Run(config, spec, env, profiler, precision_choice)
     seed_everything(config.seed)  # identical head init on every rank
     run.raw_model = build_model(spec, config.head, config.model_dir,
                                 data_info=run.train_set.manifest.get("input") or {},
-                                dropout=config.dropout).to(env.device)
+                                dropout=config.dropout, attention_dropout=config.attention_dropout).to(env.device)
     if config.compile:
         run.raw_model.compile()  # in place: the state dict keeps its keys, so checkpoints and saving are unchanged
     run.collate = make_collate(spec, run.raw_model.encoder.config.pad_token_id or 0, config.pad_to_multiple_of)
@@ -175,9 +160,9 @@ def _log_setup(run: _Run) -> None:
     warning = precision_warning(config.precision, env.device.type)
     if warning:
         log.warning(warning)
-    log.info("%s/%s on %s x%d (%s): global batch %d = %d per device x %d accumulation x %d ranks; "
+    log.info("%s/%s on %s x%d (%s: %s): global batch %d = %d per device x %d accumulation x %d ranks; "
              "%d steps (%d per epoch)%s", config.task, config.head, env.device.type, env.world_size,
-             config.precision, config.global_batch_size, run.micro, run.accum, env.world_size, run.total_steps,
+             config.precision, (run.precision_choice or {}).get("why", "asked for"), config.global_batch_size, run.micro, run.accum, env.world_size, run.total_steps,
              run.per_epoch, f"; resuming at step {run.step}" if run.saved is not None else "")
 
 
@@ -338,6 +323,7 @@ def finish(run: _Run) -> dict:
                      calibration["eval_loss_before"], calibration["eval_loss_after"])
     metrics = {
         "task": config.task, "head": config.head, "precision": config.precision,
+        "precision_choice": run.precision_choice,
         "world_size": env.world_size, "device": str(env.device), "steps": run.step, "epochs_completed": run.epoch,
         # --resume: the checkpoint's step (the histories below include the steps before it); None: a fresh run.
         "resumed_from_step": run.first_step if run.saved is not None else None,
@@ -386,11 +372,16 @@ def train(config: TrainConfig, spec, env: DistEnv, profiler=None) -> dict:
     """
     if config.world_size != env.world_size:
         raise ValueError(f"config.world_size {config.world_size} != launched world size {env.world_size}")
-    if config.precision == "auto" or config.model_dir is None:
+    requested = config.precision
+    if config.model_dir is None:
         from prep.tokenizer import default_model_dir
 
-        config = config.resolved(env.device.type, str(default_model_dir()))
-    run = setup(config.for_task(spec), spec, env, profiler)
+        config = config.replace(model_dir=str(default_model_dir()))
+    native_bf16 = env.device.type == "cpu" and cpu_has_native_bf16(unknown=False)
+    precision, why = choose_precision(requested, env.device.type, native_bf16)
+    config = config.replace(precision=precision)
+    run = setup(config.for_task(spec), spec, env, profiler,
+                precision_choice={"requested": requested, "chosen": precision, "why": why})
     while run.step < run.total_steps and run.stopped_early is None:
         run_epoch(run)
     return finish(run)

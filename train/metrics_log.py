@@ -5,6 +5,7 @@ Only rank 0 writes; other ranks get a disabled logger. Files:
   train/loss_scale, train/sequences_per_second, train/tokens_per_second, eval/*).
 - ``OUT/progress.json``: the latest step, total steps, loss and throughput, rewritten
   atomically; the Luigi task reads it for its progress bar and status message.
+- ``OUT/train_config.json``: the resolved config, written at the start (:func:`write_train_config`).
 - ``OUT/metrics.json``: written once at the end (see :func:`train.loop.train`).
 """
 
@@ -17,6 +18,7 @@ import torch
 
 from prep.artifact import write_json_atomic  # noqa: F401 - re-exported for train's writers
 from prep.folders import RunFolder
+from prep.models import hub_source
 from train.dist import DistEnv, all_reduce_sum
 
 
@@ -112,3 +114,24 @@ class LossWindow:
         }
         self._reset()
         return record
+
+
+def write_train_config(config, dataset, is_main: bool, micro: int, accum: int, precision_choice: dict | None = None,
+                       schema_version: int | None = None) -> dict:
+    """``OUT/train_config.json``: the resolved config and what the model was built from (rank 0 writes it)."""
+    record = {
+        **config.to_dict(),
+        "model_dir": str(Path(config.model_dir).resolve()),
+        "model_source": hub_source(config.model_dir),  # a Hub id's {hub_id, revision, commit}; None: a local folder
+        "features_dir": str(Path(config.features_dir).resolve()),
+        "max_seq_length": dataset.max_seq_length,
+        "precision_choice": precision_choice,  # what precision auto chose here, and why
+        "micro_batch_size": micro,
+        "accumulation_steps": accum,
+        "tokenizer": dataset.manifest.get("tokenizer"),
+        "data_info": dataset.manifest.get("input") or {},  # what the task's build_model was given
+        "schema_version": schema_version,
+    }
+    if is_main:
+        write_json_atomic(RunFolder(config.run_dir).train_config, record)
+    return record

@@ -51,12 +51,14 @@ def autocast_context(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 matmuls natively here (AVX512-BF16 or AMX), not by emulation."""
+def cpu_has_native_bf16(unknown: bool = True) -> bool:
+    """Whether oneDNN runs bf16 matmuls natively here (AVX512-BF16 or AMX), not by emulation;
+    ``unknown`` where this torch build cannot tell (True: say nothing rather than warn wrongly;
+    precision ``auto`` passes False, so it never picks bf16 on a guess)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # a private op: a build may lack it
     except (AttributeError, RuntimeError):
-        return True  # unknown: say nothing rather than warn wrongly
+        return unknown
 
 
 def precision_warning(precision: str, device_type: str) -> str | None:
@@ -102,12 +104,15 @@ def _quiet_transformers():
 DROPOUT_ATTRIBUTES = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
 
-def load_encoder(model_dir: str | Path, pooler: bool = False, dropout: float | None = None):
+def load_encoder(model_dir: str | Path, pooler: bool = False, dropout: float | None = None,
+                 attention_dropout: float | None = None):
     """The ``AutoModel`` encoder of a local folder (BERT, RoBERTa, MPNet, ELECTRA, ...), float32, SDPA
     attention where the architecture has it; no pooler unless ``pooler``.
 
     ``dropout`` (None: the folder's own) replaces its hidden and attention dropout; the heads read
-    ``config.hidden_dropout_prob``, so theirs follows. An encoder without those settings is refused.
+    ``config.hidden_dropout_prob``, so theirs follows. ``attention_dropout`` then replaces the
+    attention's alone (0 lets SDPA take its fused kernel on CPU). An encoder without those settings
+    is refused.
 
     Without a pooler every parameter gets a gradient each step, so DDP needs no
     ``find_unused_parameters``; a task whose head reads the pooler asks for it. Architectures
@@ -127,6 +132,11 @@ def load_encoder(model_dir: str | Path, pooler: bool = False, dropout: float | N
                                  "so --dropout cannot be set for it; leave it unset")
             for name in DROPOUT_ATTRIBUTES:
                 setattr(config, name, dropout)
+        if attention_dropout is not None:
+            if not hasattr(config, "attention_probs_dropout_prob"):
+                raise ValueError(f"{model_dir}: a {config.model_type} config has no attention_probs_dropout_prob, "
+                                 "so --attention-dropout cannot be set for it; leave it unset")
+            config.attention_probs_dropout_prob = attention_dropout
         model_class = _encoder_class(config)
         kwargs = {}
         if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
@@ -159,7 +169,7 @@ def encode(encoder: nn.Module, input_ids, attention_mask, token_type_ids=None) -
 
 
 def build_model(spec, head: str, model_dir: str | Path, data_info: dict | None = None,
-                dropout: float | None = None) -> nn.Module:
+                dropout: float | None = None, attention_dropout: float | None = None) -> nn.Module:
     """A model to fine-tune: the pretrained encoder from ``model_dir`` (its dropout replaced by
     ``dropout`` when set) plus a fresh ``head`` of the task whose training part is ``spec`` (a
     :class:`tasks.spec.TrainSpec`).
@@ -167,13 +177,14 @@ def build_model(spec, head: str, model_dir: str | Path, data_info: dict | None =
     Call under a fixed seed: a new head (and any new embedding rows) draws from the global
     torch generator.
     """
-    return spec.build_model(head, _task_encoder(spec, model_dir, dropout), data_info=data_info or {})
+    encoder = _task_encoder(spec, model_dir, dropout, attention_dropout)
+    return spec.build_model(head, encoder, data_info=data_info or {})
 
 
-def _task_encoder(spec, folder: str | Path, dropout: float | None = None):
+def _task_encoder(spec, folder: str | Path, dropout: float | None = None, attention_dropout: float | None = None):
     """``folder``'s encoder as task ``spec`` uses it: with a pooler if its head reads one, and with what the
     task's export moved out of the encoder put back (a RoBERTa/MPNet classifier keeps the pooler in its head)."""
-    encoder = load_encoder(folder, pooler=spec.encoder_pooler, dropout=dropout)
+    encoder = load_encoder(folder, pooler=spec.encoder_pooler, dropout=dropout, attention_dropout=attention_dropout)
     if spec.restore_pretrained is not None:
         spec.restore_pretrained(encoder, folder)
     return encoder
