@@ -281,6 +281,44 @@ def test_a_given_label_list_fixes_ids_and_skips_unknown_labels(tmp_path):
     assert [s["where"] for s in result.skipped] == ["line 3"]
 
 
+def _long_text(words: list[str], min_bytes: int) -> tuple[str, int]:
+    """A text of single-token words at least ``min_bytes`` long, and its token count."""
+    block = _text(words, 200)
+    copies = min_bytes // len(block) + 1
+    return " ".join([block] * copies), 200 * copies
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("name,delimiter", [("long.csv", ","), ("long.tsv", "\t")])
+def test_a_field_of_megabytes_is_read_whole(tmp_path, words, name, delimiter):
+    """Python's csv module refuses a field over 128 KiB unless told otherwise (issue 27, 1)."""
+    text, _ = _long_text(words, 3_000_000)
+    path = _write_csv(tmp_path / name, [["text", "label"], ["short", "a"], [text, "b"], ["after", "a"]], delimiter)
+    examples, skipped, info = read_examples(path)
+    assert [ex.text for ex in examples] == ["short", text, "after"] and skipped == []
+    assert [ex.line for ex in examples] == [2, 3, 4] and info["rows"] == 3
+
+
+def test_a_multi_megabyte_csv_field_is_folded_like_any_text(tmp_path, words):
+    """A 2 MB field becomes consecutive windows, the same features as the same text in JSON lines."""
+    text, tokens = _long_text(words, 2_000_000)
+    csv_path = _write_csv(tmp_path / "long.csv", [["text", "label"], ["short text", "a"], [text, "b"]])
+    jsonl_path = tmp_path / "long.jsonl"
+    jsonl_path.write_text("".join(json.dumps({"text": t, "label": label}) + "\n"
+                                  for t, label in (("short text", "a"), (text, "b"))), encoding="utf-8")
+    config = TextClassPrepConfig(max_seq_length=128)
+    manifest = prepare_textclass(csv_path, tmp_path / "csv", config=config, nproc=1, mode="merge")
+    prepare_textclass(jsonl_path, tmp_path / "jsonl", config=config, nproc=1, mode="merge")
+    windows = -(-tokens // 126)  # 126 text tokens per window of 128
+    assert manifest["counts"]["examples_converted"] == 2 and manifest["counts"]["examples_skipped"] == 0
+    assert manifest["counts"]["features_out"] == windows + 1 and manifest["counts"]["texts_folded"] == 1
+    table = sorted_by_feature_id(open_features(tmp_path / "csv"))
+    assert table.column("num_windows").to_pylist()[1:] == [windows] * windows
+    # The ids differ (row-<line>: the CSV has a header line); the windows are the same.
+    from_jsonl = sorted_by_feature_id(open_features(tmp_path / "jsonl"))
+    assert table.drop_columns(["example_id"]).equals(from_jsonl.drop_columns(["example_id"]))
+
+
 # --- the pool, end to end -------------------------------------------------------------------------
 def test_prepare_counts_windows_and_records_the_input(fixture_csv, tmp_path, words):
     config = TextClassPrepConfig(max_seq_length=MAX_SEQ_LENGTH, text_column="body", label_column="topic",

@@ -11,6 +11,9 @@ Two kinds of bad input are told apart, as in tasks/gap/read.py:
 - a well-formed row that cannot be a training example (empty text, missing label, a repeated
   id) is skipped with a reason and its line, so the prep manifest accounts for it.
 
+A CSV / TSV field may be of any size (Python's csv module stops at 128 KiB unless told
+otherwise): a long document is what token folding is for.
+
 Labels are kept as names (strings) for classification: class ids are positions in the ordered
 label set (:func:`label_set`), so ``"01"`` and ``"1"`` are one class when the labels are
 integers. Regression labels (``label_type="float"``) are floats.
@@ -23,6 +26,7 @@ import io
 import json
 import math
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -206,6 +210,17 @@ def label_counts(examples: list[TextExample]) -> dict[str, int]:
 
 
 # --- rows -------------------------------------------------------------------------------------
+def _allow_long_fields() -> None:
+    """Lift the csv module's 128 KiB field limit (process-wide) to the largest the platform takes."""
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:  # a C long of 32 bits
+            limit //= 2
+
+
 def _decode(path: Path) -> str:
     """The file as text; a byte that is not UTF-8 is reported with its line and byte column."""
     data = path.read_bytes()
@@ -222,6 +237,7 @@ def _decode(path: Path) -> str:
 
 def _table_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str] | dict | None]]:
     """``(line, fields)`` per CSV/TSV record (``line``: its first line); None for a blank line."""
+    _allow_long_fields()
     reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delimiter)
     end = 0
     while True:
