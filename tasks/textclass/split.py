@@ -174,7 +174,7 @@ def write_splits(splits: dict[str, list[TextExample]], out_dir: str | Path, labe
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.textclass.split", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", type=Path, help="labelled CSV, TSV or JSON-lines file")
+    parser.add_argument("input", type=Path, help="labelled CSV, TSV, JSON-lines or Parquet file")
     parser.add_argument("out_dir", type=Path, help="output folder: train/validation/test.jsonl + manifest.json")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")

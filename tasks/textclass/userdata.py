@@ -23,12 +23,12 @@ from tasks.textclass.split import split_examples, write_splits
 
 @dataclass(frozen=True)
 class TextClassSplitConfig:
-    data: str = field(metadata={"help": "labelled CSV, TSV or JSON-lines file (the training data, or all of it)"})
+    data: str = field(metadata={"help": "labelled CSV, TSV, JSON-lines or Parquet file (the training data, or all of it)"})
     text_column: str = field(default="text", metadata={"help": "the text column"})
     label_column: str = field(default="label", metadata={"help": "the label column"})
     text_pair_column: str | None = field(default=None, metadata={"help": "a second text column (sentence pairs)"})
     id_column: str | None = field(default=None, metadata={"help": "an id column (default: row-<line>)"})
-    format: str | None = field(default=None, metadata={"help": "csv, tsv or jsonl (default: from the extension)",
+    format: str | None = field(default=None, metadata={"help": "csv, tsv, jsonl or parquet (default: from the extension)",
                                                        "choices": FORMATS})
     label_type: str = field(default="auto", metadata={
         "help": "auto (int when every label is an integer, else str), int, str, or float (regression)",
