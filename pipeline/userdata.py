@@ -105,5 +105,7 @@ class UserDataRun(Artifact):
     def run(self):
         found = self.artifacts()
         summary = self.ready_dir() / SUMMARY
-        write_run_summary(summary, features=found["features"], models=found["models"], evals=found["evals"])
+        splits = Splits(task=self.task, config=self.split_config()).out_dir
+        write_run_summary(summary, features=found["features"], models=found["models"], evals=found["evals"],
+                          splits={self.task: splits})
         print(f"bertflow: run summary at {summary}")

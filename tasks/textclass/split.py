@@ -128,15 +128,24 @@ def unseen_labels(splits: dict[str, list[TextExample]]) -> dict[str, list[str]]:
     return found
 
 
+def file_skips(skipped: list[dict], path: str | Path) -> list[dict]:
+    """``read_examples``' skip records of file ``path``, each naming the file (a split reads up to three)."""
+    return [{"file": str(path), **record} for record in skipped]
+
+
 def write_splits(splits: dict[str, list[TextExample]], out_dir: str | Path, labels: list[str] | None, *,
                  ratios=(0.8, 0.1, 0.1), seed: int = 13, input_path: str | Path | None = None,
-                 stratified: bool = True) -> dict:
+                 stratified: bool = True, skipped: list[dict] | None = None) -> dict:
     """Write ``<split>.jsonl`` files and ``manifest.json`` into ``out_dir`` atomically; returns the manifest.
 
     ``labels`` is the ordered label set (``[]`` for regression; None: sorted from all splits'
     labels, integers numerically). A validation / test label that training never saw is recorded
     in the manifest's ``unseen_labels`` and raised as an :class:`UnseenLabelWarning`.
+    ``skipped``: the rows left out when the input file(s) were read (:func:`file_skips` records),
+    listed in the manifest with their file, line and reason, and counted (``rows_skipped``,
+    ``skip_reasons``).
     """
+    skipped = list(skipped or [])
     every = [ex for name in SPLITS for ex in splits.get(name, [])]
     regression = any(isinstance(ex.label, float) for ex in every)
     label_type = "float" if regression else resolve_label_type("auto", [ex.label for ex in every])
@@ -159,6 +168,9 @@ def write_splits(splits: dict[str, list[TextExample]], out_dir: str | Path, labe
         "unseen_labels": unseen,
         "duplicate_groups": sum(len(g) > 1 for g in groups),
         "duplicate_texts": sum(len(g) - 1 for g in groups),
+        "rows_skipped": len(skipped),
+        "skip_reasons": dict(Counter(record["reason"] for record in skipped)),
+        "skipped": skipped,
         "input": None if input_path is None else {"path": str(Path(input_path).resolve()),
                                                    "sha256": sha256_file(input_path)},
     }
@@ -198,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     splits = split_examples(examples, args.ratios, args.seed, args.stratify)
     manifest = write_splits(splits, args.out_dir, info["labels"], ratios=args.ratios, seed=args.seed,
-                            input_path=args.input, stratified=args.stratify)
+                            input_path=args.input, stratified=args.stratify, skipped=file_skips(skipped, args.input))
     sizes = ", ".join(f"{name} {c['texts']}" for name, c in manifest["counts"].items())
-    print(f"{sizes} texts ({len(skipped)} rows skipped, {manifest['duplicate_groups']} duplicate groups kept "
+    print(f"{sizes} texts ({len(skipped)} rows skipped, listed in the manifest; {manifest['duplicate_groups']} "
+          f"duplicate groups kept "
           f"together) -> {args.out_dir}; prep each with --id-column id --labels '{json.dumps(manifest['labels'])}'")
     return 0
 

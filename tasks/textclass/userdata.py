@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tasks.textclass.evaluate import FOLD_POOLS
 from tasks.textclass.read import FORMATS, LABEL_TYPES, read_examples
-from tasks.textclass.split import split_examples, write_splits
+from tasks.textclass.split import file_skips, split_examples, write_splits
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,18 @@ class TextClassSplitConfig:
 
 
 def write_user_splits(config: TextClassSplitConfig, out_dir: Path) -> dict:
-    """Split ``config.data`` (and take the given validation / test files) into ``out_dir``."""
+    """Split ``config.data`` (and take the given validation / test files) into ``out_dir``.
+
+    The rows left out of every file read (blank text, missing label, ...) are listed in the
+    manifest with their file, line and reason.
+    """
     examples, skipped, _ = config.read(config.data)
-    given = {name: config.read(path)[0] for name, path in (("validation", config.validation_data),
-                                                            ("test", config.test_data)) if path}
+    skipped = file_skips(skipped, config.data)
+    given = {}
+    for name, path in (("validation", config.validation_data), ("test", config.test_data)):
+        if path:
+            given[name], left_out, _ = config.read(path)
+            skipped += file_skips(left_out, path)
     ratios = (1.0 - (0 if "validation" in given else config.validation_ratio)
               - (0 if "test" in given else config.test_ratio),
               0.0 if "validation" in given else config.validation_ratio, 0.0 if "test" in given else config.test_ratio)
@@ -56,7 +64,7 @@ def write_user_splits(config: TextClassSplitConfig, out_dir: Path) -> dict:
     splits = split_examples(examples, ratios=ratios, seed=config.split_seed, stratify=not regression)
     splits.update(given)
     manifest = write_splits(splits, out_dir, None, ratios=ratios, seed=config.split_seed,
-                            input_path=config.data, stratified=not regression)
+                            input_path=config.data, stratified=not regression, skipped=skipped)
     return manifest
 
 
