@@ -210,3 +210,26 @@ def test_text_classification_on_parquet_lists_the_rows_it_left_out(setup, monkey
     assert "## Rows left out" in summary and "2 rows: 2 in textclass splits" in summary
     assert "| textclass splits | bbc.parquet | row 101 | 101 | empty text |" in summary
     assert "| textclass splits | bbc.parquet | row 102 | 102 | missing label |" in summary
+
+
+@pytest.mark.fast
+def test_one_class_data_is_refused_before_training(tmp_path):
+    """One label in the whole file used to train to loss 0 and fail at evaluation (issue 27, 2): Splits
+    now refuses it, naming the file and column, and nothing after it starts."""
+    from pipeline import TextClassification
+    from tasks.textclass.split import UntrainableDataError
+    from tasks.textclass.userdata import TextClassSplitConfig, write_user_splits
+
+    data = tmp_path / "sport.csv"
+    with open(data, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["text", "label"]] + [[f"match report {i}", "sport"] for i in range(30)])
+    with pytest.raises(UntrainableDataError, match=r"sport.csv: column 'label': the training split has one class only, "
+                                                   r"'sport' \(24 texts\)"):
+        write_user_splits(TextClassSplitConfig(data=str(data)), tmp_path / "splits")
+    assert not (tmp_path / "splits").exists()
+    STARTED.clear()
+    with configured({"bertflow": {"runs_dir": tmp_path / "runs"}}):
+        result = luigi.build([TextClassification(data=str(data), nproc=1)], local_scheduler=True,
+                             detailed_summary=True, log_level="WARNING")
+    assert result.status == LuigiStatusCode.FAILED and STARTED == ["Splits"]
+    assert not list((tmp_path / "runs").glob("finetune-*")) and not (tmp_path / "runs" / "splits").exists()

@@ -33,6 +33,11 @@ class UnseenLabelWarning(UserWarning):
     """A validation or test label that no training text has: the model can never predict it."""
 
 
+class UntrainableDataError(ValueError):
+    """The data cannot train and judge a classifier: one class in training, a validation / test label
+    that training never saw, or a split left without a text. Raised before anything is written."""
+
+
 def check_ratios(ratios) -> tuple[float, float, float]:
     """``(train, validation, test)`` shares summing to 1: train positive, validation / test positive or 0
     (0: that split comes from a file of its own)."""
@@ -126,6 +131,43 @@ def unseen_labels(splits: dict[str, list[TextExample]]) -> dict[str, list[str]]:
         if missing:
             found[name] = missing
     return found
+
+
+def _labels_found(examples: list[TextExample]) -> str:
+    counts = Counter(ex.label for ex in examples)
+    return ", ".join(f"{label!r} ({n} text{'s' if n != 1 else ''})" for label, n in sorted(counts.items()))
+
+
+def check_trainable(splits: dict[str, list[TextExample]], sources: dict[str, str], label_column: str, *,
+                    regression: bool = False, skipped: int = 0) -> None:
+    """Raise :class:`UntrainableDataError` (one line: the file, the column, what was found) unless every
+    split has a text, the training split has two classes at least and validation / test hold no
+    label training lacks (classification only).
+
+    ``sources`` names the file each split came from; ``skipped``: the rows the read left out, for
+    the message about too few rows.
+    """
+    train = splits.get("train", [])
+    seen = {ex.label for ex in train}
+    if not regression and len(seen) == 1:
+        raise UntrainableDataError(
+            f"{sources['train']}: column {label_column!r}: the training split has one class only, {_labels_found(train)}; "
+            "a classifier needs two at least (or --label-type float for a numeric target)")
+    for name in SPLITS:
+        if not splits.get(name):
+            usable = sum(len(splits.get(part, [])) for part in SPLITS if sources.get(part) == sources[name])
+            left_out = f", {skipped} rows left out" if skipped else ""
+            raise UntrainableDataError(
+                f"{sources[name]}: columns {label_column!r} and the text: {usable} usable rows{left_out} leave the {name} "
+                "split without a text; give more rows, or the split as a file of its own")
+    if regression:
+        return
+    for name in SPLITS[1:]:
+        unseen = [ex for ex in splits.get(name, []) if ex.label not in seen]
+        if unseen:
+            raise UntrainableDataError(
+                f"{sources[name]}: column {label_column!r}: the {name} split has label(s) the training split never has, "
+                f"{_labels_found(unseen)} (training: {', '.join(map(repr, sorted(seen)))})")
 
 
 def file_skips(skipped: list[dict], path: str | Path) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tasks.textclass.evaluate import FOLD_POOLS
 from tasks.textclass.read import FORMATS, LABEL_TYPES, read_examples
-from tasks.textclass.split import file_skips, split_examples, write_splits
+from tasks.textclass.split import check_trainable, file_skips, split_examples, write_splits
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ def write_user_splits(config: TextClassSplitConfig, out_dir: Path) -> dict:
     """Split ``config.data`` (and take the given validation / test files) into ``out_dir``.
 
     The rows left out of every file read (blank text, missing label, ...) are listed in the
-    manifest with their file, line and reason.
+    manifest with their file, line and reason. Data that cannot train a classifier (one class in
+    training, a validation / test label training never saw, an empty split) raises
+    :class:`UntrainableDataError` before anything is written, so no training starts on it.
     """
     examples, skipped, _ = config.read(config.data)
     skipped = file_skips(skipped, config.data)
@@ -63,6 +65,9 @@ def write_user_splits(config: TextClassSplitConfig, out_dir: Path) -> dict:
     regression = config.label_type == "float"
     splits = split_examples(examples, ratios=ratios, seed=config.split_seed, stratify=not regression)
     splits.update(given)
+    sources = {"train": config.data, "validation": config.validation_data or config.data,
+               "test": config.test_data or config.data}
+    check_trainable(splits, sources, config.label_column, regression=regression, skipped=len(skipped))
     manifest = write_splits(splits, out_dir, None, ratios=ratios, seed=config.split_seed,
                             input_path=config.data, stratified=not regression, skipped=skipped)
     return manifest
