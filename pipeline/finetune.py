@@ -32,7 +32,7 @@ from pipeline.artifacts import Artifact, FolderOutput, bertflow, upstream_dir
 from pipeline.console import TrainingReporter, say
 from pipeline.params import dataclass_parameters
 from pipeline.prep_tasks import features_task
-from prep.artifact import write_json_atomic
+from prep.artifact import remove_stale_temps, write_json_atomic
 from prep.folders import FeaturesFolder, RunFolder
 from prep.locking import artifact_lock
 from prep.pool import available_cpus
@@ -159,6 +159,9 @@ class FineTuned(Artifact):
         check_world_size(self.world_size, self.device)
         run_dir = self.ready_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
+        # A crashed attempt's half-written files (a checkpoint's .last.pt.tmp-<pid>, a model folder's
+        # .model.tmp-<pid>-<id>): their writers are gone, and this task holds the folder's lock.
+        remove_stale_temps(run_dir, recursive=True)
         config_file = RunFolder(run_dir).launch_config  # what the task hands python -m train --config
         write_json_atomic(config_file, self.train_config().to_dict())
         argv = ["--config", str(config_file)]
