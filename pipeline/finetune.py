@@ -97,9 +97,21 @@ class FineTuned(Artifact):
                 required[role] = features_task(self.task, params, self.model_dir, self.prep_nproc)
             elif path:
                 required[role] = FolderOutput(path=path, marker=FeaturesFolder.MANIFEST)
-        if "train" not in required:
-            raise ValueError(f"{self.task_family}: give train_features (a DAG edge) or features_dir (a folder)")
         return required
+
+    def check_parameters(self) -> None:
+        # The TrainConfig this run will hand the trainer, its folders not known yet: a bad knob
+        # (--GapFineTuned-lr -1, an unknown head) is refused before anything is scheduled.
+        if self.train_features is None and not self.features_dir:
+            raise ValueError(f"{self.task_family}: give train_features (a DAG edge) or features_dir (a folder)")
+        select = self.select_features is not None or bool(self.eval_features_dir)
+        values = {name: getattr(self, name) for name in self._train_fields()}
+        try:
+            TrainConfig(**{**values, "run_dir": "", "features_dir": "", "head": self.resolved_head,
+                           "eval_features_dir": "(the select features)" if select else None}
+                        ).for_task(get_task(self.task).train)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self.task_family}: {err}") from None
 
     def feature_dirs(self) -> dict[str, Path] | None:
         """``{"train": folder, "select": folder}``, or None while one has no name yet (data missing)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tasks.textclass.evaluate import FOLD_POOLS
 from tasks.textclass.read import FORMATS, LABEL_TYPES, read_examples
-from tasks.textclass.split import check_trainable, file_skips, split_examples, write_splits
+from tasks.textclass.split import check_ratios, check_trainable, file_skips, split_examples, write_splits
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,19 @@ class TextClassSplitConfig:
     validation_ratio: float = field(default=0.1, metadata={"help": "share of --data for validation (if not given)"})
     test_ratio: float = field(default=0.1, metadata={"help": "share of --data for testing (if not given)"})
     split_seed: int = field(default=13, metadata={"help": "seeds the split"})
+
+    def __post_init__(self):
+        if self.label_type not in LABEL_TYPES:
+            raise ValueError(f"--label-type must be one of {LABEL_TYPES}, got {self.label_type!r}")
+        if self.format is not None and self.format not in FORMATS:
+            raise ValueError(f"--format must be one of {FORMATS}, got {self.format!r}")
+        check_ratios(self.ratios())
+
+    def ratios(self) -> tuple[float, float, float]:
+        """(train, validation, test) shares of ``data``: a split given as a file takes none of it."""
+        validation = 0.0 if self.validation_data else self.validation_ratio
+        test = 0.0 if self.test_data else self.test_ratio
+        return 1.0 - validation - test, validation, test
 
     def read(self, path: str) -> tuple[list, list, dict]:
         return read_examples(Path(path), self.format, self.text_column, self.label_column, self.text_pair_column,
@@ -59,9 +72,7 @@ def write_user_splits(config: TextClassSplitConfig, out_dir: Path) -> dict:
         if path:
             given[name], left_out, _ = config.read(path)
             skipped += file_skips(left_out, path)
-    ratios = (1.0 - (0 if "validation" in given else config.validation_ratio)
-              - (0 if "test" in given else config.test_ratio),
-              0.0 if "validation" in given else config.validation_ratio, 0.0 if "test" in given else config.test_ratio)
+    ratios = config.ratios()
     regression = config.label_type == "float"
     splits = split_examples(examples, ratios=ratios, seed=config.split_seed, stratify=not regression)
     splits.update(given)
