@@ -78,6 +78,20 @@ class Artifact(luigi.Task):
     hash_length = HASH_LENGTH
     done_file = MANIFEST
 
+    def __init__(self, *args, **kwargs):
+        from pipeline.console import note_command_line
+
+        super().__init__(*args, **kwargs)
+        note_command_line()
+        self.check_parameters()
+
+    def check_parameters(self) -> None:
+        """Raise (``ValueError``, one line naming the parameter) on parameters that cannot work.
+
+        Called when the task is made, so ``luigi`` refuses a bad command line before anything is
+        scheduled or written. Checks that need an input file's contents wait for ``run()``.
+        """
+
     def folder_kind(self) -> str:
         """The folder's name before its hash: ``features/gap-development``, ``eval/gap``, ``run``."""
         raise NotImplementedError
@@ -118,6 +132,16 @@ class Artifact(luigi.Task):
 
     def output(self):
         return luigi.LocalTarget(str(self.out_dir / self.done_file))
+
+
+def check_chain(tasks, seen: set | None = None) -> None:
+    """Make every task upstream of ``tasks`` (their ``requires()``, recursively): each checks its
+    parameters as it is made, so an entry task refuses a bad upstream knob before scheduling."""
+    seen = set() if seen is None else seen
+    for task in luigi.task.flatten(tasks):
+        if task.task_id not in seen:
+            seen.add(task.task_id)
+            check_chain(task.requires(), seen)
 
 
 def upstream_dir(task: luigi.Task) -> Path | None:

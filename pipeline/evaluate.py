@@ -86,6 +86,15 @@ class EvaluationTask(Artifact):
     def eval_config(self):
         return get_task(self.task).eval.config(**self.eval_values())
 
+    def check_parameters(self) -> None:
+        # A flag task --task does not have (Evaluation) or a value its eval config refuses.
+        try:
+            self.eval_config()
+        except (TypeError, ValueError) as err:
+            if str(err).startswith(f"{self.task_family}:"):
+                raise
+            raise ValueError(f"{self.task_family}: {err}") from None
+
     def _plan(self) -> tuple[dict, dict]:
         """(fine-tune parameters, test features parameters): given, or the task's FullRun roles."""
         plan = get_task(self.task).plan
@@ -194,10 +203,6 @@ class Evaluation(EvaluationTask):
 
     task = luigi.ChoiceParameter(choices=task_names())
     locals().update(_GIVEN_FIELDS)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.eval_values()  # a flag task --task does not have is an error here, before anything is scheduled
 
     def eval_values(self) -> dict:
         return given_eval_values(self.task, {name: getattr(self, name) for name in _GIVEN_FIELDS}, self.task_family)

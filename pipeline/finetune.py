@@ -32,7 +32,7 @@ from pipeline.artifacts import Artifact, FolderOutput, bertflow, upstream_dir
 from pipeline.console import TrainingReporter, say
 from pipeline.params import dataclass_parameters
 from pipeline.prep_tasks import features_task
-from prep.artifact import write_json_atomic
+from prep.artifact import remove_stale_temps, write_json_atomic
 from prep.folders import FeaturesFolder, RunFolder
 from prep.locking import artifact_lock
 from prep.pool import available_cpus
@@ -98,9 +98,21 @@ class FineTuned(Artifact):
                 required[role] = features_task(self.task, params, self.model_dir, self.prep_nproc)
             elif path:
                 required[role] = FolderOutput(path=path, marker=FeaturesFolder.MANIFEST)
-        if "train" not in required:
-            raise ValueError(f"{self.task_family}: give train_features (a DAG edge) or features_dir (a folder)")
         return required
+
+    def check_parameters(self) -> None:
+        # The TrainConfig this run will hand the trainer, its folders not known yet: a bad knob
+        # (--GapFineTuned-lr -1, an unknown head) is refused before anything is scheduled.
+        if self.train_features is None and not self.features_dir:
+            raise ValueError(f"{self.task_family}: give train_features (a DAG edge) or features_dir (a folder)")
+        select = self.select_features is not None or bool(self.eval_features_dir)
+        values = {name: getattr(self, name) for name in self._train_fields()}
+        try:
+            TrainConfig(**{**values, "run_dir": "", "features_dir": "", "head": self.resolved_head,
+                           "eval_features_dir": "(the select features)" if select else None}
+                        ).for_task(get_task(self.task).train)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self.task_family}: {err}") from None
 
     def feature_dirs(self) -> dict[str, Path] | None:
         """``{"train": folder, "select": folder}``, or None while one has no name yet (data missing)."""
@@ -171,6 +183,9 @@ class FineTuned(Artifact):
         check_world_size(self.world_size, self.device)
         run_dir = self.ready_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
+        # A crashed attempt's half-written files (a checkpoint's .last.pt.tmp-<pid>, a model folder's
+        # .model.tmp-<pid>-<id>): their writers are gone, and this task holds the folder's lock.
+        remove_stale_temps(run_dir, recursive=True)
         config_file = RunFolder(run_dir).launch_config  # what the task hands python -m train --config
         write_json_atomic(config_file, self.train_config().to_dict())
         argv = ["--config", str(config_file)]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import Artifact, upstream_dir
+from pipeline.artifacts import Artifact, check_chain, upstream_dir
 from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED
 from pipeline.params import ENCODER_HELP, EncoderDirParameter
@@ -104,6 +104,9 @@ class FullRun(Artifact):
         return {name: Profile(task=name, train_features=trained.train_features, model_dir=self.model_dir,
                               world_size=self.world_size, head=trained.resolved_head, precision=trained.precision,
                               global_batch_size=trained.global_batch_size, prep_nproc=self.nproc)}
+
+    def check_parameters(self) -> None:
+        check_chain(self.requires())  # a refused --<Task>FineTuned-* or --<Task>Features-* value, named now
 
     def requires(self):
         return {"evals": self.eval_tasks(), "profiles": self.profile_tasks()}

@@ -61,6 +61,21 @@ class FeaturesTask(Artifact):
         params = dataclass_parameters(spec.prep.config)
         return {**params, "dataset": spec.name, "_prep_fields": tuple(params)}
 
+    def check_parameters(self) -> None:
+        given = [name for name in ("input", "data", "splits") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"{self.task_family}: give exactly one of --input FILE, --data NAME or --splits CONFIG")
+        if self.splits is not None and self.split_file is None:
+            raise ValueError(f"{self.task_family}: --splits needs --split-file (one of {SPLITS})")
+        if self.shards < 1:
+            raise ValueError(f"{self.task_family}: --shards must be >= 1, got {self.shards}")
+        if self.shard is not None and not 0 <= self.shard < self.shards:
+            raise ValueError(f"{self.task_family}: --shard {self.shard} is not in 0..{self.shards - 1} (--shards)")
+        try:
+            get_task(self.dataset).prep.make_config(**{name: getattr(self, name) for name in self._prep_fields})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self.task_family}: {err}") from None
+
     def requires(self):
         if self.splits is not None:
             inputs = [self._splits_task()]
@@ -70,26 +85,15 @@ class FeaturesTask(Artifact):
 
     def shard_tasks(self) -> list:
         """The K shard tasks of a set (``--shards K``, no ``--shard``); none otherwise."""
-        if self.shards < 1:
-            raise ValueError(f"{self.task_family}: --shards must be >= 1, got {self.shards}")
-        if self.shard is not None:
-            if not 0 <= self.shard < self.shards:
-                raise ValueError(f"{self.task_family}: --shard {self.shard} is not in 0..{self.shards - 1} (--shards)")
-            return []
-        if self.shards == 1:
+        if self.shard is not None or self.shards == 1:
             return []
         return [self.clone(shard=index) for index in range(self.shards)]
 
     def _splits_task(self) -> Splits:
-        if self.split_file is None:
-            raise ValueError(f"{self.task_family}: --splits needs --split-file (one of {SPLITS})")
         return Splits(task=self.dataset, config=self.splits)
 
     @property
     def input_path(self) -> Path:
-        given = [name for name in ("input", "data", "splits") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"{self.task_family}: give exactly one of --input FILE, --data NAME or --splits CONFIG")
         if self.splits is not None:
             return self._splits_task().split_path(self.split_file)
         return Path(self.input) if self.input else DataFile(name=self.data).path

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import luigi
 
-from pipeline.artifacts import Artifact, upstream_dir
+from pipeline.artifacts import Artifact, check_chain, upstream_dir
 from pipeline.evaluate import EvaluationTask
 from pipeline.fullrun import FullRun
 from pipeline.params import ENCODER_HELP, EncoderDirParameter
@@ -51,8 +51,7 @@ class Results(Artifact):
         only = {spec.name: spec.name == self.task for spec in all_tasks() if isinstance(spec.plan, FullRunPlan)}
         return FullRun(model_dir=self.model_dir, nproc=self.nproc, world_size=self.world_size, profile=False, **only)
 
-    def eval_tasks(self) -> dict[tuple, EvaluationTask]:
-        """One Evaluation per (head, seed): FullRun's evaluation of the task, its fine-tune re-headed and re-seeded."""
+    def check_parameters(self) -> None:
         heads = self.head_list()
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds or not heads:
             raise ValueError(f"{self.task_family}: give distinct seeds and at least one head (seeds {list(self.seeds)})")
@@ -60,6 +59,11 @@ class Results(Artifact):
         unknown = sorted(set(heads) - set(known))
         if unknown:
             raise ValueError(f"{self.task_family}: unknown heads {unknown}; choose from {list(known)}")
+        check_chain(list(self.eval_tasks().values()))  # a refused --<Task>FineTuned-* value, named now
+
+    def eval_tasks(self) -> dict[tuple, EvaluationTask]:
+        """One Evaluation per (head, seed): FullRun's evaluation of the task, its fine-tune re-headed and re-seeded."""
+        heads = self.head_list()
         base = self._fullrun().eval_tasks()[self.task]
         return {(head, seed): base.clone(finetune={**base.finetune, "head": head, "seed": seed})
                 for head in heads for seed in self.seeds}

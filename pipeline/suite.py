@@ -19,7 +19,7 @@ from pathlib import Path
 import luigi
 from luigi.task_register import Register
 
-from pipeline.artifacts import Artifact, upstream_dir
+from pipeline.artifacts import Artifact, check_chain, upstream_dir
 from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.finetune import FINETUNED
 from pipeline.params import ENCODER_HELP, EncoderDirParameter
@@ -83,9 +83,14 @@ class SuiteResults(Artifact):
             params["model_dir"] = self.encoder_dir()
         return params
 
-    def eval_tasks(self) -> dict[tuple[str, int], list[EvaluationTask]]:
+    def check_parameters(self) -> None:
         if self.seeds < 1:
             raise ValueError(f"{self.task_family}: --seeds is a count of runs per member (>= 1), got {self.seeds}")
+        self.members()  # an unknown member is named here
+        self.encoder_dir()
+        check_chain([evaluation for group in self.eval_tasks().values() for evaluation in group])
+
+    def eval_tasks(self) -> dict[tuple[str, int], list[EvaluationTask]]:
         found = {}
         for member in self.members():
             _, tests = self.plan.member_plan(member)

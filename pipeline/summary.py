@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 
 from prep.artifact import write_text_atomic
-from prep.folders import EvalFolder, FeaturesFolder, RunFolder
+from prep.folders import MANIFEST, EvalFolder, FeaturesFolder, RunFolder
 from tasks import get_task
 
 SUMMARY = "summary.md"  # a FullRun's (or a user-data entry's) own output
+SKIPS_LISTED = 100  # rows left out that the summary lists one by one; the manifests list every one
 
 def _read(path: Path) -> dict:
     try:
@@ -39,11 +40,41 @@ def _subset_note(features: dict, task: str) -> str:
     return ", ".join(parts)
 
 
+def _left_out(splits: dict, features: dict, here: Path) -> list[str]:
+    """The "Rows left out" section: every row a splits or features manifest records as skipped, counted
+    per step and listed (file, line or row, id, reason) up to ``SKIPS_LISTED``."""
+    steps = []  # (step, manifest path, file name, records)
+    for name, folder in splits.items():
+        manifest = Path(folder) / MANIFEST
+        steps.append((f"{name} splits", manifest, None, _read(manifest).get("skipped") or []))
+    for name, folder in features.items():
+        manifest = _read(FeaturesFolder(folder).manifest)
+        source = Path((manifest.get("input") or {}).get("path") or "").name
+        steps.append((f"{name} features", FeaturesFolder(folder).manifest, source, manifest.get("skipped") or []))
+    total = sum(len(records) for *_, records in steps)
+    lines = ["", "## Rows left out", ""]
+    if not total:
+        return lines + ["None: every row of the input files was used."]
+    counts = "; ".join(f"{len(records)} in {step} ([manifest]({_link(manifest, here)}))"
+                       for step, manifest, _, records in steps if records)
+    lines += [f"{total} rows: {counts}.", "", "| step | file | where | id | reason |", "|---|---|---|---|---|"]
+    listed = [(step, record.get("file") or source, record) for step, _, source, records in steps for record in records]
+    for step, source, record in listed[:SKIPS_LISTED]:
+        cells = [step, Path(str(source or "")).name, record.get("where") or "", record.get("example_id") or "",
+                 record.get("reason") or ""]
+        lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
+    if total > SKIPS_LISTED:
+        lines += ["", f"The first {SKIPS_LISTED} of {total}; the manifests above list every one."]
+    return lines
+
+
 def write_run_summary(path: str | Path, *, features: dict, models: dict, evals: dict,
-                      profiles: dict | None = None) -> str:
+                      profiles: dict | None = None, splits: dict | None = None) -> str:
     """Write the run summary (``SUMMARY``) at ``path`` (atomically) and return its text.
 
-    Each argument maps a name (a task, or "<task>-<role>" for features) to an artifact folder.
+    Each argument maps a name (a task, or "<task>-<role>" for features) to an artifact folder;
+    ``splits``: a user-data task's splits folder. Rows their manifests record as left out are
+    counted and listed.
     """
     path = Path(path)
     here = path.parent
@@ -80,6 +111,7 @@ def write_run_summary(path: str | Path, *, features: dict, models: dict, evals: 
         counts = _read(FeaturesFolder(folder).manifest).get("counts", {})
         lines.append(f"| {name} | {counts.get('features_out', '')} | {counts.get('examples_skipped', '')} | "
                      f"[{Path(folder).name}]({_link(folder, here)}) |")
+    lines += _left_out(splits or {}, features, here)
     if models:
         spec = ",".join(f"{task}:{RunFolder(folder).tensorboard}" for task, folder in models.items())
         lines += ["", "## TensorBoard", "", "```", f"tensorboard --logdir_spec {spec}", "```"]

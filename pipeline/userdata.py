@@ -20,7 +20,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.artifacts import Artifact, upstream_dir
+from pipeline.artifacts import Artifact, check_chain, upstream_dir
 from pipeline.evaluate import EVALUATIONS, EvaluationTask
 from pipeline.params import ENCODER_HELP, EncoderDirParameter, dataclass_parameters
 from pipeline.splits import Splits
@@ -46,6 +46,17 @@ class UserDataRun(Artifact):
         plan = spec.plan
         return {**dataclass_parameters(plan.split_config),
                 **(dataclass_parameters(plan.options) if plan.options else {}), "task": spec.name}
+
+    def check_parameters(self) -> None:
+        # The whole chain is made here, so bad split ratios, a refused folding flag, a missing file or a
+        # refused --<Task>Features-* / --<Task>FineTuned-* value is named before anything is scheduled.
+        plan = get_task(self.task).plan
+        try:
+            plan.split_config(**self.split_config())
+            self.option_values()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{self.task_family}: {err}") from None
+        check_chain(self.evaluation())
 
     def split_config(self) -> dict:
         plan = get_task(self.task).plan
@@ -105,5 +116,7 @@ class UserDataRun(Artifact):
     def run(self):
         found = self.artifacts()
         summary = self.ready_dir() / SUMMARY
-        write_run_summary(summary, features=found["features"], models=found["models"], evals=found["evals"])
+        splits = Splits(task=self.task, config=self.split_config()).out_dir
+        write_run_summary(summary, features=found["features"], models=found["models"], evals=found["evals"],
+                          splits={self.task: splits})
         print(f"bertflow: run summary at {summary}")

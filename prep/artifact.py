@@ -3,14 +3,22 @@
 A prep run writes into a hidden sibling folder and renames it into place only after
 ``manifest.json`` is written, so a killed run never leaves a folder that looks complete. One
 writer at a time: a second run writing the same folder waits for the first (``prep.locking``).
+
+Every temp name carries its writer's pid: ``.<name>.tmp-<pid>`` (:func:`atomic_file`),
+``.<name>.tmp-<pid>-<id>`` (:func:`atomic_output_dir`, a model folder), ``.<name>.old-<pid>-<id>``
+(:func:`replace_dir`'s old copy on its way out). A process killed while writing leaves one
+behind; :func:`remove_stale_temps` deletes those whose process is gone (never a live writer's),
+and every writer does so for its own target before it writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -49,15 +57,48 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_temps(out_dir: Path) -> None:
-    """Delete temp folders left by runs of this output that were killed (their pid is gone)."""
-    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
-        try:
-            pid = int(stale.name.rsplit("-", 2)[-2])
-        except (ValueError, IndexError):
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.(?:tmp|old)-(?P<pid>[0-9]+)(?:-[0-9a-f]+)?")
+
+
+def temp_writer(path: str | Path) -> int | None:
+    """The pid in a temp name written here (``.<name>.tmp-<pid>[-<id>]``, ``.<name>.old-<pid>-<id>``), else None."""
+    found = _TEMP_NAME.fullmatch(Path(path).name)
+    return int(found["pid"]) if found else None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temps(folder: str | Path, recursive: bool = False, target: str | None = None) -> list[Path]:
+    """Delete the temp files and folders in ``folder`` (and below it, ``recursive``) whose writing
+    process is gone; returns what was deleted. ``target``: only the temps of that name (``last.pt``).
+
+    A temp of a live process is someone writing now, and is left alone. The pid is this host's:
+    folders written from several hosts at once are not swept.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    pattern = f".{glob.escape(target)}.*" if target is not None else ".*"
+    for path in sorted(folder.rglob(pattern) if recursive else folder.glob(pattern)):
+        pid = temp_writer(path)
+        if pid is None or pid == os.getpid() or _pid_alive(pid) or not (path.exists() or path.is_symlink()):
             continue
-        if not _pid_alive(pid):
-            shutil.rmtree(stale, ignore_errors=True)
+        if target is not None and _TEMP_NAME.fullmatch(path.name)["target"] != target:
+            continue
+        _remove(path)
+        removed.append(path)
+    return removed
+
+
+def _remove_stale_temps(out_dir: Path) -> None:
+    """Delete temp folders (and old copies) left by runs of this output that were killed (their pid is gone)."""
+    remove_stale_temps(out_dir.parent, target=out_dir.name)
 
 
 @contextlib.contextmanager
@@ -110,6 +151,7 @@ def atomic_file(path: str | Path):
     The one way files are written in place here (JSON records, checkpoints, model heads).
     """
     path = Path(path)
+    remove_stale_temps(path.parent, target=path.name)  # a killed writer's, so they never pile up
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp

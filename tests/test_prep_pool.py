@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prep.artifact import atomic_output_dir, is_complete, write_json_atomic
+from prep.artifact import atomic_file, atomic_output_dir, is_complete, remove_stale_temps, write_json_atomic
 from prep.folders import MANIFEST
 from prep.pool import WorkerDied, cap_nproc, run_pool
 
@@ -125,6 +125,49 @@ def test_atomic_dir_replaces_previous_output_and_cleans_stale_temps(tmp_path):
             write_json_atomic(tmp / MANIFEST, {"value": value})
     assert is_complete(out) and (out / MANIFEST).read_text().count('"value": 2') == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]
+
+
+def gone_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.fast
+def test_temps_of_gone_writers_are_removed_and_a_live_writers_kept(tmp_path):
+    import subprocess
+    import sys
+
+    dead = gone_pid()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folder = tmp_path / "run"
+        (folder / "checkpoints" / f".model.tmp-{dead}-ab12cd").mkdir(parents=True)
+        (folder / "checkpoints" / f".model.tmp-{dead}-ab12cd" / "weights").write_bytes(b"x" * 10)
+        for name in (f".last.pt.tmp-{dead}", f".best.pt.tmp-{dead}", f".last.pt.tmp-{live.pid}", "last.pt",
+                     ".hidden", f"last.pt.tmp-{dead}", f".last.pt.tmp-{dead}x"):
+            (folder / "checkpoints" / name).write_bytes(b"partial")
+        (folder / f".tb.old-{dead}-0123abcd").mkdir()
+        kept = {f".last.pt.tmp-{live.pid}", "last.pt", ".hidden", f"last.pt.tmp-{dead}", f".last.pt.tmp-{dead}x"}
+
+        # The next write of last.pt deletes its own dead temps, nothing else.
+        with atomic_file(folder / "checkpoints" / "last.pt") as tmp:
+            tmp.write_bytes(b"new")
+        assert not (folder / "checkpoints" / f".last.pt.tmp-{dead}").exists()
+        assert (folder / "checkpoints" / f".best.pt.tmp-{dead}").exists()
+        # A sweep of the folder: every temp of a gone process, files and folders, at any depth.
+        assert remove_stale_temps(folder) == [folder / f".tb.old-{dead}-0123abcd"]
+        removed = remove_stale_temps(folder, recursive=True)
+        assert sorted(p.name for p in removed) == [f".best.pt.tmp-{dead}", f".model.tmp-{dead}-ab12cd"]
+        assert {p.name for p in (folder / "checkpoints").iterdir()} == kept
+        assert (folder / "checkpoints" / "last.pt").read_bytes() == b"new"
+    finally:
+        live.kill()
+        live.wait()
 
 
 @pytest.mark.fast

@@ -119,6 +119,8 @@ def test_build_model_needs_labels_a_pooler_and_a_known_head():
         tiny_model({})
     with pytest.raises(ValueError, match="labels"):
         tiny_model({**CLASSIFY, "labels": []})
+    with pytest.raises(ValueError, match="the training features have one class only, 'sport' .column 'Category'."):
+        tiny_model({**CLASSIFY, "labels": ["sport"], "label_column": "Category"})
     with pytest.raises(ValueError, match="pooler"):
         build_model("linear", tiny_encoder(pooler=False), data_info=CLASSIFY)
     with pytest.raises(ValueError, match="head"):

@@ -147,3 +147,89 @@ def test_already_split_files_are_taken_as_they_are(setup, tmp_path):
     assert {name: counts["texts"] for name, counts in manifest["counts"].items()} == {
         "train": 60, "validation": 20, "test": 20}
     assert test_ids == [row[0] for row in parts["test"]]
+
+
+def with_bad_rows(data: Path, dst: Path) -> tuple[Path, list[tuple[int, str]]]:
+    """``data`` plus a row without a label and a row with a blank text (issue 27, 3): 102 rows, 100 usable."""
+    rows = list(csv.reader(open(data, newline="", encoding="utf-8")))
+    header = rows[0]
+    no_label = [f"9{i}" if name == "ArticleId" else "" if name == "Category" else "a text without a label"
+                for i, name in enumerate(header)]
+    blank = ["9999" if name == "ArticleId" else "  " if name == "Text" else "sport" for name in header]
+    with open(dst, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([header, *rows[1:51], no_label, *rows[51:], blank])
+    return dst, [(52, "missing label"), (len(rows) + 2, "empty text")]
+
+
+@pytest.mark.fast
+def test_rows_left_out_of_the_split_are_listed_in_its_manifest(tmp_path):
+    """The splits' manifest counts and lists (file, line, reason) the rows the read left out."""
+    from pipeline import Splits
+    from tasks.textclass.userdata import TextClassSplitConfig
+
+    bad, expected = with_bad_rows(slice_bbc(tmp_path / "bbc.csv", 100), tmp_path / "bad-cells.csv")
+    split_config = TextClassSplitConfig(data=str(bad), text_column="Text", label_column="Category")
+    with configured({"bertflow": {"runs_dir": tmp_path / "runs"}}):
+        task = Splits(task="textclass", config=dataclasses.asdict(split_config))
+        result = luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+        assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+        manifest = json.loads(Path(task.output().path).read_text())
+    assert sum(counts["texts"] for counts in manifest["counts"].values()) == 100
+    assert manifest["rows_skipped"] == 2 and manifest["skip_reasons"] == {"missing label": 1, "empty text": 1}
+    assert [(s["file"], s["where"], s["reason"]) for s in manifest["skipped"]] == [
+        (str(bad), f"line {line}", reason) for line, reason in expected]
+
+
+def test_text_classification_on_parquet_lists_the_rows_it_left_out(setup, monkeypatch, tmp_path):
+    """--data x.parquet end to end; a blank text and a null label are counted and listed in the splits'
+    manifest and in the run summary (issue 26 Parquet; issue 27, 3)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import TextClassification
+
+    root, data, model, config = setup
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    rows = list(csv.DictReader(open(data, newline="", encoding="utf-8")))
+    texts = [row["Text"] for row in rows] + ["   ", "a text without a label"]
+    labels = [row["Category"] for row in rows] + ["sport", None]
+    path = tmp_path / "bbc.parquet"
+    pq.write_table(pa.table({"id": pa.array(range(1, len(texts) + 1), pa.int64()), "body": texts, "topic": labels}),
+                   path)
+    task = TextClassification(data=str(path), text_column="body", label_column="topic", id_column="id",
+                              model_dir=str(model), nproc=1)
+    with configured(config):
+        build(task)
+        [split] = [folder for folder in (root / "runs" / "splits").glob("textclass-*")
+                   if json.loads((folder / "manifest.json").read_text())["input"]["path"] == str(path.resolve())]
+        summary = Path(task.output().path).read_text()
+    manifest = json.loads((split / "manifest.json").read_text())
+    assert sum(counts["texts"] for counts in manifest["counts"].values()) == 100
+    assert [(s["example_id"], s["where"], s["reason"]) for s in manifest["skipped"]] == [
+        ("101", "row 101", "empty text"), ("102", "row 102", "missing label")]
+    assert "## Rows left out" in summary and "2 rows: 2 in textclass splits" in summary
+    assert "| textclass splits | bbc.parquet | row 101 | 101 | empty text |" in summary
+    assert "| textclass splits | bbc.parquet | row 102 | 102 | missing label |" in summary
+
+
+@pytest.mark.fast
+def test_one_class_data_is_refused_before_training(tmp_path):
+    """One label in the whole file used to train to loss 0 and fail at evaluation (issue 27, 2): Splits
+    now refuses it, naming the file and column, and nothing after it starts."""
+    from pipeline import TextClassification
+    from tasks.textclass.split import UntrainableDataError
+    from tasks.textclass.userdata import TextClassSplitConfig, write_user_splits
+
+    data = tmp_path / "sport.csv"
+    with open(data, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["text", "label"]] + [[f"match report {i}", "sport"] for i in range(30)])
+    with pytest.raises(UntrainableDataError, match=r"sport.csv: column 'label': the training split has one class only, "
+                                                   r"'sport' \(24 texts\)"):
+        write_user_splits(TextClassSplitConfig(data=str(data)), tmp_path / "splits")
+    assert not (tmp_path / "splits").exists()
+    STARTED.clear()
+    with configured({"bertflow": {"runs_dir": tmp_path / "runs"}}):
+        result = luigi.build([TextClassification(data=str(data), nproc=1)], local_scheduler=True,
+                             detailed_summary=True, log_level="WARNING")
+    assert result.status == LuigiStatusCode.FAILED and STARTED == ["Splits"]
+    assert not list((tmp_path / "runs").glob("finetune-*")) and not (tmp_path / "runs" / "splits").exists()

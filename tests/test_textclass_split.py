@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import shared_data
 from tasks.textclass.read import TextExample, read_examples
-from tasks.textclass.split import (UnseenLabelWarning, duplicate_key, split_counts, split_examples,
-                                 write_splits)
+from tasks.textclass.split import (UnseenLabelWarning, UntrainableDataError, check_trainable, duplicate_key,
+                                 split_counts, split_examples, write_splits)
 from tests.test_textclass_prep import BBC, BBC_COLUMNS
 
 pytestmark = pytest.mark.fast
@@ -77,3 +77,39 @@ def test_a_test_label_unseen_in_training_is_recorded_and_warned(tmp_path):
     assert manifest["unseen_labels"] == {"test": ["z"]} and manifest["labels"] == ["a", "z"]
     assert manifest["counts"]["test"] == {"texts": 2, "labels": {"a": 1, "z": 1}}
     assert len((tmp_path / "splits" / "test.jsonl").read_text().splitlines()) == 2
+
+
+SOURCES = {"train": "data.csv", "validation": "data.csv", "test": "data.csv"}
+
+
+def test_one_class_in_training_is_refused_naming_file_column_and_class():
+    splits = split_examples(_labelled({"sport": 40}))
+    with pytest.raises(UntrainableDataError) as caught:
+        check_trainable(splits, SOURCES, "Category")
+    assert str(caught.value) == ("data.csv: column 'Category': the training split has one class only, 'sport' "
+                                 "(32 texts); a classifier needs two at least (or --label-type float for a numeric "
+                                 "target)")
+    check_trainable(split_examples(_labelled({"sport": 40, "tech": 3})), SOURCES, "Category")
+
+
+def test_a_label_training_never_saw_is_refused():
+    splits = {"train": _labelled({"a": 4, "b": 4}), "validation": _labelled({"a": 1, "b": 1}),
+              "test": _labelled({"a": 1, "z": 2})}
+    sources = {**SOURCES, "test": "test.csv"}
+    with pytest.raises(UntrainableDataError, match=r"^test.csv: column 'label': the test split has label\(s\) the "
+                                                   r"training split never has, 'z' \(2 texts\) \(training: 'a', 'b'\)$"):
+        check_trainable(splits, sources, "label")
+
+
+def test_too_few_rows_for_a_split_are_refused():
+    # 5 texts per label, 80/10/10: 4 + 1 + 0 per label, so the test split gets none.
+    splits = split_examples(_labelled({"a": 5, "b": 5}))
+    assert [len(splits[name]) for name in ("train", "validation", "test")] == [8, 2, 0]
+    with pytest.raises(UntrainableDataError, match=r"^data.csv: columns 'label' and the text: 10 usable rows, 2 rows "
+                                                   r"left out leave the test split without a text; "):
+        check_trainable(splits, SOURCES, "label", skipped=2)
+    regression = {"train": [TextExample("row-2", "t", None, 1.0, 2)], "validation": [], "test": []}
+    with pytest.raises(UntrainableDataError, match="the validation split without a text"):
+        check_trainable(regression, SOURCES, "score", regression=True)
+    regression["validation"] = regression["test"] = regression["train"]
+    check_trainable(regression, SOURCES, "score", regression=True)  # a single target value is no classifier's problem

@@ -162,6 +162,52 @@ def test_sigkill_mid_epoch_then_resume_equals_unbroken_run(work, tmp_path):
     assert json.loads((tmp_path / "unbroken" / "metrics.json").read_text())["resumed_from_step"] is None
 
 
+# python -m train whose checkpoint write at step 6 stops half-way: the file is half its size, then the
+# process waits (saying so in a file) to be killed there.
+_HALTING_WRITER = """
+import sys, time
+from pathlib import Path
+import torch
+save = torch.save
+def save_then_halt(payload, target, *args, **kwargs):
+    save(payload, target, *args, **kwargs)
+    if Path(target).name.startswith(".last.pt.tmp-") and payload["step"] >= 6:
+        with open(target, "r+b") as handle:
+            handle.truncate(handle.seek(0, 2) // 2)
+        Path(sys.argv[1]).write_text(str(target))
+        time.sleep(600)
+torch.save = save_then_halt
+from train.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_sigkill_during_a_checkpoint_write_then_resume_leaves_no_temp(work, tmp_path):
+    """A run killed while writing last.pt leaves .last.pt.tmp-<pid> beside the previous last.pt;
+    the resume continues from that one and deletes the temp (issue 27, 4)."""
+    config = gap_config(work, tmp_path / "killed", epochs=1, save_every_n_steps=3, log_every_n_steps=3)
+    halted = tmp_path / "halted"
+    victim = subprocess.Popen([sys.executable, "-c", _HALTING_WRITER, str(halted), *cli_args(config)],
+                              env=subprocess_env(), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not halted.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert halted.exists(), "the run never reached its halted write"
+    folder = RunFolder(config.run_dir)
+    temp = Path(halted.read_text())
+    assert temp.parent == folder.checkpoints and temp.name == f".last.pt.tmp-{victim.pid}" and temp.stat().st_size > 0
+    assert torch.load(folder.last_checkpoint, weights_only=True)["step"] == 3  # the write before is whole
+
+    resumed = subprocess.run([sys.executable, "-m", "train", *cli_args(config), "--resume"], env=subprocess_env(),
+                             capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads(folder.metrics.read_text())
+    assert metrics["resumed_from_step"] == 3 and metrics["steps"] == 10
+    assert not [p.name for p in folder.path.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
+
+
 class _Crash(Exception):
     pass
 

@@ -14,6 +14,7 @@ from train import launch
 from tasks.gap.model import synthetic_gap_table
 from train.testing import write_feature_dir
 from train.config import TrainConfig
+from tests.test_prep_pool import gone_pid
 
 
 @pytest.mark.fast
@@ -40,9 +41,17 @@ def test_finetuned_task_runs_once_and_reports_progress(tmp_path, monkeypatch, ti
                               model_dir=str(model), precision="fp32", global_batch_size=16, max_steps=3,
                               lr=1e-3, world_size=1, device="cpu")
     assert task.resources == {}
+    # What an attempt killed in its first checkpoint write and its model write leaves (its pid gone):
+    # the task deletes it before training, though nothing resumes (no last.pt yet).
+    dead = gone_pid()
+    stale = [task.run_dir / "checkpoints" / f".last.pt.tmp-{dead}", task.run_dir / f".model.tmp-{dead}-0a1b2c"]
+    stale[1].mkdir(parents=True)
+    stale[0].parent.mkdir()
+    stale[0].write_bytes(b"half a checkpoint")
     result = luigi.build([task], local_scheduler=True, detailed_summary=True)
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     run_dir = task.run_dir
+    assert not any(path.exists() for path in stale) and not list(run_dir.rglob(".*.tmp-*"))
     assert run_dir.parent == tmp_path / "runs" and run_dir.name.startswith("finetune-gap-multiply-")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 3

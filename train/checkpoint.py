@@ -17,7 +17,10 @@ optional, so older checkpoints still resume (with histories from the resume on).
 
 The file is written to a temp name in the same folder, fsynced, and renamed over ``last.pt``
 (a crash mid-write leaves the previous checkpoint intact). Everything in it loads with
-``torch.load(weights_only=True)``: tensors, numbers, strings and containers only.
+``torch.load(weights_only=True)``: tensors, numbers, strings and containers only. A process
+killed mid-write leaves its temp file (``.last.pt.tmp-<pid>``, as large as a checkpoint): a
+resume (:func:`load_checkpoint`) deletes the temps of the checkpoints folder whose process is
+gone, and so does every later write of the same file.
 
 ``OUT/checkpoints/best.pt`` (runs with ``select_best``) holds the weights of the epoch with the
 lowest eval loss so far: ``{"schema_version", "model", "epoch", "step", "eval_loss"}``, written
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prep.artifact import atomic_file
+from prep.artifact import atomic_file, remove_stale_temps
 from prep.folders import RunFolder
 
 SCHEMA_VERSION = 1
@@ -125,8 +128,13 @@ def load_best(path: str | Path) -> dict | None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read and validate a checkpoint; raises :class:`CheckpointError` with the reason and the fix."""
+    """Read and validate a checkpoint; raises :class:`CheckpointError` with the reason and the fix.
+
+    The temp files a killed writer left beside it (``.last.pt.tmp-<pid>``, ``.best.pt.tmp-<pid>``,
+    their process gone) are deleted first: the run resuming from here is that folder's writer now.
+    """
     path = Path(path)
+    remove_stale_temps(path.parent)
     if not path.is_file():
         raise CheckpointError(
             f"--resume: no checkpoint at {path}; start without --resume, or point --out at the "

@@ -1,4 +1,4 @@
-"""Text classification (and regression) from the user's own labelled CSV / TSV / JSON lines, with
+"""Text classification (and regression) from the user's own labelled CSV / TSV / JSON lines / Parquet, with
 token folding, as one task on the seam (see tasks/spec.py).
 
 Modules: ``read`` (files in, clear errors naming file / line / column, skipped rows counted),
@@ -20,7 +20,7 @@ SPEC = TaskSpec(
     name="textclass",
     description="Text classification from a labelled CSV with token folding",
     prep=PrepSpec(config=prep.TextClassPrepConfig, prepare=prep.prepare_textclass, summarize=prep.summarize,
-                  input_errors=(TextClassFormatError,), input_help="labelled CSV, TSV or JSON-lines file",
+                  input_errors=(TextClassFormatError,), input_help="labelled CSV, TSV, JSON-lines or Parquet file",
                   chunk_param="rows_per_chunk", chunk_help="texts per pool task"),
     train=model.classifier_train_spec(),
     eval=EvalSpec(

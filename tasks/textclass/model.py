@@ -113,6 +113,9 @@ def build_model(head: str, encoder, data_info: dict | None = None) -> TextClassi
     if not labels:
         raise ValueError("textclass needs the training data's labels to size its head: data_info (the "
                          f"features manifest's 'input' record) has no 'labels' (keys: {sorted(data_info)})")
+    if len(labels) < 2:  # it would train to loss 0 and fail only at evaluation
+        raise ValueError(f"textclass: the training features have one class only, {labels[0]!r} (column "
+                         f"{data_info.get('label_column')!r}); a classifier needs two at least")
     return TextClassifier(encoder, len(labels), regression=False, labels=labels)
 
 

@@ -1,4 +1,4 @@
-"""A labelled CSV / TSV / JSONL -> folded BERT windows in Arrow, on the shared prep pool.
+"""A labelled CSV / TSV / JSONL / Parquet -> folded BERT windows in Arrow, on the shared prep pool.
 
     python -m prep textclass train.csv runs/tc-train --text-column Text --label-column Category
     python -m prep textclass test.jsonl runs/tc-test --labels '["business", "sport", "tech"]' --nproc 2
@@ -205,10 +205,10 @@ def convert_chunk(state, chunk: TextClassChunk) -> tuple[dict, dict]:
         windows = build_windows(encoding.ids, pair_ids, special, config)
         input_ids = windows.input_ids
         if not input_ids:
-            skipped.append(skip(example.example_id, "text has no tokens", where=f"line {example.line}"))
+            skipped.append(skip(example.example_id, "text has no tokens", where=example.where))
             continue
         if len(input_ids) > _MAX_WINDOWS:
-            skipped.append(skip(example.example_id, f"more than {_MAX_WINDOWS} windows", where=f"line {example.line}"))
+            skipped.append(skip(example.example_id, f"more than {_MAX_WINDOWS} windows", where=example.where))
             continue
         folded += len(input_ids) > 1
         truncated += windows.text_cut
@@ -275,7 +275,7 @@ def read_textclass(path: str | Path, config: TextClassPrepConfig, rows_per_chunk
         known = set(given)
         unknown = [(i, ex) for i, ex in indexed if ex.label not in known]
         indexed = [(i, ex) for i, ex in indexed if ex.label in known]
-        skipped = skipped + [skip(ex.example_id, SKIP_UNKNOWN_LABEL, where=f"line {ex.line}") for _, ex in unknown]
+        skipped = skipped + [skip(ex.example_id, SKIP_UNKNOWN_LABEL, where=ex.where) for _, ex in unknown]
         info.update(label_type=list_type, labels=given)
     info.update(texts=len(indexed), windows=0)
     chunks = [TextClassChunk(config, tuple(info["labels"]), indexed[i:i + rows_per_chunk])

@@ -33,6 +33,11 @@ class UnseenLabelWarning(UserWarning):
     """A validation or test label that no training text has: the model can never predict it."""
 
 
+class UntrainableDataError(ValueError):
+    """The data cannot train and judge a classifier: one class in training, a validation / test label
+    that training never saw, or a split left without a text. Raised before anything is written."""
+
+
 def check_ratios(ratios) -> tuple[float, float, float]:
     """``(train, validation, test)`` shares summing to 1: train positive, validation / test positive or 0
     (0: that split comes from a file of its own)."""
@@ -128,15 +133,61 @@ def unseen_labels(splits: dict[str, list[TextExample]]) -> dict[str, list[str]]:
     return found
 
 
+def _labels_found(examples: list[TextExample]) -> str:
+    counts = Counter(ex.label for ex in examples)
+    return ", ".join(f"{label!r} ({n} text{'s' if n != 1 else ''})" for label, n in sorted(counts.items()))
+
+
+def check_trainable(splits: dict[str, list[TextExample]], sources: dict[str, str], label_column: str, *,
+                    regression: bool = False, skipped: int = 0) -> None:
+    """Raise :class:`UntrainableDataError` (one line: the file, the column, what was found) unless every
+    split has a text, the training split has two classes at least and validation / test hold no
+    label training lacks (classification only).
+
+    ``sources`` names the file each split came from; ``skipped``: the rows the read left out, for
+    the message about too few rows.
+    """
+    train = splits.get("train", [])
+    seen = {ex.label for ex in train}
+    if not regression and len(seen) == 1:
+        raise UntrainableDataError(
+            f"{sources['train']}: column {label_column!r}: the training split has one class only, {_labels_found(train)}; "
+            "a classifier needs two at least (or --label-type float for a numeric target)")
+    for name in SPLITS:
+        if not splits.get(name):
+            usable = sum(len(splits.get(part, [])) for part in SPLITS if sources.get(part) == sources[name])
+            left_out = f", {skipped} rows left out" if skipped else ""
+            raise UntrainableDataError(
+                f"{sources[name]}: columns {label_column!r} and the text: {usable} usable rows{left_out} leave the {name} "
+                "split without a text; give more rows, or the split as a file of its own")
+    if regression:
+        return
+    for name in SPLITS[1:]:
+        unseen = [ex for ex in splits.get(name, []) if ex.label not in seen]
+        if unseen:
+            raise UntrainableDataError(
+                f"{sources[name]}: column {label_column!r}: the {name} split has label(s) the training split never has, "
+                f"{_labels_found(unseen)} (training: {', '.join(map(repr, sorted(seen)))})")
+
+
+def file_skips(skipped: list[dict], path: str | Path) -> list[dict]:
+    """``read_examples``' skip records of file ``path``, each naming the file (a split reads up to three)."""
+    return [{"file": str(path), **record} for record in skipped]
+
+
 def write_splits(splits: dict[str, list[TextExample]], out_dir: str | Path, labels: list[str] | None, *,
                  ratios=(0.8, 0.1, 0.1), seed: int = 13, input_path: str | Path | None = None,
-                 stratified: bool = True) -> dict:
+                 stratified: bool = True, skipped: list[dict] | None = None) -> dict:
     """Write ``<split>.jsonl`` files and ``manifest.json`` into ``out_dir`` atomically; returns the manifest.
 
     ``labels`` is the ordered label set (``[]`` for regression; None: sorted from all splits'
     labels, integers numerically). A validation / test label that training never saw is recorded
     in the manifest's ``unseen_labels`` and raised as an :class:`UnseenLabelWarning`.
+    ``skipped``: the rows left out when the input file(s) were read (:func:`file_skips` records),
+    listed in the manifest with their file, line and reason, and counted (``rows_skipped``,
+    ``skip_reasons``).
     """
+    skipped = list(skipped or [])
     every = [ex for name in SPLITS for ex in splits.get(name, [])]
     regression = any(isinstance(ex.label, float) for ex in every)
     label_type = "float" if regression else resolve_label_type("auto", [ex.label for ex in every])
@@ -159,6 +210,9 @@ def write_splits(splits: dict[str, list[TextExample]], out_dir: str | Path, labe
         "unseen_labels": unseen,
         "duplicate_groups": sum(len(g) > 1 for g in groups),
         "duplicate_texts": sum(len(g) - 1 for g in groups),
+        "rows_skipped": len(skipped),
+        "skip_reasons": dict(Counter(record["reason"] for record in skipped)),
+        "skipped": skipped,
         "input": None if input_path is None else {"path": str(Path(input_path).resolve()),
                                                    "sha256": sha256_file(input_path)},
     }
@@ -174,7 +228,7 @@ def write_splits(splits: dict[str, list[TextExample]], out_dir: str | Path, labe
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.textclass.split", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", type=Path, help="labelled CSV, TSV or JSON-lines file")
+    parser.add_argument("input", type=Path, help="labelled CSV, TSV, JSON-lines or Parquet file")
     parser.add_argument("out_dir", type=Path, help="output folder: train/validation/test.jsonl + manifest.json")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
@@ -198,9 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     splits = split_examples(examples, args.ratios, args.seed, args.stratify)
     manifest = write_splits(splits, args.out_dir, info["labels"], ratios=args.ratios, seed=args.seed,
-                            input_path=args.input, stratified=args.stratify)
+                            input_path=args.input, stratified=args.stratify, skipped=file_skips(skipped, args.input))
     sizes = ", ".join(f"{name} {c['texts']}" for name, c in manifest["counts"].items())
-    print(f"{sizes} texts ({len(skipped)} rows skipped, {manifest['duplicate_groups']} duplicate groups kept "
+    print(f"{sizes} texts ({len(skipped)} rows skipped, listed in the manifest; {manifest['duplicate_groups']} "
+          f"duplicate groups kept "
           f"together) -> {args.out_dir}; prep each with --id-column id --labels '{json.dumps(manifest['labels'])}'")
     return 0
 
