@@ -52,9 +52,10 @@ def test_attention_dropout_is_set_alone(tiny_encoder_dir):
 def test_attention_dropout_names_a_new_run_folder_only_when_set():
     from pipeline import GapFineTuned
 
-    base = GapFineTuned(features_dir="f")
-    assert GapFineTuned(features_dir="f", attention_dropout=None).run_dir == base.run_dir
-    assert GapFineTuned(features_dir="f", attention_dropout=0.0).run_dir != base.run_dir
+    folders = dict(features_dir="f", eval_features_dir="e")  # GAP's defaults choose on held-out data
+    base = GapFineTuned(**folders)
+    assert GapFineTuned(**folders, attention_dropout=None).run_dir == base.run_dir
+    assert GapFineTuned(**folders, attention_dropout=0.0).run_dir != base.run_dir
 
 
 def test_autocast_bf16_trains_on_this_cpu():
@@ -72,7 +73,8 @@ def test_auto_names_a_bf16_run_folder_only_where_it_trains_in_bf16(monkeypatch):
 
     monkeypatch.setattr(pipeline.finetune, "visible_cuda_devices", lambda: 0)
     monkeypatch.setattr(pipeline.finetune, "cpu_native_bf16", lambda: False)
-    legacy = GapFineTuned(features_dir="f").run_dir
-    assert legacy == GapFineTuned(features_dir="f", precision="auto").run_dir
+    folders = dict(features_dir="f", eval_features_dir="e")  # GAP's defaults choose on held-out data
+    legacy = GapFineTuned(**folders).run_dir
+    assert legacy == GapFineTuned(**folders, precision="auto").run_dir
     monkeypatch.setattr(pipeline.finetune, "cpu_native_bf16", lambda: True)
-    assert GapFineTuned(features_dir="f").run_dir == GapFineTuned(features_dir="f", precision="bf16").run_dir != legacy
+    assert GapFineTuned(**folders).run_dir == GapFineTuned(**folders, precision="bf16").run_dir != legacy

@@ -72,7 +72,10 @@ def test_finetuned_task_runs_once_and_reports_progress(tmp_path, monkeypatch, ti
 
 
 @pytest.mark.fast
-def test_dropout_enters_the_run_folder_hash_only_when_set():
+def test_dropout_enters_the_run_folder_hash_only_when_set(monkeypatch):
+    # A CPU without native bf16, where precision auto trains in fp32 as it did when these names were published.
+    monkeypatch.setattr(finetune, "visible_cuda_devices", lambda: 0)
+    monkeypatch.setattr(finetune, "cpu_native_bf16", lambda: False)
     params = dict(task="gap", features_dir="/x/features/gap-development-abc", runs_dir="/x/runs",
                   eval_features_dir="/x/features/gap-validation-def", model_dir="/x/model", lr=1e-4, epochs=2,
                   global_batch_size=16)
