@@ -56,10 +56,14 @@ def download_wheels(dest: Path, python_version: str, python=sys.executable) -> l
     """``pip download`` of :data:`WHEELS` at this environment's versions, for ``python_version``."""
     dest.mkdir(parents=True, exist_ok=True)
     pins = {name: importlib.metadata.version(name) for name in WHEELS}
-    command = [python, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version",
+    # --timeout/--retries and the subprocess timeout: an unreachable index fails in minutes, never hangs.
+    command = [python, "-m", "pip", "download", "--quiet", "--timeout", "30", "--retries", "2", "--no-deps", "--only-binary=:all:", "--python-version",
                python_version, "--implementation", "cp", *[f"--platform={tag}" for tag in MANYLINUX],
                "--dest", str(dest), *[f"{name}=={version}" for name, version in pins.items()]]
-    done = subprocess.run(command, capture_output=True, text=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"pip download took over 600 s ({' '.join(command)})") from None
     if done.returncode != 0:
         raise RuntimeError(f"pip download failed ({' '.join(command)}):\n{done.stderr[-2000:]}")
     wheels = []
