@@ -57,8 +57,9 @@ def download_wheels(dest: Path, python_version: str, python=sys.executable) -> l
     dest.mkdir(parents=True, exist_ok=True)
     pins = {name: importlib.metadata.version(name) for name in WHEELS}
     # --timeout/--retries and the subprocess timeout: an unreachable index fails in minutes, never hangs.
-    command = [python, "-m", "pip", "download", "--quiet", "--timeout", "30", "--retries", "2", "--no-deps", "--only-binary=:all:", "--python-version",
-               python_version, "--implementation", "cp", *[f"--platform={tag}" for tag in MANYLINUX],
+    command = [python, "-m", "pip", "download", "--quiet", "--timeout", "30", "--retries", "2", "--no-deps",
+               "--only-binary=:all:", "--python-version", python_version, "--implementation", "cp",
+               *[f"--platform={tag}" for tag in MANYLINUX],
                "--dest", str(dest), *[f"{name}=={version}" for name, version in pins.items()]]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
