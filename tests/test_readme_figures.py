@@ -1,7 +1,7 @@
 """Every figure in the published results and benchmarks tables matches the committed JSON it came from.
 
 The tables live in docs/results/README.md (results at a glance, `make run`), docs/results/glue.md
-(GLUE) and docs/benchmarks/README.md; each is parsed from its page and each row is found by its
+(GLUE), docs/results/precision-auto.md, docs/benchmarks/README.md and docs/benchmarks/train_speed.md; each is parsed from its page and each row is found by its
 label (the first cell), so rows can be reworded around their labels, reordered or moved. A row
 that shows figures but that no check here recognises fails: a new figure needs its JSON
 (docs/results, docs/benchmarks) and a line here. Figures compare at the page's own precision
@@ -293,6 +293,41 @@ def test_train_throughput_table_matches_its_json():
         assert r["batch"] == 16 and r["precision"] == "fp32"
     assert seen == set(runs), "the benchmarks page's table and train_throughput-cpu.json cover different runs"
     assert report["cpu_passes"] == 2 and {r["steps_measured"] for r in report["cpu"]} == {7}
+
+
+def test_train_speed_variants_table_matches_its_json():
+    """docs/benchmarks/train_speed.md: every row (task x runner x precision x attention dropout) is its JSON row."""
+    [table] = tables((BENCHMARKS / "train_speed.md").read_text(encoding="utf-8"))
+    report = load(BENCHMARKS / "train_throughput-cpu-variants.json")
+    runs = {(r["task"], r["runner"], r["precision"], r["attention_dropout"]): r for r in report["cpu"]}
+    seen = set()
+    for row in table:
+        dropout = None if row["attention dropout"].startswith("model") else float(row["attention dropout"])
+        key = (row["task"], row["runner"], row["precision"], dropout)
+        seen.add(key)
+        r, where = runs[key], f"train_speed {key}"
+        assert_figures(row["seq/s"], [r["sequences_per_second"]], where)
+        assert_figures(row["useful GFLOP/s"], [r["model_tflops"] * 1000], where)
+        assert_figures(row["of measured peak"], [r["mfu_vs_measured_peak"] * 100], where)
+        assert_figures(row["vs Trainer, dynamic"], [r["speedup_vs_trainer_dynamic"]], where)
+    assert seen == set(runs), "train_speed.md's table and train_throughput-cpu-variants.json cover different runs"
+
+
+def test_precision_auto_tables_match_their_json():
+    """docs/results/precision-auto.md: the bf16 rows are the committed bf16 evaluations."""
+    page = (RESULTS / "precision-auto.md").read_text(encoding="utf-8")
+    gap_table, squad_table = tables(page)
+    bf16 = find_row(gap_table, "precision", r"^bf16")
+    [group] = [g for g in load(RESULTS / "gap-bf16" / "gap.json")["groups"] if g["group"] == {"head": "multiply"}]
+    assert_figures(bf16["F1"], mean_std(group, "f1_overall"), "precision-auto GAP F1")
+    assert_figures(bf16["bias F/M"], mean_std(group, "bias_f_over_m"), "precision-auto GAP bias")
+    assert_figures(bf16["log loss"], mean_std(group, "log_loss"), "precision-auto GAP log loss")
+    squad = load(RESULTS / "squad-bf16" / "squad-1b17070409e7.json")
+    row = find_row(squad_table, "precision", r"^bf16")
+    assert_figures(row["EM"], [squad["metrics"]["exact_match"]], "precision-auto SQuAD EM")
+    assert_figures(row["F1"], [squad["metrics"]["f1"]], "precision-auto SQuAD F1")
+    assert_figures(row["final train loss"], [squad["train_metrics"]["final_train_loss"]], "precision-auto SQuAD loss")
+    assert squad["train_metrics"]["precision_choice"]["chosen"] == "bf16"
 
 
 def test_race_prep_table_matches_its_json():
