@@ -1,10 +1,11 @@
 """Every figure in the published results and benchmarks tables matches the committed JSON it came from.
 
 The tables live in docs/results/README.md (results at a glance, `make run`), docs/results/glue.md
-(GLUE), docs/results/precision-auto.md, docs/benchmarks/README.md and docs/benchmarks/train_speed.md; each is parsed from its page and each row is found by its
-label (the first cell), so rows can be reworded around their labels, reordered or moved. A row
-that shows figures but that no check here recognises fails: a new figure needs its JSON
-(docs/results, docs/benchmarks) and a line here. Figures compare at the page's own precision
+(GLUE), docs/results/precision-auto.md, docs/benchmarks/README.md and
+docs/benchmarks/train_speed.md; each is parsed from its page and each row is found by its label (the
+first cell), so rows can be reworded around their labels, reordered or moved. A row that shows
+figures but that no check here recognises fails: a new figure needs its JSON (docs/results,
+docs/benchmarks) and a line here. Figures compare at the page's own precision
 (tests/readme_tables.py). The README's few headline results are rows of docs/results, copied.
 """
 
