@@ -314,21 +314,38 @@ def test_train_speed_variants_table_matches_its_json():
     assert seen == set(runs), "train_speed.md's table and train_throughput-cpu-variants.json cover different runs"
 
 
+def gap_multiply_group(folder: str) -> dict:
+    return next(g for g in load(RESULTS / folder / "gap.json")["groups"] if g["group"] == {"head": "multiply"})
+
+
 def test_precision_auto_tables_match_their_json():
-    """docs/results/precision-auto.md: the bf16 rows are the committed bf16 evaluations."""
+    """docs/results/precision-auto.md: the bf16 rows (attention dropout the model's, and 0) are the
+    committed bf16 evaluations."""
     page = (RESULTS / "precision-auto.md").read_text(encoding="utf-8")
-    gap_table, squad_table = tables(page)
-    bf16 = find_row(gap_table, "precision", r"^bf16")
-    [group] = [g for g in load(RESULTS / "gap-bf16" / "gap.json")["groups"] if g["group"] == {"head": "multiply"}]
-    assert_figures(bf16["F1"], mean_std(group, "f1_overall"), "precision-auto GAP F1")
-    assert_figures(bf16["bias F/M"], mean_std(group, "bias_f_over_m"), "precision-auto GAP bias")
-    assert_figures(bf16["log loss"], mean_std(group, "log_loss"), "precision-auto GAP log loss")
-    squad = load(RESULTS / "squad-bf16" / "squad-1b17070409e7.json")
-    row = find_row(squad_table, "precision", r"^bf16")
-    assert_figures(row["EM"], [squad["metrics"]["exact_match"]], "precision-auto SQuAD EM")
-    assert_figures(row["F1"], [squad["metrics"]["f1"]], "precision-auto SQuAD F1")
-    assert_figures(row["final train loss"], [squad["train_metrics"]["final_train_loss"]], "precision-auto SQuAD loss")
-    assert squad["train_metrics"]["precision_choice"]["chosen"] == "bf16"
+    gap_table, squad_table, dropout_table = tables(page)
+    runs = {"model": ("gap-bf16", "squad-bf16/squad-1b17070409e7.json"),
+            "0": ("gap-bf16-attn0", "squad-bf16-attn0/squad-790e20a4e328.json")}
+    bf16 = {"model": (find_row(gap_table, "precision", r"^bf16"), find_row(squad_table, "precision", r"^bf16"))}
+    for dropout, (gap_folder, squad_file) in runs.items():
+        group, squad = gap_multiply_group(gap_folder), load(RESULTS / squad_file)
+        where = f"precision-auto, attention dropout {dropout}"
+        row = find_row(dropout_table, "attention dropout", rf"^{'the model' if dropout == 'model' else '0$'}")
+        assert_figures(row["GAP F1 (3 seeds)"], mean_std(group, "f1_overall"), where)
+        assert_figures(row["GAP bias F/M"], mean_std(group, "bias_f_over_m"), where)
+        assert_figures(row["GAP log loss"], mean_std(group, "log_loss"), where)
+        assert_figures(row["SQuAD EM"], [squad["metrics"]["exact_match"]], where)
+        assert_figures(row["SQuAD F1"], [squad["metrics"]["f1"]], where)
+        assert_figures(row["SQuAD training"], [squad["train_metrics"]["throughput"]["sequences_per_second"]], where)
+        assert squad["train_metrics"]["precision_choice"]["chosen"] == "bf16"
+        assert (squad["train_config"].get("attention_dropout") is None) == (dropout == "model")
+        if dropout in bf16:
+            gap_row, squad_row = bf16[dropout]
+            assert_figures(gap_row["F1"], mean_std(group, "f1_overall"), where)
+            assert_figures(gap_row["bias F/M"], mean_std(group, "bias_f_over_m"), where)
+            assert_figures(gap_row["log loss"], mean_std(group, "log_loss"), where)
+            assert_figures(squad_row["EM"], [squad["metrics"]["exact_match"]], where)
+            assert_figures(squad_row["F1"], [squad["metrics"]["f1"]], where)
+            assert_figures(squad_row["final train loss"], [squad["train_metrics"]["final_train_loss"]], where)
 
 
 def test_race_prep_table_matches_its_json():
