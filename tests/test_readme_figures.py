@@ -1,12 +1,12 @@
 """Every figure in the published results and benchmarks tables matches the committed JSON it came from.
 
 The tables live in docs/results/README.md (results at a glance, `make run`), docs/results/glue.md
-(GLUE), docs/results/precision-auto.md, docs/benchmarks/README.md and
-docs/benchmarks/train_speed.md; each is parsed from its page and each row is found by its label (the
-first cell), so rows can be reworded around their labels, reordered or moved. A row that shows
-figures but that no check here recognises fails: a new figure needs its JSON (docs/results,
-docs/benchmarks) and a line here. Figures compare at the page's own precision
-(tests/readme_tables.py). The README's few headline results are rows of docs/results, copied.
+(GLUE) and docs/results/precision-auto.md; each is parsed from its page and each row is found by its
+label (the first cell), so rows can be reworded around their labels, reordered or moved. A row that
+shows figures but that no check here recognises fails: a new figure needs its JSON (docs/results)
+and a line here. Figures compare at the page's own precision (tests/readme_tables.py). The README's
+few headline results are rows of docs/results, copied. The benchmark pages:
+tests/test_benchmark_figures.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ README = REPO / "README.md"
 RESULTS = REPO / "docs" / "results"
 BENCHMARKS = REPO / "docs" / "benchmarks"
 RESULTS_PAGE = RESULTS / "README.md"
-BENCHMARKS_PAGE = BENCHMARKS / "README.md"
 
 # --- Results -----------------------------------------------------------------------------------
 
@@ -237,83 +236,6 @@ def test_make_run_table_matches_docs_results_make_run_json():
     assert again["tasks_run"] == 0
 
 
-# --- Benchmarks --------------------------------------------------------------------------------
-
-
-def benchmark_tables() -> tuple[list[dict], list[dict]]:
-    found = tables(BENCHMARKS_PAGE.read_text(encoding="utf-8"))
-    prep = next(t for t in found if "implementation" in t[0])
-    train = next(t for t in found if "runner" in t[0])
-    return prep, train
-
-
-def test_prep_scaling_table_matches_its_json():
-    prep, _ = benchmark_tables()
-    rows = load(BENCHMARKS / "prep_scaling.json")["rows"]
-    best: dict = {}
-    for r in rows:  # the page shows the best of the repeats
-        key = (r["input"], r["nproc"], r["impl"])
-        if key not in best or r["seconds"] < best[key]["seconds"]:
-            best[key] = r
-    shown = {(row["input"], int(row["nproc"]), row["implementation"]) for row in prep}
-    assert shown == set(best), "the benchmarks page's table and prep_scaling.json cover different points"
-    for row in prep:
-        key = (row["input"], int(row["nproc"]), row["implementation"])
-        r, recipe = best[key], best[(key[0], key[1], "hf-recipe")]
-        where = f"prep_scaling {key}"
-        assert_figures(row["seconds"], [r["seconds"]], where)
-        assert_figures(row["features/s"], [r["features_per_second"]], where)
-        assert_figures(row["vs recipe (same nproc)"], [r["features_per_second"] / recipe["features_per_second"]], where)
-        assert_figures(row["peak RSS, all processes"], [r["peak_rss_mb"]], where)
-
-
-RUNNERS = {r"^ours": "ours", r"^Trainer, padded to max length": "trainer/max_length",
-           r"^Trainer, dynamic padding": "trainer/dynamic"}
-TASKS = {r"^SQuAD": "squad", r"^GAP": "gap"}
-
-
-def test_train_throughput_table_matches_its_json():
-    _, train = benchmark_tables()
-    report = load(BENCHMARKS / "train_throughput-cpu.json")
-    runs = {(r["task"], r["runner"]): r for r in report["cpu"]}
-    seen = set()
-    for row in train:
-        task = next(name for pattern, name in TASKS.items() if re.search(pattern, row["task"]))
-        runner = next(name for pattern, name in RUNNERS.items() if re.search(pattern, row["runner"]))
-        seen.add((task, runner))
-        r, dynamic = runs[(task, runner)], runs[(task, "trainer/dynamic")]
-        where = f"train_throughput {task} {runner}"
-        assert_figures(row["sequences/s"], [r["sequences_per_second"]], where)
-        assert_figures(row["real tokens/s"], [r["tokens_per_second"]], where)
-        assert_figures(row["vs Trainer padded to max length"], [r["speedup_vs_trainer_max_length"]], where)
-        vs_dynamic = row["vs Trainer, dynamic padding"]
-        if runner != "trainer/max_length":
-            assert_figures(vs_dynamic, [r["sequences_per_second"] / dynamic["sequences_per_second"]], where)
-        else:
-            assert not numbers(vs_dynamic), where
-        assert r["batch"] == 16 and r["precision"] == "fp32"
-    assert seen == set(runs), "the benchmarks page's table and train_throughput-cpu.json cover different runs"
-    assert report["cpu_passes"] == 2 and {r["steps_measured"] for r in report["cpu"]} == {7}
-
-
-def test_train_speed_variants_table_matches_its_json():
-    """docs/benchmarks/train_speed.md: every row (task x runner x precision x attention dropout) is its JSON row."""
-    [table] = tables((BENCHMARKS / "train_speed.md").read_text(encoding="utf-8"))
-    report = load(BENCHMARKS / "train_throughput-cpu-variants.json")
-    runs = {(r["task"], r["runner"], r["precision"], r["attention_dropout"]): r for r in report["cpu"]}
-    seen = set()
-    for row in table:
-        dropout = None if row["attention dropout"].startswith("model") else float(row["attention dropout"])
-        key = (row["task"], row["runner"], row["precision"], dropout)
-        seen.add(key)
-        r, where = runs[key], f"train_speed {key}"
-        assert_figures(row["seq/s"], [r["sequences_per_second"]], where)
-        assert_figures(row["useful GFLOP/s"], [r["model_tflops"] * 1000], where)
-        assert_figures(row["of measured peak"], [r["mfu_vs_measured_peak"] * 100], where)
-        assert_figures(row["vs Trainer, dynamic"], [r["speedup_vs_trainer_dynamic"]], where)
-    assert seen == set(runs), "train_speed.md's table and train_throughput-cpu-variants.json cover different runs"
-
-
 def gap_multiply_group(folder: str) -> dict:
     return next(g for g in load(RESULTS / folder / "gap.json")["groups"] if g["group"] == {"head": "multiply"})
 
@@ -346,24 +268,6 @@ def test_precision_auto_tables_match_their_json():
             assert_figures(squad_row["EM"], [squad["metrics"]["exact_match"]], where)
             assert_figures(squad_row["F1"], [squad["metrics"]["f1"]], where)
             assert_figures(squad_row["final train loss"], [squad["train_metrics"]["final_train_loss"]], where)
-
-
-def test_race_prep_table_matches_its_json():
-    found = tables(BENCHMARKS_PAGE.read_text(encoding="utf-8"))
-    table = next(t for t in found if "questions/s" in t[0])
-    report = load(BENCHMARKS / "race_prep.json")
-    runs = {(r["nproc"], r["impl"]): r for r in report["rows"]}
-    shown = {(int(row["nproc"]), row["way"]) for row in table}
-    assert shown == set(runs), "the benchmarks page's table and race_prep.json cover different points"
-    for row in table:
-        r = runs[(int(row["nproc"]), row["way"])]
-        recipe = runs[(r["nproc"], "hf-datasets")]
-        where = f"race_prep {row['nproc']} {row['way']}"
-        assert_figures(row["seconds"], [r["seconds"]], where)
-        assert_figures(row["questions/s"], [r["questions_per_second"]], where)
-        assert_figures(row["vs datasets.map (same nproc)"], [recipe["seconds"] / r["seconds"]], where)
-    assert report["comparisons"] and all(c["identical"] for c in report["comparisons"])
-    assert {r["questions"] for r in report["rows"]} == {4887} and report["max_seq_length"] == 512
 
 
 # --- the checker itself ------------------------------------------------------------------------
