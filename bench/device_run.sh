@@ -3,7 +3,11 @@
 #
 #     make device-bundle                                   # here, once: .device/ (~51 MiB)
 #     bench/device_run.sh "$OUT" --budget-s 480            # there, with .device carried
-#     bench/device_run.sh /tmp/dry --cpu-dry-run           # anywhere: every step on CPU, tiny sizes
+#     PYTHON=.venv/bin/python bench/device_run.sh /tmp/dry --cpu-dry-run   # here: every step on CPU, tiny sizes
+#
+# The dry run needs a Python with torch (this machine's python3 has none). The bundle's wheels are
+# for the GPU machine's Python 3.12: on another version setup records that they did not install,
+# and the steps use what that Python has (the project's venv has multiprocess and dill).
 #
 # Installs the bundle's wheels into a temporary site folder, then runs the steps (environment,
 # throughput, squad, profile, gap) in order, each in its own process with its own time limit
