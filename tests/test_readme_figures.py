@@ -28,8 +28,9 @@ RESULTS_PAGE = RESULTS / "README.md"
 # --- Results -----------------------------------------------------------------------------------
 
 
-def gap_group(head: str) -> dict:
-    groups = {g["group"]["head"]: g for g in load(RESULTS / "gap.json")["groups"]}
+def gap_group(head: str, folder: str = "") -> dict:
+    """A head's group of a published GAP results table (docs/results/gap.json, or FOLDER/gap.json)."""
+    groups = {g["group"]["head"]: g for g in load(RESULTS / folder / "gap.json")["groups"]}
     return groups[head]
 
 
@@ -236,10 +237,6 @@ def test_make_run_table_matches_docs_results_make_run_json():
     assert again["tasks_run"] == 0
 
 
-def gap_multiply_group(folder: str) -> dict:
-    return next(g for g in load(RESULTS / folder / "gap.json")["groups"] if g["group"] == {"head": "multiply"})
-
-
 def test_precision_auto_tables_match_their_json():
     """docs/results/precision-auto.md: the bf16 rows (attention dropout the model's, and 0) are the
     committed bf16 evaluations."""
@@ -249,7 +246,7 @@ def test_precision_auto_tables_match_their_json():
             "0": ("gap-bf16-attn0", "squad-bf16-attn0/squad-790e20a4e328.json")}
     bf16 = {"model": (find_row(gap_table, "precision", r"^bf16"), find_row(squad_table, "precision", r"^bf16"))}
     for dropout, (gap_folder, squad_file) in runs.items():
-        group, squad = gap_multiply_group(gap_folder), load(RESULTS / squad_file)
+        group, squad = gap_group("multiply", gap_folder), load(RESULTS / squad_file)
         where = f"precision-auto, attention dropout {dropout}"
         row = find_row(dropout_table, "attention dropout", rf"^{'the model' if dropout == 'model' else '0$'}")
         assert_figures(row["GAP F1 (3 seeds)"], mean_std(group, "f1_overall"), where)
