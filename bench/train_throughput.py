@@ -6,14 +6,17 @@
 
 CPU part: the same model (encoder + our head), the same prep features and the same batch size,
 trained for ``--steps`` optimizer steps by
-- ``ours``: :func:`train.loop.train` (dynamic padding + length bucketing);
+- ``ours``: :func:`train.loop.train` (dynamic padding + length bucketing, and on CPU the speed-ups
+  of :mod:`train.fast_cpu`: cheaper dropout masks, matmul attention, freed memory kept);
+- ``ours/stock-modules``: the same loop with ``fast_cpu=False`` (the model's own dropout and SDPA,
+  the default allocator), so the table tells the loop's gain from the speed-ups';
 - ``trainer/max_length``: ``transformers.Trainer`` fed batches padded to ``max_seq_length``
   (the padding of HF's ``run_qa.py`` example by default, ``pad_to_max_length=True``);
 - ``trainer/dynamic``: ``transformers.Trainer`` fed batches padded to their longest row
   (what ``DataCollatorWithPadding`` does).
-Sequences/s and tokens/s (real, non-pad tokens) leave out each run's first step; the whole
-comparison runs ``--passes`` times (default 2) and the last pass is reported, so no runner is
-charged the CPU kernels' one-off set-up for each new padded width.
+The Trainer trains the model's own modules. Every run has a fresh process. Sequences/s and
+tokens/s (real, non-pad tokens) leave out each run's first step; with ``--passes 2`` the whole
+comparison runs twice and the last pass is reported.
 
 CUDA part (only when a GPU is visible): a BERT-base-sized random config at seq 384 (every row
 full length), fp16 and bf16, our loop; model FLOPs utilisation against the bf16 matmul peak
@@ -113,7 +116,7 @@ def ours_run_dir(work: Path, task: str, precision: str, bucketing: bool = True, 
 
 def run_ours(task: str, features: Path, model_dir: Path, batch_size: int, steps: int, precision: str,
              work: Path, env: DistEnv, bucketing: bool = True, per_device: int | None = None,
-             compile: bool = False, attention_dropout: float | None = None) -> dict:
+             compile: bool = False, attention_dropout: float | None = None, fast_cpu: bool = True) -> dict:
     out = ours_run_dir(work, task, precision, bucketing, compile)
     shutil.rmtree(out, ignore_errors=True)
     spec = get_task(task).train
@@ -122,13 +125,24 @@ def run_ours(task: str, features: Path, model_dir: Path, batch_size: int, steps:
                          per_device_batch_size=per_device, max_steps=steps, epochs=100, lr=3e-5,
                          length_bucketing=bucketing, log_every_n_steps=max(steps, 1), save_every_n_steps=None,
                          progress_bar=False, device=env.device.type, compile=compile,
-                         attention_dropout=attention_dropout)
+                         attention_dropout=attention_dropout, fast_cpu=fast_cpu)
     metrics = train(config, spec, env)
     throughput = metrics["throughput"]
-    return {"runner": "ours" + ("" if bucketing else "/no-bucketing"), "steps_measured": throughput["steps"],
+    runner = "ours" + ("" if bucketing else "/no-bucketing") + ("" if fast_cpu or env.device.type != "cpu" else "/stock-modules")
+    return {"runner": runner, "steps_measured": throughput["steps"],
             "sequences_per_second": throughput["sequences_per_second"],
             "tokens_per_second": throughput["tokens_per_second"],
             "padding_fraction": throughput["padding_fraction"]}
+
+
+def in_fresh_process(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a new (spawned) Python process: no runner inherits another's
+    allocator state, warm caches or process-wide settings (ours sets glibc's malloc while it trains)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args, **kwargs).result()
 
 
 def measure_bf16_peak_tflops(device: torch.device, size: int = 8192, repeats: int = 20,
@@ -191,18 +205,19 @@ def cpu_section(args, model_dir: Path, work: Path) -> dict:
     model_config = AutoConfig.from_pretrained(str(model_dir))
     features = prepare_features(work, Path(args.squad_json), Path(args.gap_tsv))
     rows: list[dict] = []
-    # Every new padded width costs CPU kernels a one-off set-up; with --passes 2 the first pass pays
-    # it for all runners alike (runs are seeded, so the second pass sees the same shapes).
+    # Each run is a new process, so each pays its own kernels' one-off set-up per padded width (most
+    # of it in the untimed first step); --passes repeats the comparison and reports the last.
     for repeat in range(args.passes):
         rows = []
         for task in args.tasks.split(","):
             for precision, dropout in variants:
                 common = dict(task=task, precision=precision, attention_dropout=dropout, batch=args.global_batch_size)
-                runs = [run_ours(task, features[task], model_dir, args.global_batch_size, args.steps, precision, work,
-                                 cpu, attention_dropout=dropout)]
+                runs = [in_fresh_process(run_ours, task, features[task], model_dir, args.global_batch_size,
+                                         args.steps, precision, work, cpu, attention_dropout=dropout, fast_cpu=fast)
+                        for fast in (True, False)]
                 for padding in ("max_length", "dynamic"):
-                    runs.append(run_trainer(task, features[task], model_dir, args.global_batch_size, args.steps,
-                                            padding, precision, work, attention_dropout=dropout))
+                    runs.append(in_fresh_process(run_trainer, task, features[task], model_dir, args.global_batch_size,
+                                                 args.steps, padding, precision, work, attention_dropout=dropout))
                 seq_s = {run["runner"]: run["sequences_per_second"] for run in runs}
                 for run in runs:
                     tflops = model_flops_per_second(run, model_config) / 1e12

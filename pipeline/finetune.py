@@ -51,6 +51,8 @@ _POLL_SECONDS = 5.0
 # own out_dir names the runs root, and resume is decided from the folder.
 _INSIGNIFICANT = ("per_device_batch_size", "device", "num_workers", "pad_to_multiple_of", "log_every_n_steps",
                   "save_every_n_steps", "nvtx", "compile", "progress_bar",
+                  # the same dropout distribution from other random draws: results differ as a new seed's would
+                  "fast_cpu",
                   # a sweep's trial (pipeline/sweep.py) trains the same run as any run with its settings
                   "trial_storage", "trial_study", "trial_number")
 

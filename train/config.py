@@ -96,6 +96,10 @@ class TrainConfig:
     nvtx: bool = field(default=False, metadata={"help": "NVTX / record_function ranges for profilers"})
     compile: bool = field(default=False, metadata={
         "help": "torch.compile the model (nn.Module.compile: same weights and state dict, speed only)"})
+    fast_cpu: bool = field(default=True, metadata={
+        "help": "CPU training speed-ups (train/fast_cpu.py): dropout masks from a quarter of torch's random draws "
+                "(the same distribution), attention as two matmuls and a softmax, freed memory kept for the next "
+                "step; false: the model's own modules and the default allocator. Not with --compile"})
     resume: bool = field(default=False, metadata={"help": "continue from OUT/checkpoints/last.pt"})
     progress_bar: bool = field(default=True, metadata={"help": "a tqdm bar on rank 0"})
     # A hyper-parameter sweep's trial (pipeline/sweep.py): each epoch's held-out figure is reported

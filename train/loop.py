@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from prep.folders import RunFolder
-from train import checkpoint as ckpt
+from train import checkpoint as ckpt, fast_cpu
 from train.config import TrainConfig, choose_precision
 from train.optim import linear_warmup_decay, make_optimizer, seed_everything, total_train_steps
 from train.data import FeatureSet, make_collate, make_loader, plan_epoch, steps_per_epoch
@@ -103,6 +103,8 @@ def setup(config: TrainConfig, spec, env: DistEnv, profiler=None, precision_choi
     run.raw_model = build_model(spec, config.head, config.model_dir,
                                 data_info=run.train_set.manifest.get("input") or {},
                                 dropout=config.dropout, attention_dropout=config.attention_dropout).to(env.device)
+    if config.fast_cpu and env.device.type == "cpu" and not config.compile:
+        log.info("fast CPU training: %s", fast_cpu.install(run.raw_model))
     if config.compile:
         run.raw_model.compile()  # in place: the state dict keeps its keys, so checkpoints and saving are unchanged
     run.collate = make_collate(spec, run.raw_model.encoder.config.pad_token_id or 0, config.pad_to_multiple_of)
@@ -380,8 +382,10 @@ def train(config: TrainConfig, spec, env: DistEnv, profiler=None) -> dict:
     native_bf16 = env.device.type == "cpu" and cpu_has_native_bf16(unknown=False)
     precision, why = choose_precision(requested, env.device.type, native_bf16)
     config = config.replace(precision=precision)
-    run = setup(config.for_task(spec), spec, env, profiler,
-                precision_choice={"requested": requested, "chosen": precision, "why": why})
-    while run.step < run.total_steps and run.stopped_early is None:
-        run_epoch(run)
-    return finish(run)
+    speed_up = config.fast_cpu and env.device.type == "cpu"
+    with fast_cpu.keep_freed_memory() if speed_up else contextlib.nullcontext():
+        run = setup(config.for_task(spec), spec, env, profiler,
+                    precision_choice={"requested": requested, "chosen": precision, "why": why})
+        while run.step < run.total_steps and run.stopped_early is None:
+            run_epoch(run)
+        return finish(run)
