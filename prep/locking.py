@@ -75,6 +75,28 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
+def _refuse_to_wait_for_my_parent(artifact_dir: str | Path, holder: dict) -> None:
+    """A spawned worker re-imports its parent's main module; a script that starts prep at its top
+    level (no ``if __name__ == "__main__":``) thus starts the same prep again in the worker, which would
+    wait for ever on the lock its parent holds while the parent waits for it."""
+    if holder.get("pid") != os.getppid() or holder.get("host") != socket.gethostname():
+        return
+    if any(getattr(_current_process(module), "_inheriting", False) for module in ("multiprocessing", "multiprocess")):
+        raise ArtifactLocked(
+            f"{artifact_dir} is being written by this worker's parent (pid {os.getppid()}), and this worker, "
+            "while importing the parent's main module, started writing it again: the main program runs prep "
+            "at its top level. Put that code under `if __name__ == \"__main__\":`.")
+
+
+def _current_process(module_name: str):
+    import importlib
+
+    try:
+        return importlib.import_module(f"{module_name}.process").current_process()
+    except ImportError:
+        return None
+
+
 @contextlib.contextmanager
 def artifact_lock(artifact_dir: str | Path, what: str = "", timeout_s: float | None = None) -> Iterator[HeldLock]:
     """Hold the exclusive lock of ``artifact_dir`` for the block; wait while another run holds it.
@@ -108,6 +130,7 @@ def artifact_lock(artifact_dir: str | Path, what: str = "", timeout_s: float | N
             now = time.monotonic()
             if holder is None:
                 holder = current or {}
+                _refuse_to_wait_for_my_parent(artifact_dir, holder)
                 log.warning("%s is being written by %s; waiting for it (lock %s)", artifact_dir,
                             describe_holder(holder), path)
             elif now - reminded >= _REMIND_S:

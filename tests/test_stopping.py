@@ -265,3 +265,20 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(out)], cwd=REPO, check=False, timeout=60)
     with artifact_lock(out, timeout_s=0) as lock:  # the kernel let go of it with its holder
         assert not lock.waited
+
+
+@pytest.mark.fast
+def test_a_worker_that_reruns_an_unguarded_main_program_fails_instead_of_waiting_for_its_parent(tmp_path):
+    """A script that takes an artifact's lock at its top level (no ``if __name__ == "__main__":``)
+    re-runs that code in every spawned worker; the worker would wait for ever on its parent's lock."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import multiprocessing, sys\nfrom prep.locking import artifact_lock\n\ndef work():\n    pass\n\n"
+        "with artifact_lock(sys.argv[1]):\n"
+        "    worker = multiprocessing.get_context('spawn').Process(target=work)\n"
+        "    worker.start()\n    worker.join(60)\n    print('worker exit code', worker.exitcode)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "features")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "worker exit code 1" in done.stdout, done.stderr[-2000:]
+    assert "Put that code under `if __name__ == \"__main__\":`" in done.stderr
