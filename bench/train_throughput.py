@@ -47,20 +47,24 @@ from train.model import build_model
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def prepare_features(work: Path, squad_json: Path, gap_tsv: Path) -> dict[str, Path]:
-    """SQuAD (seq 384) features from the first article of ``squad_json``; GAP features from ``gap_tsv``."""
+def prepare_features(work: Path, squad_json: Path, gap_tsv: Path, tasks: tuple[str, ...] = ("squad", "gap")) -> dict[str, Path]:
+    """SQuAD (seq 384) features from the first article of ``squad_json``; GAP features from ``gap_tsv``
+    (those of ``tasks``)."""
     from tasks.gap.prep import GapPrepConfig, prepare_gap
     from tasks.squad.prep import SquadPrepConfig, prepare_squad
 
-    data = json.loads(squad_json.read_text())
-    data["data"] = data["data"][:1]
-    small = work / "squad-first-article.json"
-    small.write_text(json.dumps(data))
-    squad = work / "squad-train"
-    prepare_squad(small, squad, None, SquadPrepConfig(max_seq_length=384, split="train"), nproc=1)
-    gap = work / "gap-train"
-    prepare_gap(gap_tsv, gap, None, GapPrepConfig(max_seq_length=256), nproc=1)
-    return {"squad": squad, "gap": gap}
+    features = {}
+    if "squad" in tasks:
+        data = json.loads(squad_json.read_text())
+        data["data"] = data["data"][:1]
+        small = work / "squad-first-article.json"
+        small.write_text(json.dumps(data))
+        features["squad"] = work / "squad-train"
+        prepare_squad(small, features["squad"], None, SquadPrepConfig(max_seq_length=384, split="train"), nproc=1)
+    if "gap" in tasks:
+        features["gap"] = work / "gap-train"
+        prepare_gap(gap_tsv, features["gap"], None, GapPrepConfig(max_seq_length=256), nproc=1)
+    return features
 
 
 class _LossModule(torch.nn.Module):
@@ -203,7 +207,7 @@ def cpu_section(args, model_dir: Path, work: Path) -> dict:
     peaks = {precision: measure_bf16_peak_tflops(torch.device("cpu"), size=2048, repeats=10, dtype=dtypes[precision])
              for precision in sorted({precision for precision, _ in variants})}
     model_config = AutoConfig.from_pretrained(str(model_dir))
-    features = prepare_features(work, Path(args.squad_json), Path(args.gap_tsv))
+    features = prepare_features(work, Path(args.squad_json), Path(args.gap_tsv), tasks=tuple(args.tasks.split(",")))
     rows: list[dict] = []
     # Each run is a new process, so each pays its own kernels' one-off set-up per padded width (most
     # of it in the untimed first step); --passes repeats the comparison and reports the last.

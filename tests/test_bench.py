@@ -79,6 +79,23 @@ def test_train_throughput_runs_and_writes_its_json(tiny_inputs, tmp_path, tiny_e
             assert row["speedup_vs_trainer_dynamic"] == 1.0
 
 
+def test_step_profile_shows_where_the_dropout_masks_come_from(tiny_inputs, tmp_path, tiny_encoder_dir_dropout):
+    """The op table of a tiny run with dropout: torch's bernoulli_ with the model's own modules,
+    train/fast_cpu.py's random_ draws (and no bernoulli_) with them swapped."""
+    found = {}
+    for fast in ("true", "false"):
+        out = tmp_path / f"profile-{fast}.json"
+        run_module(["bench.step_profile", "--task", "gap", "--model", str(tiny_encoder_dir_dropout), "--precision",
+                    "fp32", "--fast-cpu", fast, "--skip", "0", "--steps", "2", "--global-batch-size", "4",
+                    "--squad-json", str(tiny_inputs["squad"]), "--gap-tsv", str(tiny_inputs["gap"]), "--json", str(out)])
+        report = json.loads(out.read_text())
+        assert report["throughput"]["sequences_per_second"] > 0
+        assert sum(op["share"] for op in report["ops"]) == pytest.approx(1.0)
+        found[fast] = {op["op"] for op in report["ops"]}
+    assert "aten::random_" in found["true"] and "aten::bernoulli_" not in found["true"]
+    assert "aten::bernoulli_" in found["false"]
+
+
 def test_textclass_prep_runs_and_writes_its_json(tmp_path):
     import csv
 

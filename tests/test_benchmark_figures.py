@@ -79,7 +79,7 @@ def test_train_throughput_table_matches_its_json():
 
 def test_train_speed_variants_table_matches_its_json():
     """docs/benchmarks/train_speed.md: every row (task x runner x precision x attention dropout) is its JSON row."""
-    [table] = tables((BENCHMARKS / "train_speed.md").read_text(encoding="utf-8"))
+    table, _ = tables((BENCHMARKS / "train_speed.md").read_text(encoding="utf-8"))
     report = load(BENCHMARKS / "train_throughput-cpu-variants.json")
     runs = {(r["task"], r["runner"], r["precision"], r["attention_dropout"]): r for r in report["cpu"]}
     seen = set()
@@ -93,6 +93,31 @@ def test_train_speed_variants_table_matches_its_json():
         assert_figures(row["of measured peak"], [r["mfu_vs_measured_peak"] * 100], where)
         assert_figures(row["vs Trainer, dynamic"], [r["speedup_vs_trainer_dynamic"]], where)
     assert seen == set(runs), "train_speed.md's table and train_throughput-cpu-variants.json cover different runs"
+
+
+# The op groups of train_speed.md's profile table (bench.step_profile's JSON: every op's ms a step).
+STEP_GROUPS = {"matmuls": ("aten::mm", "aten::addmm", "aten::bmm"),
+               "dropout masks": ("aten::bernoulli_", "aten::random_", "aten::ge"),
+               "softmax": ("aten::_softmax", "aten::_softmax_backward_data"), "copies": ("aten::copy_",)}
+
+
+def test_train_speed_profile_table_matches_its_json():
+    """docs/benchmarks/train_speed.md's second table: each row's op groups are sums over its
+    step_profile JSON's ops, "the rest" is what the groups leave of the step."""
+    _, table = tables((BENCHMARKS / "train_speed.md").read_text(encoding="utf-8"))
+    assert len(table) == 4
+    for row in table:
+        fast = {"on": "true", "off": "false"}[row["fast CPU training"]]
+        report = load(BENCHMARKS / f"step_profile-{row['task']}-bf16-fast-cpu-{fast}.json")
+        assert (report["args"]["precision"], report["args"]["fast_cpu"], report["args"]["task"]) == ("bf16", fast, row["task"])
+        ops = {op["op"]: op["ms_per_step"] for op in report["ops"]}
+        groups = {name: sum(ops.get(op, 0.0) for op in members) for name, members in STEP_GROUPS.items()}
+        where = f"train_speed profile {row['task']} {fast}"
+        assert_figures(row["seq/s (profiler on)"], [report["throughput"]["sequences_per_second"]], where)
+        assert_figures(row["step, ms"], [sum(ops.values())], where)
+        for name, value in groups.items():
+            assert_figures(row[name], [value], where)
+        assert_figures(row["the rest"], [sum(ops.values()) - sum(groups.values())], where)
 
 
 def test_race_prep_table_matches_its_json():

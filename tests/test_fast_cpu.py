@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from prep.folders import RunFolder
-from tests.conftest import fine_tune
+from tests.conftest import fine_tune, skip_or_fail
 from train import fast_cpu
 from train.config import TrainConfig
 from train.dist import single_process
@@ -134,8 +134,9 @@ def _mmapped_blocks() -> int:
     return libc.mallinfo2().hblks
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory sets glibc's malloc; this is not glibc")
 def test_large_allocations_come_from_the_heap_while_training_and_from_mmap_after():
+    if platform.libc_ver()[0] != "glibc":
+        skip_or_fail("keep_freed_memory sets glibc's malloc; this C library is not glibc")
     before = _mmapped_blocks()
     with fast_cpu.keep_freed_memory() as applied:
         block = bytearray(48 * 2 ** 20)  # above glibc's largest mmap threshold (32 MiB)

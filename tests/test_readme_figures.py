@@ -1,7 +1,7 @@
 """Every figure in the published results and benchmarks tables matches the committed JSON it came from.
 
 The tables live in docs/results/README.md (results at a glance, `make run`), docs/results/glue.md
-(GLUE) and docs/results/precision-auto.md; each is parsed from its page and each row is found by its
+(GLUE), docs/results/precision-auto.md and docs/results/fast-cpu.md; each is parsed from its page and each row is found by its
 label (the first cell), so rows can be reworded around their labels, reordered or moved. A row that
 shows figures but that no check here recognises fails: a new figure needs its JSON (docs/results)
 and a line here. Figures compare at the page's own precision (tests/readme_tables.py). The README's
@@ -12,6 +12,7 @@ tests/test_benchmark_figures.py.
 from __future__ import annotations
 
 import re
+import statistics
 
 import pytest
 
@@ -265,6 +266,56 @@ def test_precision_auto_tables_match_their_json():
             assert_figures(squad_row["EM"], [squad["metrics"]["exact_match"]], where)
             assert_figures(squad_row["F1"], [squad["metrics"]["f1"]], where)
             assert_figures(squad_row["final train loss"], [squad["train_metrics"]["final_train_loss"]], where)
+
+
+# GAP seed groups of docs/results/fast-cpu.md: (fast CPU training, seeds) -> their gap.json folders.
+FAST_CPU_GAP = {("off", "1-3"): ["gap-bf16"], ("on", "1-3"): ["fast-cpu/gap-seeds-1-3"],
+                ("off", "4-6"): ["fast-cpu/gap-off-seeds-4-6"], ("on", "4-6"): ["fast-cpu/gap-seeds-4-6"],
+                ("off", "1-6"): ["gap-bf16", "fast-cpu/gap-off-seeds-4-6"],
+                ("on", "1-6"): ["fast-cpu/gap-seeds-1-3", "fast-cpu/gap-seeds-4-6"]}
+
+
+def test_fast_cpu_tables_match_their_json():
+    """docs/results/fast-cpu.md: each GAP row is the mean ± std of its seeds' runs (and its group's
+    ensemble), each SQuAD row an evaluation's JSON; runs labelled on were trained with fast_cpu, the
+    others without it (the runs from before the setting do not record it)."""
+    gap_table, squad_table = tables((RESULTS / "fast-cpu.md").read_text(encoding="utf-8"))
+    seen = set()
+    for row in gap_table:
+        key = (re.match(r"\w+", row["fast CPU training"]).group(), row["seeds"])
+        seen.add(key)
+        folders, where = FAST_CPU_GAP[key], f"fast-cpu GAP {key}"
+        results = [load(RESULTS / folder / "gap.json") for folder in folders]
+        runs = [run for result in results for run in result["runs"]]
+        first, last = (int(n) for n in key[1].split("-"))
+        assert sorted(run["seed"] for run in runs) == list(range(first, last + 1)), where
+        for column, metric in (("F1", "f1_overall"), ("bias F/M", "bias_f_over_m"), ("log loss", "log_loss"),
+                               ("accuracy", "accuracy")):
+            values = [run["metrics"][metric] for run in runs]
+            assert_figures(row[column], [statistics.mean(values), statistics.stdev(values)], where)
+        ensemble = row["ensemble F1 / bias / log loss"]
+        if len(results) == 1:
+            shown = results[0]["groups"][0]["ensemble"]
+            assert_figures(ensemble, [shown[k] for k in ("f1_overall", "bias_f_over_m", "log_loss")], where)
+        else:
+            assert not numbers(ensemble), where
+        for folder in folders:
+            for path in (RESULTS / folder).glob("gap-*.json"):
+                recorded = load(path)["train_config"].get("fast_cpu")
+                assert recorded is (True if key[0] == "on" else False if folder != "gap-bf16" else None), path
+    assert seen == set(FAST_CPU_GAP), "fast-cpu.md's GAP table and FAST_CPU_GAP cover different groups"
+    squad_runs = {"off": "squad-bf16/squad-1b17070409e7.json", "on": "fast-cpu/squad/squad-1b17070409e7.json"}
+    for setting, path in squad_runs.items():
+        row, squad = find_row(squad_table, "fast CPU training", rf"^{setting}\b"), load(RESULTS / path)
+        train = squad["train_metrics"]
+        assert_figures(row["EM"], [squad["metrics"]["exact_match"]], path)
+        assert_figures(row["F1"], [squad["metrics"]["f1"]], path)
+        assert_figures(row["final train loss"], [train["final_train_loss"]], path)
+        assert_figures(row["training"], [train["throughput"]["sequences_per_second"],
+                                         *divmod(train["throughput"]["train_seconds"], 60)], path)
+        assert squad["train_config"].get("fast_cpu") is (True if setting == "on" else None)
+        assert train["precision_choice"]["chosen"] == "bf16"
+    assert len(squad_table) == len(squad_runs)
 
 
 # --- the checker itself ------------------------------------------------------------------------
