@@ -1,6 +1,7 @@
 """What makes CPU training fast besides the matmuls: dropout from fewer random draws, attention
 without the fused kernel's slow backward, and an allocator that keeps freed memory. Same model, same
-dropout distribution; only speed changes (``--fast-cpu false`` turns all three off).
+dropout distribution; only speed changes (``--no-fast-cpu`` to ``python -m train``,
+``--<Task>FineTuned-fast-cpu false`` in Luigi, turns all three off).
 
 Why (profiles of a MiniLM step, 2-core AVX512-BF16 EPYC, bf16 autocast, batch 16):
 - torch's CPU dropout draws one Mersenne-Twister number per element (``bernoulli_``), serially on
