@@ -20,36 +20,34 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def profile_steps(task: str, features: Path, model_dir: Path, work: Path, precision: str, fast_cpu: bool,
                   attention_dropout: float | None, skip: int, steps: int, batch_size: int) -> tuple[dict, list[dict]]:
-    """``(throughput, ops)``: the run's throughput record and its ops by self CPU time (ms per step)."""
+    """``(throughput, ops)``: the run's throughput record and its ops by self CPU time (ms per step),
+    from the profiler and op table ``python -m profiling --backend torch`` uses."""
+    from profiling.torch_trace import make_torch_profiler, ops_path, top_ops
     from tasks import get_task
     from train.config import TrainConfig
     from train.dist import single_process
     from train.loop import train
 
     spec = get_task(task).train
-    out = work / f"run-{task}"
+    out, traces = work / f"run-{task}", work / "traces"
     shutil.rmtree(out, ignore_errors=True)
     total = skip + 1 + steps
-    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                      schedule=torch.profiler.schedule(wait=skip, warmup=1, active=steps, repeat=1))
+    profiler = make_torch_profiler(traces, 0, warmup_steps=skip + 1, active_steps=steps, cuda=False)
     config = TrainConfig(task=task, features_dir=str(features), run_dir=str(out), model_dir=str(model_dir),
                          head=spec.default_head, precision=precision, global_batch_size=batch_size,
                          max_steps=total, epochs=100, lr=3e-5, log_every_n_steps=total, save_every_n_steps=None,
                          progress_bar=False, device="cpu", attention_dropout=attention_dropout, fast_cpu=fast_cpu)
     with profiler:
         metrics = train(config, spec, single_process("cpu"), profiler=profiler)
-    events = [e for e in profiler.key_averages() if not e.key.startswith("ProfilerStep")]
-    whole = sum(e.self_cpu_time_total for e in events)
-    ops = [{"op": e.key, "ms_per_step": e.self_cpu_time_total / 1e3 / steps, "share": e.self_cpu_time_total / whole,
-            "calls_per_step": e.count / steps}
-           for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)]
+    table = top_ops(ops_path(traces, 0), k=10 ** 9)
+    whole = sum(op["self_ms_per_step"] for op in table)
+    ops = [{"op": op["name"], "ms_per_step": op["self_ms_per_step"], "share": op["self_ms_per_step"] / whole,
+            "calls_per_step": op["calls"] / steps} for op in table]
     return metrics["throughput"], ops
 
 

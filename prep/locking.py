@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -81,20 +82,14 @@ def _refuse_to_wait_for_my_parent(artifact_dir: str | Path, holder: dict) -> Non
     wait for ever on the lock its parent holds while the parent waits for it."""
     if holder.get("pid") != os.getppid() or holder.get("host") != socket.gethostname():
         return
-    if any(getattr(_current_process(module), "_inheriting", False) for module in ("multiprocessing", "multiprocess")):
+    # A process spawned by multiprocessing (or multiprocess) has its module loaded and, while it
+    # imports the parent's main module, its current process marked _inheriting.
+    spawned = [sys.modules.get(name) for name in ("multiprocessing.process", "multiprocess.process")]
+    if any(getattr(module.current_process(), "_inheriting", False) for module in spawned if module is not None):
         raise ArtifactLocked(
             f"{artifact_dir} is being written by this worker's parent (pid {os.getppid()}), and this worker, "
             "while importing the parent's main module, started writing it again: the main program runs prep "
             "at its top level. Put that code under `if __name__ == \"__main__\":`.")
-
-
-def _current_process(module_name: str):
-    import importlib
-
-    try:
-        return importlib.import_module(f"{module_name}.process").current_process()
-    except ImportError:
-        return None
 
 
 @contextlib.contextmanager
